@@ -1,0 +1,82 @@
+"""The recurrent model: one class over nn.RNN / nn.LSTM / nn.GRU, architectures as data.
+
+Example: rnnbench train --task mnist --arch bigru --hidden-size 128 --num-layers 2
+
+Readouts: ``last`` classifies from the final hidden state ``h_n`` of the top
+layer (both directions concatenated for bidirectional models, never
+``output[:, -1]``, which for the backward direction has seen one step only);
+``per_step`` emits one output per time step. Initial states are zeros sized
+from the input, so any batch size and sequence length works.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+ARCHITECTURES = {
+    "rnn": {"cell": "rnn", "bidirectional": False},
+    "lstm": {"cell": "lstm", "bidirectional": False},
+    "gru": {"cell": "gru", "bidirectional": False},
+    "birnn": {"cell": "rnn", "bidirectional": True},
+    "bilstm": {"cell": "lstm", "bidirectional": True},
+    "bigru": {"cell": "gru", "bidirectional": True},
+}
+
+READOUTS = ("last", "per_step")
+
+
+class RecurrentModel(nn.Module):
+    def __init__(self, arch: str, input_size: int, hidden_size: int, output_size: int, *,
+                 num_layers: int = 1, dropout: float = 0.0, readout: str = "last"):
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        spec = ARCHITECTURES[arch]
+        self.arch = arch
+        self.readout = readout
+        self.bidirectional = spec["bidirectional"]
+        self.directions = 2 if self.bidirectional else 1
+        self.is_lstm = spec["cell"] == "lstm"
+        self.rnn = CELLS[spec["cell"]](
+            input_size, hidden_size, num_layers, batch_first=True, bidirectional=self.bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * self.directions, output_size)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """x [B, T, F] -> logits [B, C] (``last``) or [B, T, C] (``per_step``).
+
+        ``lengths`` (CPU int64 [B]) marks right padding. Packing is needed only where padding
+        would leak into real steps: the backward direction, and the final state.
+        """
+        steps = x.size(1)
+        packed = lengths is not None and (self.bidirectional or self.readout == "last")
+        if packed:
+            x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        output, state = self.rnn(x)
+        if self.readout == "last":
+            h_n = state[0] if self.is_lstm else state
+            # h_n is [layers * directions, B, H]; the top layer's directions are the last rows.
+            features = torch.cat(list(h_n[-self.directions:]), dim=-1)
+            return self.head(self.dropout(features))
+        if packed:
+            output, _ = pad_packed_sequence(output, batch_first=True, total_length=steps)
+        return self.head(self.dropout(output))
+
+
+def build_model(config, task) -> RecurrentModel:
+    return RecurrentModel(
+        config.arch, task.input_size, config.hidden_size, task.output_size,
+        num_layers=config.num_layers, dropout=config.dropout, readout=task.readout,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,146 @@
+"""Binary addition: two numbers fed least-significant bit first, one sum bit out per step.
+
+Example: rnnbench train --task addition --arch lstm --hidden-size 10 --lr 0.01
+
+Generator (the notebook's): for a string of length L both operands are drawn
+uniformly below 2^(L-1), so their sum fits in L bits; input step t is the pair
+(a_t, b_t), target step t is s_t. A batch mixes lengths, right-padded with
+zeros and masked, so padding never counts in losses or metrics.
+
+Splits: ``train`` has ``train_size`` strings with lengths drawn uniformly from
+``train_lengths`` (default 1..max_train_length); ``val`` has 50 strings per
+length 1..max_train_length; both follow ``config.seed``. ``test`` has 100
+strings per length 1..max_train_length plus 100 per generalisation length, and
+uses a fixed seed so that every run is scored on the same strings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..losses import BIT_LOSSES, length_mask
+from . import Batch
+
+TEST_SEED = 20_241_129
+VAL_PER_LENGTH = 50
+TEST_PER_LENGTH = 100
+EVAL_BATCH = 4096
+
+
+def generate(lengths: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Strings of the given lengths: inputs [N, T, 2] and sum bits [N, T] (float, zero past each length)."""
+    lengths = lengths.to(torch.int64)
+    steps = int(lengths.max()) if len(lengths) else 0
+    # Operands below 2^(L-1): the low L-1 bits are uniform, bit L-1 and above are zero.
+    below_top = torch.arange(steps)[None, :] < (lengths[:, None] - 1)
+    a = torch.randint(0, 2, (len(lengths), steps), generator=generator, dtype=torch.int64) * below_top
+    b = torch.randint(0, 2, (len(lengths), steps), generator=generator, dtype=torch.int64) * below_top
+    total = torch.empty_like(a)
+    carry = torch.zeros(len(lengths), dtype=torch.int64)
+    for t in range(steps):  # ripple-carry over positions, vectorised over strings
+        column = a[:, t] + b[:, t] + carry
+        total[:, t] = column & 1
+        carry = column >> 1
+    return torch.stack([a, b], dim=-1).float(), total.float()
+
+
+def bits_to_int(bits) -> int:
+    """LSB-first bits -> integer (for tests and debugging)."""
+    return sum(int(bit) << i for i, bit in enumerate(bits))
+
+
+class AdditionTask:
+    name = "addition"
+    input_size = 2
+    output_size = 1
+    readout = "per_step"
+
+    def __init__(self, config, device):
+        self.device = torch.device(device)
+        self.max_train_length = config.max_train_length
+        in_range = list(range(1, config.max_train_length + 1))
+        self.train_length_choices = list(config.train_lengths) or in_range
+        self.test_lengths = in_range + [n for n in config.eval_lengths if n > config.max_train_length]
+
+        rng = torch.Generator().manual_seed(config.seed)
+        choices = torch.tensor(self.train_length_choices)
+        train_lengths = choices[torch.randint(0, len(choices), (config.train_size or 10_000,), generator=rng)]
+        val_lengths = torch.tensor(in_range).repeat_interleave(VAL_PER_LENGTH)
+        test_lengths = torch.tensor(self.test_lengths).repeat_interleave(TEST_PER_LENGTH)
+        self.splits = {
+            "train": self._make(train_lengths, rng),
+            "val": self._make(val_lengths, rng),
+            "test": self._make(test_lengths, torch.Generator().manual_seed(TEST_SEED)),
+        }
+
+    def _make(self, lengths: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        x, y = generate(lengths, generator)
+        return x.to(self.device), y.to(self.device), lengths
+
+    @property
+    def train_size(self) -> int:
+        return len(self.splits["train"][2])
+
+    def train_batches(self, batch_size: int, generator: torch.Generator):
+        x, y, lengths = self.splits["train"]
+        order = torch.randperm(len(lengths), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch_lengths = lengths[index]
+            steps = int(batch_lengths.max())  # CPU tensor: no device sync
+            index = index.to(self.device)
+            yield Batch(x[index, :steps], y[index, :steps], batch_lengths)
+
+    def loss(self, name: str, logits: Tensor, batch: Batch):
+        logits = logits.squeeze(-1)
+        mask = length_mask(batch.lengths, logits.size(1), logits.device)
+        return BIT_LOSSES[name](logits, batch.y, mask.to(logits.dtype))
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str, loss_name: str) -> dict:
+        """Loss over lengths <= max_train_length; bit and whole-string accuracy per length.
+
+        ``acc`` is bit accuracy averaged over lengths 1..max_train_length, as the notebook reports it;
+        ``seq_acc`` is the fraction of those strings with every bit right.
+        """
+        model.eval()
+        x, y, lengths = self.splits[split]
+        longest = int(lengths.max())
+        correct_bits = torch.zeros(longest + 1, device=self.device)
+        right_strings = torch.zeros(longest + 1, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        loss_count = torch.zeros((), device=self.device)
+        # Sorted by length so each chunk pads little; the split is stored sorted already for val/test.
+        order = torch.argsort(lengths, stable=True)
+        for start in range(0, len(order), EVAL_BATCH):
+            index = order[start:start + EVAL_BATCH]
+            chunk_lengths = lengths[index]
+            steps = int(chunk_lengths.max())
+            device_index = index.to(self.device)
+            batch = Batch(x[device_index, :steps], y[device_index, :steps], chunk_lengths)
+            logits = model(batch.x, batch.lengths).squeeze(-1)
+            mask = length_mask(chunk_lengths, steps, self.device)
+            in_range = (chunk_lengths <= self.max_train_length).to(self.device)
+            train_mask = (mask & in_range[:, None]).to(logits.dtype)
+            chunk_loss, chunk_count = BIT_LOSSES[loss_name](logits, batch.y, train_mask)
+            loss_sum += chunk_loss
+            loss_count += chunk_count
+            hits = ((logits >= 0) == (batch.y >= 0.5)) & mask
+            per_string = hits.sum(dim=1)
+            device_lengths = chunk_lengths.to(self.device)
+            correct_bits.index_add_(0, device_lengths, per_string.float())
+            right_strings.index_add_(0, device_lengths, (per_string == device_lengths).float())
+        counts = torch.bincount(lengths, minlength=longest + 1).double()
+        present = [n for n in range(1, longest + 1) if counts[n] > 0]
+        correct_bits, right_strings = correct_bits.double().cpu(), right_strings.double().cpu()
+        bit_acc_by_len = {n: float(correct_bits[n] / (counts[n] * n)) for n in present}
+        seq_acc_by_len = {n: float(right_strings[n] / counts[n]) for n in present}
+        in_range_lengths = [n for n in present if n <= self.max_train_length]
+        return {
+            "loss": float(loss_sum / loss_count.clamp(min=1)),
+            "acc": sum(bit_acc_by_len[n] for n in in_range_lengths) / len(in_range_lengths),
+            "seq_acc": float(right_strings[in_range_lengths].sum() / counts[in_range_lengths].sum()),
+            "bit_acc_by_len": bit_acc_by_len,
+            "seq_acc_by_len": seq_acc_by_len,
+        }

@@ -1,0 +1,92 @@
+"""MNIST read row by row: 28 steps of 28 pixels, classified from the final state.
+
+Example: rnnbench train --task mnist --arch lstm --epochs 10
+
+The 60k training images are split 50k/10k into train/validation by a
+permutation seeded with ``config.seed``; the official 10k test set is used
+only to report the chosen model. All images stay in memory once, as uint8 on
+the device; a batch is one index + one float conversion, no per-image work.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..losses import CLASS_LOSSES
+from . import Batch
+
+VALIDATION_FRACTION = 1 / 6  # 10k of the 60k training images
+EVAL_BATCH = 5000
+
+
+class MnistTask:
+    name = "mnist"
+    input_size = 28
+    output_size = 10
+    readout = "last"
+
+    def __init__(self, config, device, *, train_images: Tensor | None = None, train_labels: Tensor | None = None,
+                 test_images: Tensor | None = None, test_labels: Tensor | None = None, data_dir=None):
+        if train_images is None:
+            from ..data import load_mnist
+
+            loaded = load_mnist(str(data_dir) if data_dir else None)
+            train_images, train_labels = loaded["train_images"], loaded["train_labels"]
+            test_images, test_labels = loaded["test_images"], loaded["test_labels"]
+        self.device = torch.device(device)
+        split = torch.Generator().manual_seed(config.seed)
+        order = torch.randperm(len(train_images), generator=split)
+        n_val = round(len(train_images) * VALIDATION_FRACTION)
+        train_index, val_index = order[n_val:], order[:n_val]
+        if config.train_size:
+            train_index = train_index[: config.train_size]
+        self.splits = {
+            "train": self._to_device(train_images[train_index], train_labels[train_index]),
+            "val": self._to_device(train_images[val_index], train_labels[val_index]),
+            "test": self._to_device(test_images, test_labels),
+        }
+
+    def _to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return images.to(self.device, torch.uint8).contiguous(), labels.to(self.device, torch.int64)
+
+    @property
+    def train_size(self) -> int:
+        return len(self.splits["train"][1])
+
+    @staticmethod
+    def as_input(images: Tensor) -> Tensor:
+        """uint8 [B, 28, 28] -> float [B, 28 steps, 28 features] in [0, 1], as torchvision's ToTensor scales."""
+        return images.float().div_(255.0)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator):
+        images, labels = self.splits["train"]
+        order = torch.randperm(len(labels), generator=generator).to(self.device)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            yield Batch(self.as_input(images[index]), labels[index])
+
+    def loss(self, name: str, logits: Tensor, batch: Batch):
+        return CLASS_LOSSES[name](logits, batch.y)
+
+    @torch.no_grad()
+    def predict(self, model, split: str) -> tuple[Tensor, Tensor]:
+        """Class probabilities [N, 10] and labels [N] of a split, in its stored order."""
+        model.eval()
+        images, labels = self.splits[split]
+        probs = [model(self.as_input(images[i:i + EVAL_BATCH])).softmax(-1) for i in range(0, len(labels), EVAL_BATCH)]
+        return torch.cat(probs), labels
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str, loss_name: str) -> dict:
+        model.eval()
+        images, labels = self.splits[split]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for start in range(0, len(labels), EVAL_BATCH):
+            batch = Batch(self.as_input(images[start:start + EVAL_BATCH]), labels[start:start + EVAL_BATCH])
+            logits = model(batch.x)
+            loss_sum += self.loss(loss_name, logits, batch)[0]
+            correct += (logits.argmax(-1) == batch.y).sum()
+        n = max(len(labels), 1)
+        return {"loss": loss_sum.item() / n, "acc": correct.item() / n}

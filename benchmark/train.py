@@ -1,0 +1,183 @@
+"""The one training loop: every command that trains (train, tune, reproduce) runs ``fit``.
+
+Example: rnnbench train --task mnist --arch lstm --optimizer adamw --schedule onecycle --lr 3e-3 \
+    --batch-size 256 --clip-grad 1.0
+
+Per iteration it records the training loss on the device (no host sync); per
+epoch it validates, logs, keeps the best weights in memory and calls the
+``epoch_callback`` (Optuna's pruning hook). At the end it restores the best
+epoch's weights, scores the test split once and hands the model to the tracker.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import ConfigError, TrainConfig
+from .models import build_model, count_parameters
+from .tasks import build_task
+
+FINITE_CHECK_EVERY = 50  # iterations between host syncs that catch a diverged loss early
+PROGRESS_EVERY = 20
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training diverged; the best finite epoch is never replaced by a NaN model."""
+
+
+@dataclass
+class FitResult:
+    model: torch.nn.Module
+    best_epoch: int
+    val: dict
+    test: dict
+    epochs_run: int
+    n_params: int
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    val_history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return optimizer_class(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_schedule(config: TrainConfig, optimizer, total_steps: int):
+    """Stepped once per iteration. ``lr`` is the peak rate for ``onecycle`` and the start rate for ``cosine``."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
+    return None
+
+
+def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callable | None = None,
+        quiet: bool = False, task_data: dict | None = None) -> FitResult:
+    """Train ``config`` on ``task`` (built from the config when not given); returns the best epoch's model."""
+    config.validate()
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    task = task or build_task(config, device, **(task_data or {}))
+    model = build_model(config, task).to(device)
+    optimizer = make_optimizer(config, model)
+    steps_per_epoch = math.ceil(task.train_size / config.batch_size)
+    schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    n_params = count_parameters(model)
+    if tracker:
+        tracker.log_model_info(n_params=n_params, device=str(device))
+
+    best = None  # (val_acc, -val_loss), compared as a tuple
+    best_state, best_epoch, best_val = None, 0, {}
+    result = FitResult(model, 0, {}, {}, 0, n_params)
+    stale_epochs = 0
+    bar = _progress(config, steps_per_epoch, quiet)
+    iteration = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            started = time.perf_counter()
+            losses = torch.empty(steps_per_epoch, device=device)
+            bar.reset()
+            bar.set_description(f"{config.arch} {config.task} epoch {epoch}/{config.epochs}")
+            for step, batch in enumerate(task.train_batches(config.batch_size, shuffle)):
+                logits = model(batch.x, batch.lengths)
+                loss_sum, count = task.loss(config.loss, logits, batch)
+                loss = loss_sum / count
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+                optimizer.step()
+                if schedule:
+                    schedule.step()
+                losses[step] = loss.detach()
+                if (step + 1) % FINITE_CHECK_EVERY == 0:
+                    window = step + 1 - FINITE_CHECK_EVERY
+                    _check_finite(losses[window: step + 1], epoch, iteration + window)
+                if not quiet and (step + 1) % PROGRESS_EVERY == 0:
+                    bar.set_postfix_str(f"loss {losses[step].item():.4f}", refresh=False)
+                bar.update(1)
+            epoch_losses = losses[: step + 1]
+            _check_finite(epoch_losses, epoch, iteration)
+            epoch_seconds = time.perf_counter() - started
+            val = task.evaluate(model, "val", config.loss)
+            if not math.isfinite(val["loss"]):
+                raise NonFiniteLossError(f"validation loss is {val['loss']} after epoch {epoch}; "
+                                         "lower --lr or set --clip-grad 1.0")
+            train_losses = epoch_losses.cpu().tolist()
+            result.train_losses.extend(train_losses)
+            result.epoch_seconds.append(epoch_seconds)
+            result.val_history.append(_scalars(val))
+            result.epochs_run = epoch
+            if tracker:
+                tracker.log_epoch(epoch, iteration, train_losses, val, epoch_seconds)
+            iteration += len(train_losses)
+            score = (val["acc"], -val["loss"])
+            improved = best is None or score > best
+            if improved:
+                best, best_epoch, best_val, stale_epochs = score, epoch, val, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale_epochs += 1
+            if not quiet:
+                mark = " *" if improved else ""
+                bar.write(f"{config.arch} {config.task} epoch {epoch:>3}/{config.epochs}  "
+                          f"train_loss {np.mean(train_losses):.4f}  val_loss {val['loss']:.4f}  "
+                          f"val_acc {100 * val['acc']:.2f}%  {epoch_seconds:.1f}s{mark}")
+            if epoch_callback:
+                epoch_callback(epoch, val)
+            if config.early_stop and stale_epochs >= config.early_stop:
+                break
+    finally:
+        bar.close()
+
+    model.load_state_dict(best_state)
+    test = task.evaluate(model, "test", config.loss)
+    result.best_epoch, result.val, result.test = best_epoch, best_val, test
+    if tracker:
+        tracker.log_result(result, config)
+    return result
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, first_iteration: int) -> None:
+    finite = torch.isfinite(losses)
+    if not bool(finite.all()):
+        where = first_iteration + int((~finite).nonzero()[0, 0]) + 1
+        raise NonFiniteLossError(f"training loss became non-finite at iteration {where} (epoch {epoch}); "
+                                 "lower --lr or set --clip-grad 1.0")
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, float | int)}
+
+
+def _progress(config: TrainConfig, total: int, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=quiet, leave=False, unit="batch", dynamic_ncols=True)
