@@ -122,12 +122,17 @@ def _load_wheel_arrays() -> tuple:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickle plain numpy arrays and nothing else: a pickle can otherwise run arbitrary code."""
 
-    ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct")}
+    ALLOWED = {("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the MNIST pickle")
-        if module == "numpy.core.multiarray":
+        if module == "_codecs":  # how protocol-2 pickles written by Python 3 carry bytes
+            import codecs
+
+            return codecs.encode
+        if name == "_reconstruct":
             try:  # numpy 2 moved it; the pickle still names the numpy 1 path
                 from numpy._core.multiarray import _reconstruct
             except ImportError:

@@ -1,0 +1,32 @@
+"""Bad input: one clear line, exit code 2, nothing written to the store."""
+
+import pytest
+
+from benchmark import cli
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "mnist", "--arch", "transformer"], "unknown arch 'transformer'; valid: rnn, lstm, gru, birnn"),
+    (["--task", "imagenet", "--arch", "lstm"], "unknown task 'imagenet'; valid: mnist, addition"),
+    (["--task", "mnist", "--arch", "lstm", "--loss", "hinge"], "unknown loss 'hinge'; valid: ce, mse"),
+    (["--task", "mnist", "--arch", "lstm", "--hidden-size", "0"], "hidden_size must be a positive integer"),
+    (["--task", "mnist", "--arch", "lstm", "--lr", "-0.1"], "lr must be > 0"),
+    (["--task", "mnist", "--arch", "lstm", "--schedule", "step"], "unknown schedule 'step'"),
+    (["--task", "mnist", "--arch", "lstm", "--hidden-size", "abc"], "invalid int value: 'abc'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, tmp_path, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(cli.main(["train", *argv, "--tracking-uri", f"sqlite:///{tmp_path}/store/mlflow.db"]))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_python_dash_m_entry_point():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "benchmark", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout

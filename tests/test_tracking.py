@@ -1,0 +1,83 @@
+"""A tracked run in a temporary store has the params, metrics, steps, tags and artifacts promised."""
+
+import json
+
+import pytest
+import torch
+from conftest import synthetic_mnist
+
+from benchmark import cli, data
+from benchmark.config import field_names
+from benchmark.tasks import build_task
+from benchmark.tracking import client_for, load_run_checkpoint
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_addition_run_is_fully_tracked(capsys, tracking_uri):
+    code, out, _ = run_cli(capsys, "train", "--task", "addition", "--arch", "lstm", "--hidden-size", "8",
+                           "--epochs", "2", "--train-size", "300", "--batch-size", "50", "--max-train-length", "5",
+                           "--eval-lengths", "8", "12", "--tracking-uri", tracking_uri, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert set(summary) >= {"run_id", "task", "arch", "test_acc", "val_acc", "test_seq_acc", "test_bit_acc_by_len"}
+    assert set(summary["test_bit_acc_by_len"]) == {"1", "2", "3", "4", "5", "8", "12"}
+
+    client = client_for(tracking_uri)
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "addition"
+    assert set(run.data.params) == set(field_names())
+    assert run.data.params["hidden_size"] == "8" and run.data.params["eval_lengths"] == "8,12"
+    for tag in ("git_commit", "torch_version", "mlflow_version", "device", "seed"):
+        assert tag in run.data.tags
+    assert run.data.metrics["test_acc"] == pytest.approx(summary["test_acc"])
+
+    train_loss = client.get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in train_loss] == list(range(1, 2 * 6 + 1))  # 300 strings / 50 per batch, 2 epochs
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+    by_length = client.get_metric_history(run.info.run_id, "test_bit_acc_by_len")
+    assert {m.step: m.value for m in by_length} == pytest.approx(
+        {int(n): v for n, v in summary["test_bit_acc_by_len"].items()})
+
+    artifacts = {a.path for folder in ("checkpoint", "curves", "metrics")
+                 for a in client.list_artifacts(run.info.run_id, folder)}
+    assert artifacts == {"checkpoint/model.pt", "curves/learning_curve.png", "metrics/accuracy_by_length.csv"}
+
+    # The run alone rebuilds the model, and it scores what was logged.
+    model, config = load_run_checkpoint(summary["run_id"], tracking_uri)
+    metrics = build_task(config, "cpu").evaluate(model, "test", config.loss)
+    assert metrics["acc"] == pytest.approx(summary["test_acc"])
+
+
+def test_mnist_run_through_cli(capsys, tracking_uri, monkeypatch):
+    monkeypatch.setattr(data, "load_mnist", lambda data_dir=None: synthetic_mnist(300, 60))
+    code, out, _ = run_cli(capsys, "train", "--task", "mnist", "--arch", "bigru", "--hidden-size", "8",
+                           "--epochs", "1", "--batch-size", "50", "--tracking-uri", tracking_uri, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert "test_seq_acc" not in summary
+    run = client_for(tracking_uri).get_run(summary["run_id"])
+    assert run.data.metrics["n_params"] > 0 and "epoch_time_s" in run.data.metrics
+    model, _ = load_run_checkpoint(summary["run_id"], tracking_uri)
+    assert model(torch.rand(3, 28, 28)).shape == (3, 10)
+
+
+def test_failed_run_is_marked_failed_with_reason(tracking_uri, monkeypatch, capsys):
+    from benchmark import train
+
+    def explode(*args, **kwargs):
+        raise train.NonFiniteLossError("training loss became non-finite at iteration 3 (epoch 1)")
+
+    monkeypatch.setattr(train, "fit", explode)
+    code, _, err = run_cli(capsys, "train", "--task", "addition", "--arch", "gru", "--tracking-uri", tracking_uri)
+    assert code == 1 and "non-finite" in err
+    client = client_for(tracking_uri)
+    experiment = client.get_experiment_by_name("addition")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["error"]

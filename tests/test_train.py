@@ -1,0 +1,74 @@
+"""The training loop: results, divergence, early stopping, schedules, checkpoints."""
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from benchmark.tasks import build_task
+from benchmark.tracking import load_checkpoint, save_checkpoint
+from benchmark.train import NonFiniteLossError, fit
+
+
+def test_fit_learns_synthetic_mnist_and_restores_best_epoch(mnist_data):
+    config = tiny_config("mnist", "gru", epochs=3, batch_size=25, lr=2e-2)
+    result = fit(config, quiet=True, task_data=mnist_data)
+    assert result.test["acc"] > 0.5
+    assert result.epochs_run == 3 and len(result.val_history) == 3
+    assert len(result.train_losses) == 3 * 20  # 500 training images / batch 25
+    best = max(result.val_history, key=lambda v: (v["acc"], -v["loss"]))
+    assert result.val == pytest.approx({k: best[k] for k in ("loss", "acc")})
+    assert result.val_history[result.best_epoch - 1] == best
+
+
+def test_same_seed_same_result(mnist_data):
+    config = tiny_config("mnist", "rnn", epochs=1)
+    first = fit(config, quiet=True, task_data=mnist_data)
+    second = fit(config, quiet=True, task_data=mnist_data)
+    assert first.train_losses == second.train_losses
+
+
+def test_non_finite_loss_stops_with_clear_error(mnist_data):
+    config = tiny_config("mnist", "lstm", epochs=2, batch_size=10)
+    task = build_task(config, "cpu", **mnist_data)
+    real_loss, calls = task.loss, []
+
+    def diverging_loss(name, logits, batch):
+        if torch.is_grad_enabled():  # training steps only, not validation
+            calls.append(1)
+        total, count = real_loss(name, logits, batch)
+        return (total * float("nan") if len(calls) == 57 and torch.is_grad_enabled() else total), count
+
+    task.loss = diverging_loss
+    with pytest.raises(NonFiniteLossError, match="non-finite at iteration 57 .*lower --lr"):
+        fit(config, task=task, quiet=True)
+    assert len(calls) <= 100, "divergence must be caught within the check window, not at the end"
+
+
+def test_early_stopping(mnist_data):
+    # lr so small nothing improves after the first epoch's accuracy plateaus at chance level.
+    config = tiny_config("mnist", "rnn", lr=1e-9, epochs=6, early_stop=1)
+    result = fit(config, quiet=True, task_data=mnist_data)
+    assert result.epochs_run < 6
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_schedules_and_adamw_train(schedule):
+    config = tiny_config("addition", "gru", schedule=schedule, optimizer="adamw", weight_decay=1e-4,
+                         clip_grad=1.0, epochs=2)
+    result = fit(config, quiet=True)
+    assert result.epochs_run == 2 and result.test["loss"] < 0.75
+
+
+@pytest.mark.parametrize("arch", ["lstm", "bigru"])
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, arch):
+    config = tiny_config("addition", arch, epochs=1)
+    result = fit(config, quiet=True)
+    save_checkpoint(tmp_path / "model.pt", result.model, config, best_epoch=1)
+    model, loaded_config = load_checkpoint(tmp_path / "model.pt")
+    assert loaded_config == config
+    task = build_task(config, "cpu")
+    x, _, lengths = task.splits["test"]
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x, lengths), result.model(x, lengths))
+    assert model.rnn.hidden_size == config.hidden_size
