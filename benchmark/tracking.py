@@ -25,6 +25,17 @@ import torch
 from .config import TrainConfig
 from .models import RecurrentModel
 
+# The store's schema, shared by every writer (train, tune, reproduce, confirm) and the report.
+# Experiments: one per task, named by the task ("mnist", "addition"); `reproduce` has its own.
+# Tags on every run: task, arch, seed, suite, plus environment_tags(). Study parent runs add
+# role=study and study_name; trial runs add role=trial, study_name, trial_number and optuna.state
+# (COMPLETE, PRUNED or FAIL), and are nested with mlflow.parentRunId.
+TAG_SUITE = "suite"  # train | tune | reproduce | confirm
+TAG_ROLE = "role"  # run | study | trial
+TAG_STUDY = "study_name"
+TAG_TRIAL = "trial_number"
+TAG_TRIAL_STATE = "optuna.state"
+
 CHECKPOINT_FORMAT = "rnnbench-checkpoint/1"
 CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
 MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
@@ -122,7 +133,7 @@ class RunTracker:
         client = client or client_for(tracking_uri)
         experiment_id = get_or_create_experiment(client, experiment or config.task)
         all_tags = {**environment_tags(), "task": config.task, "arch": config.arch, "seed": str(config.seed),
-                    **(tags or {})}
+                    TAG_SUITE: "train", TAG_ROLE: "run", **(tags or {})}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name or default_run_name(config), tags=all_tags)
