@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
+    add_tuning_commands(commands)
     return parser
 
 
@@ -133,6 +134,115 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return subprocess.call(command)
     except KeyboardInterrupt:
         return 130
+
+
+# --- tune / bench / studies (issue 3): argument handling only; the logic is in benchmark.tuning ---------
+
+
+def add_tuning_commands(commands) -> None:
+    from .studies import PRESETS
+
+    tune = commands.add_parser("tune", help="tune one architecture with an Optuna study; each trial an MLflow run")
+    tune.add_argument("study_file", metavar="STUDY.toml", help="study definition, e.g. studies/mnist.toml")
+    tune.add_argument("--arch", required=True, help="rnn, lstm, gru, birnn, bilstm or bigru")
+    tune.add_argument("--preset", default="quick", choices=PRESETS, help="budget preset (default: quick)")
+    _add_session_flags(tune)
+    tune.add_argument("--trials", type=int, help="finished trials the study should hold (default: the preset's)")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after S seconds (default: the preset's)")
+    tune.add_argument("--study-name", help="default: <task>-<arch>-<preset>; the same name resumes the study")
+    tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: one worker of --workers N
+    tune.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    tune.set_defaults(handler=cmd_tune)
+
+    bench = commands.add_parser("bench", help="tune every architecture on both tasks at a preset budget")
+    bench.add_argument("--preset", required=True, choices=PRESETS)
+    bench.add_argument("--archs", nargs="+", help="architectures (default: all six)")
+    bench.add_argument("--tasks", nargs="+", help="tasks (default: mnist addition)")
+    bench.add_argument("--studies-dir", help="folder with <task>.toml files (default: ./studies)")
+    _add_session_flags(bench)
+    bench.set_defaults(handler=cmd_bench)
+
+    studies = commands.add_parser("studies", help="list the studies in the Optuna storage")
+    studies.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
+    studies.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
+    studies.set_defaults(handler=cmd_studies)
+
+
+def _add_session_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="processes on one study; torch threads divided")
+    parser.add_argument("--storage", help="Optuna storage URL or .journal path (default: mlruns/optuna.journal)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import os
+
+    from .studies import load_study
+    from .tuning import WORKER_STORAGE_ENV, format_value, run_study, run_worker
+
+    spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
+    if args.worker is not None:
+        run_worker(spec, args.study_name, os.environ[WORKER_STORAGE_ENV], args.tracking_uri, spec.trials,
+                   spec.timeout, threads=args.threads, quiet=args.quiet, worker=args.worker)
+        return 0
+    result = run_study(spec, study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
+                       workers=args.workers, quiet=args.quiet)
+    counts = " ".join(f"{k.lower()} {v}" for k, v in sorted(result.counts.items()))
+    print(f"study {result.study_name}: best val_acc {format_value(result.best_value)}% "
+          f"(test {format_value(result.best_test_acc)}%) run {result.best_run_id}; {counts}; "
+          f"{result.seconds:.0f}s; parent run {result.parent_run_id}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .models import ARCHITECTURES
+    from .studies import load_study, studies_dir
+    from .tasks import TASKS
+    from .tuning import format_value, run_study
+
+    archs, tasks = args.archs or list(ARCHITECTURES), args.tasks or list(TASKS)
+    for name, chosen, valid in (("arch", archs, ARCHITECTURES), ("task", tasks, TASKS)):
+        for value in chosen:
+            if value not in valid:
+                raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    folder = Path(args.studies_dir) if args.studies_dir else studies_dir()
+    specs = [load_study(folder / f"{task}.toml", arch, args.preset) for task in tasks for arch in archs]
+    results = []
+    for spec in specs:  # every file is validated above, before the first trial
+        results.append(run_study(spec, storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
+                                 quiet=args.quiet))
+    print("\n| study | trials (complete/pruned/fail) | best val acc % | its test acc % | minutes | best params |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        c = r.counts
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
+        print(f"| {r.study_name} | {c.get('COMPLETE', 0)}/{c.get('PRUNED', 0)}/{c.get('FAIL', 0)} | "
+              f"{format_value(r.best_value)} | {format_value(r.best_test_acc)} | {r.seconds / 60:.1f} | {params} |")
+    # REPORT HOOK (lead): call the report generator here once it exists, e.g.
+    #   from .report import write_report; write_report(tracking_uri=args.tracking_uri)
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from .tuning import default_storage_url, format_value, list_studies, mask_url
+
+    storage = args.storage or default_storage_url(args.tracking_uri)
+    rows = list_studies(storage, args.tracking_uri)
+    if not rows:
+        print(f"no studies in {mask_url(storage)}")
+        return 0
+    print(f"studies in {mask_url(storage)}")
+    print(f"{'study':<28} {'complete':>8} {'pruned':>6} {'fail':>4} {'running':>7} {'waiting':>7} "
+          f"{'best val %':>10} {'test %':>6} {'best trial':>10}")
+    for row in rows:
+        best_trial = "-" if row["best_trial"] is None else str(row["best_trial"])
+        print(f"{row['study']:<28} {row.get('COMPLETE', 0):>8} {row.get('PRUNED', 0):>6} {row.get('FAIL', 0):>4} "
+              f"{row.get('RUNNING', 0):>7} {row.get('WAITING', 0):>7} {format_value(row['best_value']):>10} "
+              f"{format_value(row['best_test_acc']):>6} {best_trial:>10}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

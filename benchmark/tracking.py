@@ -30,6 +30,16 @@ from .models import RecurrentModel
 # Tags on every run: task, arch, seed, suite, plus environment_tags(). Study parent runs add
 # role=study and study_name; trial runs add role=trial, study_name, trial_number and optuna.state
 # (COMPLETE, PRUNED or FAIL), and are nested with mlflow.parentRunId.
+# Tuning (benchmark.tuning; suite=tune, both roles also tag preset):
+#   study parent run: name = study name; params study_file, preset, epochs, trials, sampler, pruner,
+#     space.<field> (e.g. "float[0.001, 0.01] log"), fixed.<field>; after each trial and at session end:
+#     tags best_trial_number, best_run_id, best.<param>; metrics best_val_acc (the objective),
+#     best_test_acc (that trial's test accuracy, never used for selection), best_trial_number,
+#     n_complete, n_pruned, n_fail. RUNNING only while a session runs; KILLED after Ctrl-C, FAILED
+#     when a worker died; the same run is reopened on resume (its id is the study's user attr
+#     mlflow_parent_run_id).
+#   trial run: everything a train run has, plus tags pruned_at_epoch (PRUNED trials, run KILLED),
+#     error (FAIL: run FAILED, or KILLED on Ctrl-C), retried_trial (a re-run of a lost trial's params).
 TAG_SUITE = "suite"  # train | tune | reproduce | confirm
 TAG_ROLE = "role"  # run | study | trial
 TAG_STUDY = "study_name"

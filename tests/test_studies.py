@@ -1,0 +1,123 @@
+"""Study files: every shipped file parses for every preset; a bad file is one line with file, line, key, reason."""
+
+from pathlib import Path
+
+import pytest
+
+from benchmark import cli
+from benchmark.config import ConfigError
+from benchmark.models import ARCHITECTURES
+from benchmark.studies import PRESETS, StudyFileError, load_study, parse_study_file
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+
+GOOD = """\
+task = "addition"
+
+[fixed]
+optimizer = "adam"
+eval_lengths = [8]
+
+[space]
+hidden_size = { type = "int", low = 4, high = 8 }
+lr = { type = "float", low = 1e-3, high = 1e-2, log = true }
+loss = { type = "categorical", choices = ["ce", "mse"] }
+
+[presets.quick.budget]
+trials = 3
+epochs = 2
+
+[presets.standard.budget]
+trials = 4
+epochs = 3
+
+[presets.full.budget]
+trials = 5
+epochs = 4
+
+[presets.full.arch.gru.space]
+hidden_size = { type = "int", low = 16, high = 32 }
+"""
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_study_parses_for_every_preset_and_arch(path):
+    specs = parse_study_file(path)
+    assert set(specs) == {(arch, preset) for arch in ARCHITECTURES for preset in PRESETS}
+    for spec in specs.values():
+        names = {p.name for p in spec.space}
+        assert {"hidden_size", "num_layers", "lr", "loss"} <= names
+        num_layers = next(p for p in spec.space if p.name == "num_layers")
+        assert (num_layers.low, num_layers.high) == (1, 3)
+        assert next(p for p in spec.space if p.name == "lr").log
+        assert spec.sampler_dict["type"] == "tpe" and "seed" in spec.sampler_dict
+        assert spec.pruner_dict["type"] in ("median", "hyperband")
+        # every sampled corner is a valid config
+        config = spec.train_config({p.name: p.low if p.kind != "categorical" else p.choices[0] for p in spec.space})
+        assert config.epochs == spec.epochs
+
+
+def test_layers_merge_in_order(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(GOOD)
+    quick, full_gru, full_lstm = (load_study(path, "lstm", "quick"), load_study(path, "gru", "full"),
+                                  load_study(path, "lstm", "full"))
+    assert (quick.trials, quick.epochs) == (3, 2)
+    hidden = {s.arch + s.preset: next(p for p in s.space if p.name == "hidden_size") for s in (full_gru, full_lstm)}
+    assert (hidden["grufull"].low, hidden["lstmfull"].low) == (16, 4)
+    assert quick.fixed_dict == {"optimizer": "adam", "eval_lengths": (8,)}
+    assert quick.default_study_name() == "addition-lstm-quick"
+
+
+@pytest.mark.parametrize("change, line, key, reason", [
+    (("[space]", "[space]\nwidth = { type = \"int\", low = 1, high = 2 }"), 8, "space.width",
+     "not a tunable TrainConfig field"),
+    (("low = 4, high = 8", "low = 8, high = 4"), 8, "space.hidden_size", "empty range: low 8 > high 4"),
+    (("low = 4, high = 8", "low = 4.5, high = 8"), 8, "space.hidden_size.low", "must be an integer, got 4.5"),
+    (('choices = ["ce", "mse"]', "choices = []"), 10, "space.loss.choices", "must be a non-empty list"),
+    (('choices = ["ce", "mse"]', 'choices = ["ce", "hinge"]'), 10, "space.loss", "unknown loss 'hinge'"),
+    (("low = 1e-3, high", "low = 0.0, high"), 9, "space.lr.low", "log scale needs low > 0"),
+    (('optimizer = "adam"', "optimizer = 3"), 4, "fixed.optimizer", "must be a string, got 3"),
+    (('optimizer = "adam"', "epochs = 3"), 4, "fixed.epochs", "epochs goes in [budget]"),
+    (("trials = 4", "trials = \"4\""), 17, "presets.standard.budget.trials", "must be an integer"),
+    (("trials = 4", "trials = 0"), 17, "presets.standard.budget.trials", "must be >= 1"),
+    (("epochs = 4", "epochs = 4\nseeds = 3"), 23, "presets.full.budget.seeds", "unknown budget key"),
+    (("[presets.full.arch.gru.space]", "[presets.full.arch.gpt.space]"), 24, "presets.full.arch.gpt",
+     "unknown architecture"),
+    (('task = "addition"', 'task = "addition"\nsearch = 1'), 2, "search", "unknown key"),
+    (("[presets.full.budget]\ntrials = 5\nepochs = 4\n", ""), 21, "presets.full", "no budget.trials"),
+    (("[presets.full.budget]\ntrials = 5\nepochs = 4\n\n[presets.full.arch.gru.space]\n", "[arch.gru.space]\n"),
+     12, "presets", "missing preset [presets.full]"),
+    (("[space]", "[pruner]\ntype = \"asha\"\n\n[space]"), 8, "pruner.type", "unknown pruner 'asha'"),
+    (("[space]", "[pruner]\ntype = \"median\"\nwarmup = 1\n\n[space]"), 9, "pruner.warmup",
+     "unknown median pruner setting"),
+])
+def test_bad_study_file_is_one_line_with_file_line_key_reason(tmp_path, change, line, key, reason):
+    old, new = change
+    assert old in GOOD
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(StudyFileError) as caught:
+        parse_study_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: {key}: "), message
+    assert reason in message and "\n" not in message
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("task = \n")
+    with pytest.raises(StudyFileError, match="broken.toml: invalid TOML"):
+        parse_study_file(path)
+    with pytest.raises(ConfigError, match="cannot read study file"):
+        parse_study_file(tmp_path / "missing.toml")
+
+
+def test_cli_rejects_bad_study_before_touching_the_store(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace("low = 4, high = 8", "low = 8, high = 4"))
+    code = cli.main(["tune", str(path), "--arch", "lstm", "--tracking-uri", f"sqlite:///{tmp_path}/store/mlflow.db"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.toml:8: space.hidden_size: empty range" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "store").exists() and not (tmp_path / "mlruns").exists()

@@ -1,0 +1,273 @@
+"""Studies end to end on tiny budgets: one parent run, one nested run per trial, prune/fail/resume/workers/faults."""
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from benchmark import cli, train, tuning
+from benchmark.tracking import client_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = """\
+task = "addition"
+
+[fixed]
+max_train_length = 6
+eval_lengths = [8]
+batch_size = 50
+threads = 1
+
+[space]
+hidden_size = {{ type = "int", low = 4, high = 8 }}
+num_layers = {{ type = "int", low = 1, high = 2 }}
+lr = {{ type = "float", low = 1e-3, high = 3e-2, log = true }}
+loss = {{ type = "categorical", choices = ["ce", "mse"] }}
+
+[sampler]
+type = "tpe"
+seed = 0
+n_startup_trials = 2
+
+[pruner]
+type = "{pruner}"
+
+[presets.quick.budget]
+trials = 3
+epochs = {epochs}
+train_size = {train_size}
+
+[presets.standard.budget]
+trials = 3
+epochs = 2
+
+[presets.full.budget]
+trials = 3
+epochs = 2
+"""
+
+
+def study_file(tmp_path, pruner="none", epochs=2, train_size=200) -> str:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(pruner=pruner, epochs=epochs, train_size=train_size))
+    return str(path)
+
+
+def runs(uri, role):
+    client = client_for(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, filter_string=f"tags.role = '{role}'", max_results=1000)
+
+
+def subprocess_env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def load(tmp_path, name="addition-gru-quick"):
+    storage = tuning.make_storage(str(tmp_path / "mlruns" / "optuna.journal"))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_three_trials_make_one_parent_and_three_nested_runs(tmp_path, tracking_uri, capsys):
+    code = cli.main(["tune", study_file(tmp_path), "--arch", "gru", "--tracking-uri", tracking_uri])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("addition-gru-quick trial") == 3 and "COMPLETE" in out
+    (parent,) = runs(tracking_uri, "study")
+    children = runs(tracking_uri, "trial")
+    assert parent.info.status == "FINISHED" and parent.data.tags["suite"] == "tune"
+    study = load(tmp_path)
+    assert study.user_attrs[tuning.ATTR_PARENT] == parent.info.run_id
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2]
+    for run in children:
+        trial = study.trials[int(run.data.tags["trial_number"])]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["study_name"] == "addition-gru-quick" and run.data.tags["suite"] == "tune"
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == "COMPLETE"
+        assert trial.state.name == "COMPLETE" and trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        for name, value in trial.params.items():  # the run trained what Optuna suggested
+            assert run.data.params[name] == str(value)
+        assert run.data.params["epochs"] == "2" and run.data.params["train_size"] == "200"
+        assert run.data.metrics["best_val_acc"] == pytest.approx(trial.value)
+        assert "test_acc" in run.data.metrics  # computed for every completed trial
+    best = max(study.trials, key=lambda t: t.value)
+    assert parent.data.tags["best_trial_number"] == str(best.number)
+    assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
+    assert parent.data.metrics["n_complete"] == 3
+    assert all(parent.data.tags[f"best.{k}"] == str(v) for k, v in best.params.items())
+
+    assert cli.main(["studies", "--tracking-uri", tracking_uri]) == 0
+    listing = capsys.readouterr().out
+    assert "addition-gru-quick" in listing and f"{100 * best.value:.2f}" in listing
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+def test_pruned_trial_run_is_killed_with_state_and_epoch(tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.setattr(tuning, "make_pruner", lambda spec: AlwaysPrune())
+    assert cli.main(["tune", study_file(tmp_path), "--arch", "lstm", "--trials", "1", "--tracking-uri", tracking_uri,
+                     "--quiet"]) == 0
+    (run,) = runs(tracking_uri, "trial")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["pruned_at_epoch"] == "1"
+    assert [m.step for m in client_for(tracking_uri).get_metric_history(run.info.run_id, "val_acc")] == [1]
+    assert load(tmp_path, "addition-lstm-quick").trials[0].state.name == "PRUNED"
+    (parent,) = runs(tracking_uri, "study")
+    assert parent.info.status == "FINISHED" and "best_trial_number" not in parent.data.tags
+
+
+def test_failing_trial_is_failed_with_reason_and_study_continues(tmp_path, tracking_uri, monkeypatch):
+    calls = []
+
+    def flaky_fit(config, *args, **kwargs):
+        calls.append(config)
+        if len(calls) == 2:
+            raise train.NonFiniteLossError("training loss became non-finite at iteration 3 (epoch 1)")
+        return train.fit(config, *args, **kwargs)
+
+    monkeypatch.setattr(tuning, "fit", flaky_fit)
+    assert cli.main(["tune", study_file(tmp_path), "--arch", "rnn", "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    study = load(tmp_path, "addition-rnn-quick")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert "non-finite" in study.trials[1].user_attrs["error"]
+    by_number = {int(r.data.tags["trial_number"]): r for r in runs(tracking_uri, "trial")}
+    assert by_number[1].info.status == "FAILED" and by_number[1].data.tags["optuna.state"] == "FAIL"
+    assert "NonFiniteLossError: training loss became non-finite" in by_number[1].data.tags["error"]
+    assert by_number[0].info.status == by_number[2].info.status == "FINISHED"
+
+
+def test_resume_continues_numbering_and_reuses_parent(tmp_path, tracking_uri):
+    path = study_file(tmp_path)
+    storage = str(tmp_path / "optuna.db")
+    argv = ["tune", path, "--arch", "gru", "--tracking-uri", tracking_uri, "--storage", f"sqlite:///{storage}",
+            "--quiet", "--study-name", "resumable"]
+    assert cli.main([*argv, "--trials", "2"]) == 0
+    assert cli.main([*argv, "--trials", "4"]) == 0
+    assert cli.main([*argv, "--trials", "4"]) == 0  # budget reached: nothing more runs
+    study = optuna.load_study(study_name="resumable", storage=f"sqlite:///{storage}")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    (parent,) = runs(tracking_uri, "study")
+    children = runs(tracking_uri, "trial")
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2, 3]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 4
+
+
+def test_changed_study_file_is_refused_on_resume(tmp_path, tracking_uri, capsys):
+    assert cli.main(["tune", study_file(tmp_path), "--arch", "gru", "--trials", "1", "--tracking-uri", tracking_uri,
+                     "--quiet"]) == 0
+    code = cli.main(["tune", study_file(tmp_path, epochs=3), "--arch", "gru", "--tracking-uri", tracking_uri])
+    assert code == 2 and "different search space" in capsys.readouterr().err
+
+
+def test_two_workers_share_one_study_without_duplicates(tmp_path, tracking_uri):
+    result = subprocess.run([sys.executable, "-m", "benchmark", "tune", study_file(tmp_path), "--arch", "gru",
+                             "--trials", "4", "--workers", "2", "--tracking-uri", tracking_uri],
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "database is locked" not in result.stderr
+    study = load(tmp_path)
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # both workers ran trials
+    (parent,) = runs(tracking_uri, "study")
+    children = runs(tracking_uri, "trial")
+    assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2, 3]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {r.info.run_id for r in children}
+    assert {r.data.tags["torch_threads"] for r in children} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
+    assert parent.info.status == "FINISHED"
+
+
+def _start_and_wait_for_trial(tmp_path, tracking_uri, *extra):
+    path = study_file(tmp_path, epochs=200, train_size=2000)  # a trial that would run for minutes
+    command = [sys.executable, "-m", "benchmark", "tune", path, "--arch", "gru", "--tracking-uri", tracking_uri,
+               "--trials", "2", "--quiet", *extra]
+    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    journal = tmp_path / "mlruns" / "optuna.journal"
+    while time.time() < deadline:  # poll Optuna, not MLflow: never race the child's store creation
+        if journal.exists():
+            with contextlib.suppress(KeyError):
+                trials = load(tmp_path).trials
+                if trials and trials[0].state.name == "RUNNING" and trials[0].intermediate_values:
+                    return process, command
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    process.kill()
+    pytest.fail("no trial started within 120 s")
+
+
+def test_ctrl_c_fails_trial_kills_runs_exits_130_and_resumes(tmp_path, tracking_uri):
+    process, command = _start_and_wait_for_trial(tmp_path, tracking_uri)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert not [r for r in runs(tracking_uri, "trial") + runs(tracking_uri, "study") if r.info.status == "RUNNING"]
+    (trial_run,) = runs(tracking_uri, "trial")
+    assert trial_run.info.status == "KILLED" and trial_run.data.tags["optuna.state"] == "FAIL"
+    (parent,) = runs(tracking_uri, "study")
+    assert parent.info.status == "KILLED"
+    assert load(tmp_path).trials[0].state.name == "FAIL"
+
+    # Resume (fast trials): the interrupted trial does not use up the budget; numbering continues; same parent.
+    monkeypatch_fast_fit()
+    assert cli.main(command[3:]) == 0
+    study = load(tmp_path)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    (parent,) = runs(tracking_uri, "study")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 2
+    assert not [r for r in runs(tracking_uri, "trial") if r.info.status == "RUNNING"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs(tracking_uri, "trial")} == {parent.info.run_id}
+
+
+def test_killed_worker_trial_is_failed_and_retried_on_next_start(tmp_path, tracking_uri):
+    process, command = _start_and_wait_for_trial(tmp_path, tracking_uri)
+    process.kill()
+    process.communicate(timeout=30)
+    (lost_run,) = runs(tracking_uri, "trial")
+    assert lost_run.info.status == "RUNNING"  # nobody could close it: SIGKILL
+
+    monkeypatch_fast_fit()
+    assert cli.main(command[3:]) == 0
+    study = load(tmp_path)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    retry = study.trials[1]
+    assert retry.system_attrs["failed_trial"] == 0 and retry.params == study.trials[0].params
+    by_number = {int(r.data.tags["trial_number"]): r for r in runs(tracking_uri, "trial")}
+    assert by_number[0].info.status == "FAILED" and "worker lost" in by_number[0].data.tags["error"]
+    assert by_number[1].data.tags["retried_trial"] == "0"
+    assert not [r for r in runs(tracking_uri, "trial") + runs(tracking_uri, "study") if r.info.status == "RUNNING"]
+
+
+_patches = []
+
+
+@pytest.fixture(autouse=True)
+def _undo_patches():
+    yield
+    while _patches:
+        setattr(*_patches.pop())
+
+
+def monkeypatch_fast_fit():
+    """Trials of one epoch whatever the study says (the study file, hence its fingerprint, is unchanged)."""
+    _patches.append((tuning, "fit", tuning.fit))
+    tuning.fit = lambda config, *args, **kwargs: train.fit(config.replace(epochs=1), *args, **kwargs)
+
+
+def test_mask_url_hides_passwords():
+    assert tuning.mask_url("postgresql+psycopg://bench:s3cret@db:5432/optuna") == \
+        "postgresql+psycopg://bench:***@db:5432/optuna"
+    assert tuning.mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
