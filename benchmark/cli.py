@@ -85,7 +85,38 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
+
+    # --- report (issue 4) ---
+    report = commands.add_parser("report", help="write reports/report.md and figures from the tracking store")
+    report.add_argument("--tracking-uri", help="store to read (default: sqlite store under ./mlruns)")
+    report.add_argument("--storage", help="Optuna storage: RDB URL or journal file (default: optuna.journal "
+                                          "beside the tracking store, if present)")
+    report.add_argument("--out", default="reports", help="folder for report.md and figures/ (default: reports)")
+    report.add_argument("--experiment", nargs="+", help="MLflow experiments to read (default: all with runs)")
+    report.add_argument("--no-timestamp", action="store_true",
+                        help="leave out the generation time, so the same store gives byte-identical markdown")
+    report.add_argument("--quiet", action="store_true", help="no summary line")
+    report.set_defaults(handler=cmd_report)
+    # --- end report ---
     return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import ReportError, write_report
+
+    start = time.perf_counter()
+    try:
+        path, snap, figures = write_report(args.out, tracking_uri=args.tracking_uri, storage=args.storage,
+                                           experiments=args.experiment, timestamp=not args.no_timestamp)
+    except ReportError as error:
+        print(f"rnnbench report: {error}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {path} ({len(snap.runs)} runs, {len(figures.written)} figures) "
+              f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
