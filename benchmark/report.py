@@ -292,7 +292,7 @@ def _rank(run: RunRecord) -> tuple:
 def best_of(runs: Iterable[RunRecord]) -> RunRecord | None:
     """Highest best_val_acc; ties: lower best_val_loss, then run id. Only completed, finished runs count."""
     eligible = [r for r in runs if r.status == "FINISHED" and r.metric("best_val_acc") is not None
-                and (r.role != "trial" or r.tags.get(TAG_TRIAL_STATE, "COMPLETE") == "COMPLETE")]
+                and (r.role != "trial" or r.tags.get(TAG_TRIAL_STATE) == "COMPLETE")]
     return min(eligible, key=_rank) if eligible else None
 
 
@@ -401,8 +401,10 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
            "Best trial per architecture, chosen by validation accuracy (completed trials only); test numbers "
            "for that trial. Accuracies in %, Δ in points against the notebook. Trials: completed / pruned / "
            "failed.", ""]
+    if not _tasks(snap):
+        return "\n".join([*out[:2], "No finished trial or `rnnbench train` run in these experiments.", ""])
     for task in _tasks(snap):
-        rows, longest = [], set()
+        rows, longest, trained = [], set(), set()
         for arch in _archs(snap, task):
             run = best_run(snap, task, arch)
             if run is None:
@@ -416,6 +418,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             if task == "addition":
                 at = longest_length(snap, run)
                 longest.add(at[0] if at else None)
+                trained.add(run.param("max_train_length"))
                 row += [pct(run.metric("test_seq_acc")), pct(at[1]) if at else "—", pct(at[2]) if at else "—"]
             n_params = run.metric("n_params")
             row += [run.param("hidden_size", "—"), run.param("num_layers", "—"), lr_text(run.param("lr")),
@@ -425,7 +428,8 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             rows.append(row)
         if task == "addition":
             at = f"L={longest.pop()}" if len(longest) == 1 and None not in longest else "longest L"
-            headers = ["arch", "bit acc 1..20", "string acc 1..20", f"bit acc {at}", f"string acc {at}"]
+            span = f"1..{trained.pop()}" if len(trained) == 1 else "train lengths"
+            headers = ["arch", f"bit acc {span}", f"string acc {span}", f"bit acc {at}", f"string acc {at}"]
         else:
             headers = ["arch", "test acc"]
         n_metrics = len(headers)
@@ -444,7 +448,7 @@ def _winner_line(snap: Snapshot, task: str) -> list[str]:
     if not scored:
         return []
     scored.sort(key=lambda item: (-item[0], ARCH_ORDER.index(item[1]) if item[1] in ARCH_ORDER else 99))
-    metric = "mean bit accuracy (lengths 1..20)" if task == "addition" else "test accuracy"
+    metric = "mean bit accuracy" if task == "addition" else "test accuracy"
     (top, winner), lines = scored[0], []
     if len(scored) == 1:
         return [f"- **{task}**: only {winner} has a finished run ({metric} {pct(top)} %)."]
@@ -592,7 +596,7 @@ def loss_comparison(snap: Snapshot, figures: Figures) -> str:
         if not rows:
             continue
         drawn = True
-        metric = "mean bit accuracy 1..20 (%)" if task == "addition" else "test accuracy (%)"
+        metric = "mean bit accuracy (%)" if task == "addition" else "test accuracy (%)"
         fig = draw(values, LOSS_ORDER, f"{task}: best trial per loss", metric)
         out += [f"### {task}", "", table(["arch", "ce", "ce hidden", "mse", "mse hidden", "Δ"], rows, [1, 2, 3, 4, 5]),
                 "", figures.image(fig, f"{task}_loss_comparison", f"{task} loss comparison"), ""]

@@ -47,6 +47,9 @@ def _metrics(task: str, arch: str, config: TrainConfig, rng: random.Random, epoc
         first = (epoch - 1) * iterations
         out += [Metric("train_loss", 2.0 * 0.97 ** (first + i), now, first + i + 1) for i in range(iterations)]
     final = {}
+    if stop_epoch is not None and boost:  # a pruned trial that looks best: a report must still skip it
+        final = {"best_val_acc": quality, "best_val_loss": 0.0}
+        out += [Metric(k, float(v), now, 0) for k, v in final.items()]
     if stop_epoch is None:
         best = max(range(len(val)), key=lambda i: val[i])
         final = {"test_acc": val[best] - 0.002, "test_loss": 1 - val[best], "best_val_acc": val[best],

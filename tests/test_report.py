@@ -75,9 +75,11 @@ def test_pruned_and_failed_trials_are_counted_never_best(store, generated):
     _, _, snap = generated
     bad = {rid for rid, r in store.runs.items() if r["status"] in ("KILLED", "FAILED")}
     assert bad, "the fake store must contain pruned and failed trials"
-    # The failed trials logged a best_val_acc above every completed one: choosing one would show.
-    failed_acc = max(r["final"].get("best_val_acc", 0) for rid, r in store.runs.items() if r["status"] == "FAILED")
-    assert failed_acc > max(r["final"].get("best_val_acc", 0) for r in store.runs.values() if r["status"] == "FINISHED")
+    # The pruned and failed trials logged a best_val_acc above every completed one: choosing one would show.
+    for status in ("KILLED", "FAILED"):
+        bad_acc = min(r["final"]["best_val_acc"] for r in store.runs.values() if r["status"] == status)
+        assert bad_acc > max(r["final"].get("best_val_acc", 0) for r in store.runs.values()
+                             if r["status"] == "FINISHED")
     for task in ("mnist", "addition"):
         for arch in ARCHS:
             chosen = report.best_run(snap, task, arch)
@@ -182,3 +184,21 @@ def test_store_without_finished_runs_is_one_line(tmp_path, capsys):
     assert code == 1 and len(err.strip().splitlines()) == 1 and "no finished runs" in err
     assert not Path(tmp_path / "r" / "report.md").exists()
     assert cli.main(["report", "--tracking-uri", uri, "--experiment", "nope"]) == 2
+
+
+def test_report_over_real_train_runs(tracking_uri, tmp_path, capsys):
+    """The metrics the real training loop logs are the ones the report reads (no trials: rows marked 'run')."""
+    for arch in ("lstm", "bigru"):
+        assert cli.main(["train", "--task", "addition", "--arch", arch, "--hidden-size", "4", "--epochs", "1",
+                         "--train-size", "100", "--batch-size", "50", "--max-train-length", "4", "--eval-lengths",
+                         "6", "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    path, snap, _ = report.write_report(tmp_path / "out", tracking_uri=tracking_uri, timestamp=False)
+    markdown = path.read_text()
+    rows = comparison_table(markdown, "addition")
+    assert list(rows) == ["lstm", "bigru"] and {row["trials"] for row in rows.values()} == {"run"}
+    for arch, row in rows.items():
+        run = report.best_run(snap, "addition", arch)
+        assert row["bit acc 1..4"] == f"{100 * run.metrics['test_acc']:.2f}"
+        assert row["bit acc L=6"] != "—" and row["params"] != "—"
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (tmp_path / "out" / image).exists()
