@@ -166,10 +166,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .data import DataError
-    from .train import NonFiniteLossError
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Errors printed as one line with exit code 1. Their modules import torch, so they are looked up only
+    once a command has loaded them: commands that never train (report, ui) start without torch."""
+    names = (("benchmark.data", "DataError"), ("benchmark.train", "NonFiniteLossError"))
+    return tuple(getattr(sys.modules[module], name) for module, name in names if module in sys.modules)
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -177,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"rnnbench {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (DataError, NonFiniteLossError) as error:
+    except Exception as error:
+        if not isinstance(error, _one_line_errors()):
+            raise
         print(f"rnnbench {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -51,7 +51,7 @@ def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, t
                          rotation=90, fontsize=8, color="gray", ha="right", va="bottom")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.9, wspace=0.18)
     return fig
 
 
@@ -60,10 +60,11 @@ def notebook_length_figure(series: Series, title: str, ylabel: str = "bit accura
     fig, ax = plt.subplots(figsize=(12, 6))
     for label, points in series.items():
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", ms=4, label=label)
+    ax.set_xticks(sorted({p[0] for points in series.values() for p in points}))
     ax.set(xlabel="input string length L", ylabel=ylabel, title=title)
     _grid(ax)
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.09, top=0.94)
     return fig
 
 
@@ -80,7 +81,7 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str, percent: boo
         ax.set_yscale("log")
     _grid(ax)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
     return fig
 
 
@@ -97,14 +98,18 @@ def loss_comparison(values: dict[str, dict[str, float | None]], losses: list[str
     ax.set(ylabel=ylabel, title=title)
     _grid(ax)
     ax.legend(title="loss")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.92)
     return fig
 
 
-def _panels(n: int, width: float = 4.2, height: float = 3.2):
+def _panels(n: int, width: float = 4.2, height: float = 3.2, left: float = 0.6):
+    """A grid of up to 3 columns; margins in inches, so they hold for any number of rows."""
     cols = min(3, max(n, 1))
     rows = math.ceil(max(n, 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    size = (width * cols, height * rows + 0.5)
+    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
+    fig.subplots_adjust(left=left / size[0], right=1 - 0.15 / size[0], bottom=0.5 / size[1], top=1 - 0.7 / size[1],
+                        wspace=0.35 if left < 1 else 0.7, hspace=0.6)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -130,18 +135,16 @@ def optimisation_histories(studies: dict[str, dict], title: str):
         _grid(ax)
         ax.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
 def importances(studies: dict[str, dict[str, float]], title: str):
     """One panel per study: horizontal bars of parameter importance (largest on top)."""
-    fig, axes = _panels(len(studies))
+    fig, axes = _panels(len(studies), left=1.1)
     for ax, (name, values) in zip(axes, studies.items(), strict=False):
         items = list(values.items())[::-1]
         ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
         ax.set(title=name, xlabel="importance", xlim=(0, 1))
         ax.grid(axis="x", alpha=0.4)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -46,16 +47,20 @@ def main() -> int:
         print(f"built {len(store.runs)} runs ({studies} studies x {trials} trials + parents + reproduce) "
               f"in {time.perf_counter() - start:.0f} s under {folder}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    times = []
+    times, cpu = [], []
     for i in range(args.repeat):
         out = folder / f"report_{i}"
-        start = time.perf_counter()
+        before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         subprocess.run([sys.executable, "-m", "benchmark", "report", "--tracking-uri", uri, "--out", str(out),
                         "--no-timestamp", "--quiet"], check=True, env=env, cwd=folder)
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     same = len({(folder / f"report_{i}" / "report.md").read_bytes() for i in range(args.repeat)}) == 1
-    print(f"rnnbench report, fresh process, {args.repeat} runs: " + ", ".join(f"{t:.1f} s" for t in times)
-          + f" (min {min(times):.1f} s); identical markdown: {same}")
+    # CPU seconds say what the command costs when other processes share the cores (wall time then lies).
+    print(f"rnnbench report, fresh process, {args.repeat} runs: wall " + ", ".join(f"{t:.1f}" for t in times)
+          + " s; CPU " + ", ".join(f"{t:.1f}" for t in cpu) + f" s; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores; identical markdown: {same}")
 
     # Where the time goes, in this process (imports already paid).
     from benchmark import report

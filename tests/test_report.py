@@ -150,6 +150,12 @@ def test_optuna_journal_supplies_trial_counts(store, tmp_path):
     assert "Optuna storage" in path.read_text() and "1 studies" in snap.storage_note
 
 
+def test_architecture_order_is_the_registry_order():
+    from benchmark.models import ARCHITECTURES
+
+    assert list(ARCHITECTURES) == report.ARCH_ORDER
+
+
 def test_importances_degrade_to_a_line():
     assert "at least 2 completed trials" in report._importances([])
 
