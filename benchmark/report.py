@@ -575,6 +575,14 @@ def learning_curves(snap: Snapshot, figures: Figures) -> str:
     return "\n".join(out) if len(out) > 2 else ""
 
 
+def offline(section):
+    """Mark a section that reads only the loaded snapshot (no metric histories, no store access): ``render``
+    may run it in a forked process on the second core while the others fetch histories and draw."""
+    section.offline = True
+    return section
+
+
+@offline
 def loss_comparison(snap: Snapshot, figures: Figures) -> str:
     """Item 4: per architecture and task, the best trial with each loss."""
     from .report_figures import loss_comparison as draw
@@ -664,6 +672,7 @@ def _trials_from_runs(runs: list[RunRecord]) -> list:
     return trials
 
 
+@offline
 def studies(snap: Snapshot, figures: Figures) -> str:
     """Item 5: per study, the optimisation history and parameter importances."""
     from .report_figures import importances, optimisation_histories
@@ -802,11 +811,45 @@ def render(snap: Snapshot, figures: Figures, sections: list[Section] | None = No
     parts = ["# rnnbench report", "",
              f"{len(snap.runs)} runs ({finished} finished) in {', '.join(snap.experiments)}; "
              f"tasks: {', '.join(_tasks(snap)) or 'none with a finished run'}.", ""]
-    for section in SECTIONS if sections is None else sections:
-        text = section(snap, figures)
-        if text:
-            parts.append(text.rstrip("\n") + "\n")
+    sections = SECTIONS if sections is None else sections
+    texts = _run_sections(snap, figures, sections)
+    parts += [text.rstrip("\n") + "\n" for text in texts if text]
     return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def _run_sections(snap: Snapshot, figures: Figures, sections: list[Section]) -> list[str]:
+    """Every section's markdown, in order. Offline sections run in one forked child where fork exists and
+    more than one core is available (the figures are the cost; the markdown is the same either way)."""
+    import multiprocessing
+
+    background = [s for s in sections if getattr(s, "offline", False)]
+    if (len(background) in (0, len(sections)) or (os.cpu_count() or 1) < 2
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        return [section(snap, figures) for section in sections]
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+
+    def child() -> None:  # forked: shares the loaded snapshot, never touches the store
+        try:
+            send.send(("ok", [section(snap, figures) for section in background], figures.written))
+        except BaseException as error:  # report it to the parent rather than die silently
+            send.send(("error", f"{type(error).__name__}: {error}", []))
+
+    process = context.Process(target=child, daemon=True)
+    process.start()
+    send.close()
+    try:
+        texts = {s: s(snap, figures) for s in sections if s not in background}
+        status, result, written = receive.recv()
+    except EOFError:
+        raise RuntimeError("the report's background sections died without an answer") from None
+    finally:
+        process.join()
+    if status != "ok":
+        raise RuntimeError(f"report section failed: {result}")
+    texts.update(zip(background, result, strict=True))
+    figures.written = sorted(set(figures.written) | set(written))
+    return [texts[s] for s in sections]
 
 
 def write_report(out: Path | str = "reports", *, tracking_uri: str | None = None, storage: str | None = None,

@@ -113,10 +113,12 @@ def test_sections_and_findings_follow_the_numbers(store, generated):
     assert "| addition | Trained only on L=3 inputs | 81.30 |" in markdown
 
 
-def test_same_store_gives_identical_markdown(store, generated, tmp_path):
-    markdown, _, _ = generated
-    again, _, _ = report.write_report(tmp_path / "again", tracking_uri=store.uri, timestamp=False)
+def test_same_store_gives_identical_markdown(store, generated, tmp_path, monkeypatch):
+    markdown, out, _ = generated
+    monkeypatch.setattr(report.os, "cpu_count", lambda: 1)  # this time every section in one process
+    again, _, figures = report.write_report(tmp_path / "again", tracking_uri=store.uri, timestamp=False)
     assert again.read_text() == markdown
+    assert sorted(figures.written) == sorted(p.name for p in (out / "figures").glob("*.png"))
 
 def test_timestamp_is_one_line_that_can_be_left_out(generated):
     _, _, snap = generated
