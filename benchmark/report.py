@@ -9,8 +9,10 @@ come from the runs' tags (schema at the top of ``benchmark.tracking``).
 
 The report is the ordered list ``SECTIONS``: each section is a function of a loaded ``Snapshot`` and
 a ``Figures`` folder that returns markdown (or "" to leave itself out), so new sections plug in
-without touching the others. Everything is sorted and formatted with fixed precision: the same store
-gives byte-identical markdown, apart from the one generation-time line (``--no-timestamp``).
+without touching the others; sections marked ``@offline`` (no store access) are drawn in a forked
+process on the second core while the rest fetch histories. Everything is sorted and formatted with
+fixed precision: the same store gives byte-identical markdown, apart from the one generation-time line
+(``--no-timestamp``).
 
 Best trial per task x architecture: the highest ``best_val_acc`` among trial runs with
 ``optuna.state=COMPLETE`` and status FINISHED (never a pruned or failed one); ties go to the lower
