@@ -86,7 +86,38 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
     add_tuning_commands(commands)
+
+    # --- report (issue 4) ---
+    report = commands.add_parser("report", help="write reports/report.md and figures from the tracking store")
+    report.add_argument("--tracking-uri", help="store to read (default: sqlite store under ./mlruns)")
+    report.add_argument("--storage", help="Optuna storage: RDB URL or journal file (default: optuna.journal "
+                                          "beside the tracking store, if present)")
+    report.add_argument("--out", default="reports", help="folder for report.md and figures/ (default: reports)")
+    report.add_argument("--experiment", nargs="+", help="MLflow experiments to read (default: all with runs)")
+    report.add_argument("--no-timestamp", action="store_true",
+                        help="leave out the generation time, so the same store gives byte-identical markdown")
+    report.add_argument("--quiet", action="store_true", help="no summary line")
+    report.set_defaults(handler=cmd_report)
+    # --- end report ---
     return parser
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import ReportError, write_report
+
+    start = time.perf_counter()
+    try:
+        path, snap, figures = write_report(args.out, tracking_uri=args.tracking_uri, storage=args.storage,
+                                           experiments=args.experiment, timestamp=not args.no_timestamp)
+    except ReportError as error:
+        print(f"rnnbench report: {error}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(f"wrote {path} ({len(snap.runs)} runs, {len(figures.written)} figures) "
+              f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -159,6 +190,7 @@ def add_tuning_commands(commands) -> None:
     bench.add_argument("--archs", nargs="+", help="architectures (default: all six)")
     bench.add_argument("--tasks", nargs="+", help="tasks (default: mnist addition)")
     bench.add_argument("--studies-dir", help="folder with <task>.toml files (default: ./studies)")
+    bench.add_argument("--out", default="reports", help="where the report is written (default: reports)")
     _add_session_flags(bench)
     bench.set_defaults(handler=cmd_bench)
 
@@ -221,8 +253,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
         print(f"| {r.study_name} | {c.get('COMPLETE', 0)}/{c.get('PRUNED', 0)}/{c.get('FAIL', 0)} | "
               f"{format_value(r.best_value)} | {format_value(r.best_test_acc)} | {r.seconds / 60:.1f} | {params} |")
-    # REPORT HOOK (lead): call the report generator here once it exists, e.g.
-    #   from .report import write_report; write_report(tracking_uri=args.tracking_uri)
+    from .report import write_report
+
+    path, snap, figures = write_report(args.out, tracking_uri=args.tracking_uri, storage=args.storage)
+    print(f"\nreport: {path} ({len(snap.runs)} runs, {len(figures.written)} figures)")
     return 0
 
 
@@ -245,10 +279,16 @@ def cmd_studies(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .data import DataError
-    from .train import NonFiniteLossError
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Errors printed as one line with exit code 1. Their modules import torch, so they are looked up only
+    once a command has loaded them: commands that never train (report, ui) start without torch."""
+    names = (("benchmark.data", "DataError"), ("benchmark.train", "NonFiniteLossError"))
+    return tuple(getattr(sys.modules[module], name) for module, name in names if module in sys.modules)
 
+
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -256,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"rnnbench {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except (DataError, NonFiniteLossError) as error:
+    except Exception as error:
+        if not isinstance(error, _one_line_errors()):
+            raise
         print(f"rnnbench {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -19,11 +19,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .config import TrainConfig
-from .models import RecurrentModel
+
+if TYPE_CHECKING:  # torch is imported where used: readers of the store (the report) never need it
+    from .models import RecurrentModel
 
 # The store's schema, shared by every writer (train, tune, reproduce, confirm) and the report.
 # Experiments: one per task, named by the task ("mnist", "addition"); `reproduce` has its own.
@@ -106,6 +107,7 @@ def git_commit() -> str:
 
 def environment_tags() -> dict[str, str]:
     import mlflow
+    import torch
 
     from . import __version__
 
@@ -239,6 +241,8 @@ def default_run_name(config: TrainConfig) -> str:
 
 def save_checkpoint(path: Path, model: RecurrentModel, config: TrainConfig, **extra) -> None:
     """State dict + everything needed to rebuild the model; plain types only, so weights_only loading works."""
+    import torch
+
     payload = {
         "format": CHECKPOINT_FORMAT,
         "config": config.as_dict(),
@@ -254,6 +258,10 @@ def save_checkpoint(path: Path, model: RecurrentModel, config: TrainConfig, **ex
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel, TrainConfig]:
+    import torch
+
+    from .models import RecurrentModel
+
     payload = torch.load(path, map_location=device, weights_only=True)
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an rnnbench checkpoint (format {payload.get('format')!r})")

@@ -1,0 +1,125 @@
+"""A synthetic tracking store of fake studies, written straight through MlflowClient in the tracking schema.
+
+Example: python benchmarks/report_scale.py --runs 500   # builds one of these and times the report
+
+Used by tests/test_report.py and benchmarks/report_scale.py. Every run follows the schema at the top
+of benchmark/tracking.py; numbers come from a seeded generator, so a store is reproducible. Each study
+gets pruned and failed trials whose accuracy is made higher than any completed trial's, so a report
+that picked one of them as best would show it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+from benchmark.config import TrainConfig
+from benchmark.tracking import TAG_ROLE, TAG_STUDY, TAG_SUITE, TAG_TRIAL, TAG_TRIAL_STATE, get_or_create_experiment
+
+QUALITY = {"rnn": 0.90, "lstm": 0.975, "gru": 0.97, "birnn": 0.93, "bilstm": 0.98, "bigru": 0.978}
+ENV_TAGS = {"git_commit": "abc1234", "python_version": "3.11.9", "torch_version": "2.14.1",
+            "mlflow_version": "3.17.2", "optuna_version": "5.0.0", "rnnbench_version": "0.1.0",
+            "processor": "x86_64", "torch_threads": "1", "device": "cpu"}
+
+
+@dataclass
+class FakeStore:
+    uri: str
+    runs: dict[str, dict] = field(default_factory=dict)  # run id -> what was logged (for assertions)
+
+
+def _metrics(task: str, arch: str, config: TrainConfig, rng: random.Random, epochs: int, iterations: int,
+             stop_epoch: int | None = None, boost: float = 0.0):
+    """Curves and final metrics for one fake run; `stop_epoch` cuts it short (pruned)."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    quality = QUALITY[arch] - 0.01 * abs(config.num_layers - 2) + rng.uniform(-0.01, 0.01)
+    quality = min(quality + boost, 0.9995)
+    out, last = [], stop_epoch or epochs
+    val = []
+    for epoch in range(1, last + 1):
+        acc = quality * (1 - 0.5 ** epoch)
+        val.append(acc)
+        out += [Metric("val_acc", acc, now, epoch), Metric("val_loss", 1 - acc, now, epoch),
+                Metric("epoch_time_s", 2.0 + rng.random(), now, epoch)]
+        first = (epoch - 1) * iterations
+        out += [Metric("train_loss", 2.0 * 0.97 ** (first + i), now, first + i + 1) for i in range(iterations)]
+    final = {}
+    if stop_epoch is not None and boost:  # a pruned trial that looks best: a report must still skip it
+        final = {"best_val_acc": quality, "best_val_loss": 0.0}
+        out += [Metric(k, float(v), now, 0) for k, v in final.items()]
+    if stop_epoch is None:
+        best = max(range(len(val)), key=lambda i: val[i])
+        final = {"test_acc": val[best] - 0.002, "test_loss": 1 - val[best], "best_val_acc": val[best],
+                 "best_val_loss": 1 - val[best], "best_epoch": best + 1, "epochs_run": epochs,
+                 "train_time_s": 2.5 * epochs, "n_params": 1000 * config.hidden_size * config.num_layers}
+        if task == "addition":
+            final["test_seq_acc"] = val[best] - 0.05
+            for length in [*range(1, 21), *config.eval_lengths]:
+                decay = 0.0 if length <= 20 else (length - 20) * (1 - quality) * 0.02
+                out.append(Metric("test_bit_acc_by_len", max(val[best] - decay, 0.5), now, length))
+                out.append(Metric("test_seq_acc_by_len", max(val[best] - 2 * decay, 0.0), now, length))
+        out += [Metric(k, float(v), now, 0) for k, v in final.items()]
+    return out, final
+
+
+def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), trials: int = 6, seed: int = 0,
+                epochs: int = 4, iterations: int = 5, reproduce: bool = True, extra_runs: int = 0) -> FakeStore:
+    """Studies of `trials` trials per task x arch: trial 1 pruned, trial 2 failed (both 'better' than any
+    completed one), the rest complete; optional reproduce runs and standalone train runs."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
+
+    client = MlflowClient(tracking_uri=uri)
+    rng = random.Random(seed)
+    store = FakeStore(uri)
+
+    def create(experiment, config, tags, status, stop_epoch=None, boost=0.0, parent=None, metrics=True):
+        all_tags = {**ENV_TAGS, "task": config.task, "arch": config.arch, "seed": str(config.seed), **tags}
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
+        run = client.create_run(get_or_create_experiment(client, experiment), tags=all_tags)
+        entries, final = (_metrics(config.task, config.arch, config, rng, epochs, iterations, stop_epoch, boost)
+                          if metrics else ([], {}))
+        params = [Param(k, v) for k, v in config.to_params().items()]
+        for start in range(0, max(len(entries), 1), 1000):
+            client.log_batch(run.info.run_id, metrics=entries[start:start + 1000],
+                             params=params if start == 0 else [])
+        if status == "FAILED":
+            client.log_batch(run.info.run_id, tags=[RunTag("error", "RuntimeError: fake failure")])
+        client.set_terminated(run.info.run_id, status=status)
+        store.runs[run.info.run_id] = {"config": config, "tags": all_tags, "status": status, "final": final}
+        return run.info.run_id
+
+    for task in tasks:
+        for arch in archs:
+            study = f"{task}-{arch}"
+            base = TrainConfig.for_task(task, arch, epochs=epochs)
+            parent = create(task, base, {TAG_SUITE: "tune", TAG_ROLE: "study", TAG_STUDY: study, "preset": "quick"},
+                            "FINISHED", metrics=False)
+            for number in range(trials):
+                config = base.replace(hidden_size=rng.choice([16, 32, 64]), num_layers=rng.choice([1, 2, 3]),
+                                      lr=round(10 ** rng.uniform(-3.5, -1.5), 6), loss=("ce", "mse")[number % 2],
+                                      seed=number)
+                state, status, stop, boost = "COMPLETE", "FINISHED", None, 0.0
+                if number == 1:
+                    state, status, stop, boost = "PRUNED", "KILLED", 2, 0.5
+                elif number == 2:
+                    state, status, boost = "FAIL", "FAILED", 0.5
+                tags = {TAG_SUITE: "tune", TAG_ROLE: "trial", TAG_STUDY: study, TAG_TRIAL: str(number),
+                        TAG_TRIAL_STATE: state}
+                create(task, config, tags, status, stop_epoch=stop, boost=boost, parent=parent)
+            for i in range(extra_runs):
+                config = base.replace(seed=100 + i, hidden_size=rng.choice([16, 32]))
+                create(task, config, {TAG_SUITE: "train", TAG_ROLE: "run"}, "FINISHED")
+    if reproduce:
+        for spec_hidden, loss, lengths in ((3, "ce", ()), (10, "ce", ()), (5, "mse", ()), (5, "ce", ()),
+                                           (5, "ce", (3,)), (5, "ce", (5,)), (5, "ce", (10,))):
+            config = TrainConfig.for_task("addition", "lstm", hidden_size=spec_hidden, loss=loss,
+                                          train_lengths=lengths, epochs=epochs)
+            create("reproduce", config, {TAG_SUITE: "reproduce", TAG_ROLE: "run"}, "FINISHED")
+        config = TrainConfig.for_task("mnist", "rnn", hidden_size=256, epochs=epochs)
+        create("reproduce", config, {TAG_SUITE: "reproduce", TAG_ROLE: "run"}, "FINISHED")
+    return store

@@ -1,0 +1,212 @@
+"""The report over a synthetic store: rows match what was logged, figures exist, bad trials never win."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fake_store import build_store
+
+from benchmark import cli, report
+
+ARCHS = ("lstm", "gru", "bilstm")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("store")
+    (folder / "mlruns").mkdir()
+    return build_store(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}", archs=ARCHS, trials=5, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def generated(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    path, snap, figures = report.write_report(out, tracking_uri=store.uri, timestamp=False)
+    return path.read_text(), out, snap
+
+
+def comparison_table(markdown: str, task: str) -> dict[str, dict[str, str]]:
+    """Rows of the comparison table of one task, keyed by arch, cells keyed by header."""
+    section = markdown.split("## Comparison", 1)[1].split("\n## ", 1)[0]
+    block = section.split(f"### {task}\n", 1)[1].strip().split("\n\n", 1)[0]
+    lines = [line.strip("|").split("|") for line in block.splitlines()]
+    headers = [h.strip() for h in lines[0]]
+    return {cells[0].strip(): dict(zip(headers, (c.strip() for c in cells), strict=True)) for cells in lines[2:]}
+
+
+def expected_best(store, task: str, arch: str) -> dict:
+    """Best completed, finished trial by validation, computed here from what was logged."""
+    eligible = [(rid, r) for rid, r in store.runs.items() if r["config"].task == task and r["config"].arch == arch
+                and r["tags"].get("role") == "trial" and r["tags"].get("optuna.state") == "COMPLETE"
+                and r["status"] == "FINISHED"]
+    rid, run = min(eligible, key=lambda item: (-item[1]["final"]["best_val_acc"], item[1]["final"]["best_val_loss"],
+                                               item[0]))
+    return {"run_id": rid, **run}
+
+
+@pytest.mark.parametrize("task", ["mnist", "addition"])
+def test_table_rows_match_what_was_logged(store, generated, task):
+    markdown, _, _ = generated
+    rows = comparison_table(markdown, task)
+    assert list(rows) == list(ARCHS)  # fixed architecture order
+    for arch, row in rows.items():
+        best = expected_best(store, task, arch)
+        config, final = best["config"], best["final"]
+        metric = "test acc" if task == "mnist" else "bit acc 1..20"
+        assert row[metric] == f"{100 * final['test_acc']:.2f}"
+        assert (row["hidden"], row["layers"], row["loss"]) == (str(config.hidden_size), str(config.num_layers),
+                                                               config.loss)
+        assert float(row["lr"]) == pytest.approx(config.lr, rel=1e-2)
+        assert row["params"] == f"{int(final['n_params']):,}"
+        assert row["s / epoch"] == f"{final['train_time_s'] / final['epochs_run']:.2f}"
+        assert row["trials"] == "3 / 1 / 1"  # 5 trials: one pruned, one failed
+        ref = report.NOTEBOOK_REFERENCE[task].get(arch)
+        assert row["notebook"] == (f"{ref:.2f}" if ref else "—")
+        assert row["Δ"] == (f"{100 * final['test_acc'] - ref:+.2f}" if ref else "—")
+        if task == "addition":
+            assert row["string acc 1..20"] == f"{100 * final['test_seq_acc']:.2f}"
+    if task == "addition":
+        assert "bit acc L=100" in next(iter(rows.values()))  # longest generalisation length by default
+
+
+def test_pruned_and_failed_trials_are_counted_never_best(store, generated):
+    _, _, snap = generated
+    bad = {rid for rid, r in store.runs.items() if r["status"] in ("KILLED", "FAILED")}
+    assert bad, "the fake store must contain pruned and failed trials"
+    # The pruned and failed trials logged a best_val_acc above every completed one: choosing one would show.
+    for status in ("KILLED", "FAILED"):
+        bad_acc = min(r["final"]["best_val_acc"] for r in store.runs.values() if r["status"] == status)
+        assert bad_acc > max(r["final"].get("best_val_acc", 0) for r in store.runs.values()
+                             if r["status"] == "FINISHED")
+    for task in ("mnist", "addition"):
+        for arch in ARCHS:
+            chosen = report.best_run(snap, task, arch)
+            assert chosen.run_id not in bad
+            assert chosen.run_id == expected_best(store, task, arch)["run_id"]
+            assert report.trial_counts(snap, task, arch) == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 1}
+
+
+def test_every_referenced_figure_exists(generated):
+    markdown, out, _ = generated
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(images) >= 10  # length plot, curves, losses, studies, the notebook's three figures
+    for image in images:
+        data = (out / image).read_bytes()
+        assert data.startswith(b"\x89PNG"), image
+    assert not list(out.rglob("*.partial"))
+
+
+def test_sections_and_findings_follow_the_numbers(store, generated):
+    markdown, _, _ = generated
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings == ["## Comparison", "## Findings", "## Accuracy against length (addition)", "## Learning curves",
+                        "## Loss: cross-entropy against MSE", "## Studies", "## Notebook reproduction",
+                        "## Provenance"]
+    for task in ("mnist", "addition"):
+        rows = comparison_table(markdown, task)
+        metric = "test acc" if task == "mnist" else "bit acc 1..20"
+        winner = max(rows, key=lambda arch: float(rows[arch][metric]))
+        assert f"- **{task}**: {winner} wins with {rows[winner][metric]} %" in markdown
+    assert "Preset: quick" in markdown and "abc1234" in markdown
+    assert "| addition | Trained only on L=3 inputs | 81.30 |" in markdown
+
+
+def test_same_store_gives_identical_markdown(store, generated, tmp_path, monkeypatch):
+    markdown, out, _ = generated
+    monkeypatch.setattr(report.os, "cpu_count", lambda: 1)  # this time every section in one process
+    again, _, figures = report.write_report(tmp_path / "again", tracking_uri=store.uri, timestamp=False)
+    assert again.read_text() == markdown
+    assert sorted(figures.written) == sorted(p.name for p in (out / "figures").glob("*.png"))
+
+def test_timestamp_is_one_line_that_can_be_left_out(generated):
+    _, _, snap = generated
+    without = report.provenance(snap, None)
+    snap.generated_at = "2030-01-01 00:00:00 UTC"
+    try:
+        extra = set(report.provenance(snap, None).splitlines()) - set(without.splitlines())
+    finally:
+        snap.generated_at = None
+    assert extra == {"- Generated: 2030-01-01 00:00:00 UTC"}
+
+
+def test_optuna_journal_supplies_trial_counts(store, tmp_path):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="mnist-lstm", direction="maximize",
+                                storage=JournalStorage(JournalFileBackend(str(journal))))
+    distribution = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    for i, state in enumerate(["COMPLETE"] * 4 + ["PRUNED"] * 2 + ["FAIL"]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": 10 ** (-1 - i / 3)}, distributions=distribution, state=optuna.trial.TrialState[state],
+            value=0.9 + i / 100 if state == "COMPLETE" else None))
+    path, snap, _ = report.write_report(tmp_path / "out", tracking_uri=store.uri, storage=str(journal),
+                                        experiments=["mnist"], timestamp=False)
+    rows = comparison_table(path.read_text(), "mnist")
+    assert rows["lstm"]["trials"] == "4 / 2 / 1"  # from the storage
+    assert rows["gru"]["trials"] == "3 / 1 / 1"  # not in the storage: from run tags
+    assert "Optuna storage" in path.read_text() and "1 studies" in snap.storage_note
+
+
+def test_architecture_order_is_the_registry_order():
+    from benchmark.models import ARCHITECTURES
+
+    assert list(ARCHITECTURES) == report.ARCH_ORDER
+
+
+def test_importances_degrade_to_a_line():
+    assert "at least 2 completed trials" in report._importances([])
+
+
+def test_cli_report_writes_files(store, tmp_path, capsys):
+    code = cli.main(["report", "--tracking-uri", store.uri, "--out", str(tmp_path / "r"), "--experiment", "addition",
+                     "--no-timestamp"])
+    assert code == 0
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "### addition" in markdown and "### mnist" not in markdown
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_missing_store_is_one_line_and_creates_nothing(tmp_path, capsys):
+    code = cli.main(["report", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "no tracking store" in err
+    assert "Traceback" not in err and not (tmp_path / "mlruns").exists()
+
+
+def test_store_without_finished_runs_is_one_line(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    (tmp_path / "mlruns").mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(client.create_experiment("mnist"), tags={"task": "mnist", "arch": "lstm"})
+    client.set_terminated(run.info.run_id, status="FAILED")
+    capsys.readouterr()  # MLflow's own log lines from creating the store
+    code = cli.main(["report", "--tracking-uri", uri, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "no finished runs" in err
+    assert not Path(tmp_path / "r" / "report.md").exists()
+    assert cli.main(["report", "--tracking-uri", uri, "--experiment", "nope"]) == 2
+
+
+def test_report_over_real_train_runs(tracking_uri, tmp_path, capsys):
+    """The metrics the real training loop logs are the ones the report reads (no trials: rows marked 'run')."""
+    for arch in ("lstm", "bigru"):
+        assert cli.main(["train", "--task", "addition", "--arch", arch, "--hidden-size", "4", "--epochs", "1",
+                         "--train-size", "100", "--batch-size", "50", "--max-train-length", "4", "--eval-lengths",
+                         "6", "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    path, snap, _ = report.write_report(tmp_path / "out", tracking_uri=tracking_uri, timestamp=False)
+    markdown = path.read_text()
+    rows = comparison_table(markdown, "addition")
+    assert list(rows) == ["lstm", "bigru"] and {row["trials"] for row in rows.values()} == {"run"}
+    for arch, row in rows.items():
+        run = report.best_run(snap, "addition", arch)
+        assert row["bit acc 1..4"] == f"{100 * run.metrics['test_acc']:.2f}"
+        assert row["bit acc L=6"] != "—" and row["params"] != "—"
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
+        assert (tmp_path / "out" / image).exists()
