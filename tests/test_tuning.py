@@ -271,3 +271,18 @@ def test_mask_url_hides_passwords():
     assert tuning.mask_url("postgresql+psycopg://bench:s3cret@db:5432/optuna") == \
         "postgresql+psycopg://bench:***@db:5432/optuna"
     assert tuning.mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_bench_tunes_each_study_then_writes_the_report(tmp_path, tracking_uri, capsys):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "addition.toml").write_text(TINY.format(pruner="none", epochs=1, train_size=100))
+    code = cli.main(["bench", "--preset", "quick", "--archs", "gru", "rnn", "--tasks", "addition",
+                     "--studies-dir", str(studies), "--tracking-uri", tracking_uri, "--out", str(tmp_path / "rep"),
+                     "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| addition-gru-quick | 3/0/0 |" in out and "| addition-rnn-quick | 3/0/0 |" in out
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| gru |" in report and "| rnn |" in report
+    assert not [r for r in runs(tracking_uri, "trial") if r.info.status == "RUNNING"]
