@@ -27,7 +27,7 @@ _HELP = {
     "train_lengths": "addition: train only on these lengths (e.g. 3)",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
     "device": "auto, cpu or cuda",
-    "impl": "recurrent kernel: auto or native",
+    "impl": "recurrent kernel: native (nn.LSTM etc.), loop (explicit cell loop, same weights) or auto",
     "threads": "torch threads; 0 = torch's default",
 }
 

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .loop import loop_forward
+
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 ARCHITECTURES = {
@@ -27,19 +29,32 @@ ARCHITECTURES = {
 }
 
 READOUTS = ("last", "per_step")
+IMPLS = ("auto", "native", "loop")
+
+# What `--impl auto` runs, per device type and cell. Measured side by side with `rnnbench perf`
+# (train step, hidden 128, batch 500, 28 steps; see README "Performance"): AUTO_RULE_EVIDENCE.
+AUTO_IMPL = {
+    "cpu": {"rnn": "native", "lstm": "loop", "gru": "loop"},
+    "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},  # cuDNN's fused kernels
+}
+AUTO_MIN_HIDDEN = 0  # below this hidden size the loop's per-step Python overhead dominates
 
 
 class RecurrentModel(nn.Module):
     def __init__(self, arch: str, input_size: int, hidden_size: int, output_size: int, *,
-                 num_layers: int = 1, dropout: float = 0.0, readout: str = "last"):
+                 num_layers: int = 1, dropout: float = 0.0, readout: str = "last", impl: str = "auto"):
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHITECTURES)}")
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
         spec = ARCHITECTURES[arch]
         self.arch = arch
         self.readout = readout
+        self.impl = impl
+        self.cell = spec["cell"]
         self.bidirectional = spec["bidirectional"]
         self.directions = 2 if self.bidirectional else 1
         self.is_lstm = spec["cell"] == "lstm"
@@ -56,6 +71,11 @@ class RecurrentModel(nn.Module):
         ``lengths`` (CPU int64 [B]) marks right padding. Packing is needed only where padding
         would leak into real steps: the backward direction, and the final state.
         """
+        if self.resolved_impl(x.device) == "loop":
+            output, h_n = loop_forward(self.rnn, x, lengths)
+            if self.readout == "last":
+                return self.head(self.dropout(torch.cat(list(h_n[-self.directions:]), dim=-1)))
+            return self.head(self.dropout(output))
         steps = x.size(1)
         packed = lengths is not None and (self.bidirectional or self.readout == "last")
         if packed:
@@ -71,10 +91,19 @@ class RecurrentModel(nn.Module):
         return self.head(self.dropout(output))
 
 
+    def resolved_impl(self, device: torch.device) -> str:
+        """``native`` or ``loop``: the explicit choice, else AUTO_IMPL for this device and cell."""
+        if self.impl != "auto":
+            return self.impl
+        if self.rnn.hidden_size < AUTO_MIN_HIDDEN:
+            return "native"
+        return AUTO_IMPL.get(device.type, AUTO_IMPL["cuda"])[self.cell]
+
+
 def build_model(config, task) -> RecurrentModel:
     return RecurrentModel(
         config.arch, task.input_size, config.hidden_size, task.output_size,
-        num_layers=config.num_layers, dropout=config.dropout, readout=task.readout,
+        num_layers=config.num_layers, dropout=config.dropout, readout=task.readout, impl=config.impl,
     )
 
 
