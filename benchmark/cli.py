@@ -85,7 +85,36 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
+    # -- perf (issue 7): the performance harness
+    perf = commands.add_parser("perf", help="measure training/evaluation speed against the notebook's loops")
+    perf.add_argument("--quick", action="store_true", help="smoke run: a few iterations, synthetic MNIST if none")
+    perf.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    perf.add_argument("--out", default="reports/performance.md", help="markdown file to write")
+    perf.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
+    perf.add_argument("--hidden-size", type=int, help="MNIST hidden size (default: 128)")
+    perf.add_argument("--batch-size", type=int, help="MNIST batch size (default: 500)")
+    perf.add_argument("--arch", nargs="+", help="architectures to measure (default: all)")
+    perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
+    perf.set_defaults(handler=cmd_perf)
     return parser
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from .models import ARCHITECTURES
+    from .perf import run
+
+    for name, value in (("threads", args.threads), ("hidden-size", args.hidden_size),
+                        ("batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    unknown = [arch for arch in args.arch or [] if arch not in ARCHITECTURES]
+    if unknown:
+        raise ConfigError(f"unknown arch {', '.join(unknown)}; valid: {', '.join(ARCHITECTURES)}")
+    run(quick=args.quick, threads=args.threads, out=args.out, data_dir=args.data_dir, hidden=args.hidden_size,
+        batch=args.batch_size, archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
+    if not args.quiet:
+        print(f"written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
