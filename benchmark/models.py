@@ -31,13 +31,24 @@ ARCHITECTURES = {
 READOUTS = ("last", "per_step")
 IMPLS = ("auto", "native", "loop")
 
-# What `--impl auto` runs, per device type and cell. Measured side by side with `rnnbench perf`
-# (train step, hidden 128, batch 500, 28 steps; see README "Performance"): AUTO_RULE_EVIDENCE.
+# What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs
+# native. Evidence, measured here side by side (AMD EPYC Zen 3, torch 2.14.1, hidden 128, batch 500,
+# 28 steps; samples/s of one train step, 1 thread, process CPU time because 3 other jobs shared the
+# 2 cores; `rnnbench perf` prints the same comparison at any thread count, README "Performance"):
+#   LSTM  native 2,471 | oneDNN off 2,469 | loop 2,549 (autograd loop 2,501)    -> loop
+#   GRU   native 3,457 | oneDNN off 3,536 | loop 3,071                           -> native
+#   RNN   native 8,228 | oneDNN off 8,745 | loop 9,522 (nn.RNN: 12,048 unloaded)  -> native
+#   LSTM inference (test set, batch 5,000): native 5,774 | loop 3,861             -> native
+#   addition (LSTM hidden 10, batch 100, padded): native 26,785 | loop 10,064     -> native below AUTO_MIN_HIDDEN
+# Unloaded, DESIGN.md measured a cell loop at 1.36x nn.LSTM (oneDNN runs its reference `rnn,ref`
+# kernel for LSTM training on this processor). oneDNN off never won by more than noise: not used.
+# torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
+# On CUDA cuDNN's fused kernels win (not measured here: no GPU on these machines).
 AUTO_IMPL = {
-    "cpu": {"rnn": "native", "lstm": "loop", "gru": "loop"},
-    "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},  # cuDNN's fused kernels
+    "cpu": {"rnn": "native", "lstm": "loop", "gru": "native"},
+    "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},
 }
-AUTO_MIN_HIDDEN = 0  # below this hidden size the loop's per-step Python overhead dominates
+AUTO_MIN_HIDDEN = 64  # below it the loop's per-step Python overhead dominates (the addition row above)
 
 
 class RecurrentModel(nn.Module):
@@ -71,7 +82,7 @@ class RecurrentModel(nn.Module):
         ``lengths`` (CPU int64 [B]) marks right padding. Packing is needed only where padding
         would leak into real steps: the backward direction, and the final state.
         """
-        if self.resolved_impl(x.device) == "loop":
+        if self.resolved_impl(x.device, self.training and torch.is_grad_enabled()) == "loop":
             output, h_n = loop_forward(self.rnn, x, lengths)
             if self.readout == "last":
                 return self.head(self.dropout(torch.cat(list(h_n[-self.directions:]), dim=-1)))
@@ -91,11 +102,11 @@ class RecurrentModel(nn.Module):
         return self.head(self.dropout(output))
 
 
-    def resolved_impl(self, device: torch.device) -> str:
-        """``native`` or ``loop``: the explicit choice, else AUTO_IMPL for this device and cell."""
+    def resolved_impl(self, device: torch.device, training: bool = True) -> str:
+        """``native`` or ``loop``: the explicit choice, else AUTO_IMPL's pick for training on this device."""
         if self.impl != "auto":
             return self.impl
-        if self.rnn.hidden_size < AUTO_MIN_HIDDEN:
+        if not training or self.rnn.hidden_size < AUTO_MIN_HIDDEN:
             return "native"
         return AUTO_IMPL.get(device.type, AUTO_IMPL["cuda"])[self.cell]
 

@@ -59,8 +59,9 @@ class Sizes:
     trial_train_size: int  # 0 = all 50k
 
 
-FULL = Sizes(hidden=128, batch=500, batches=16, repeats=2, notebook_strings=250, sgemm_size=2048,
-             eval_lengths=ADDITION_EVAL_LENGTHS, addition_train_size=10_000, addition_epochs=10, trial_train_size=0)
+FULL = Sizes(hidden=128, batch=500, batches=10, repeats=2, notebook_strings=250, sgemm_size=2048,
+             eval_lengths=ADDITION_EVAL_LENGTHS, addition_train_size=10_000, addition_epochs=10,
+             trial_train_size=10_000)
 QUICK = Sizes(hidden=128, batch=500, batches=2, repeats=1, notebook_strings=20, sgemm_size=256,
               eval_lengths=(1000,), addition_train_size=400, addition_epochs=2, trial_train_size=1000)
 
@@ -373,6 +374,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
     report = Report(quiet)
     info = cpu_info()
     load_before = os.getloadavg()
+    times_before = os.times()
     data, synthetic = _mnist_data(data_dir, quick)
 
     report.add("# rnnbench performance", "",
@@ -405,7 +407,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
     rows = []
     for arch in archs:
         spec = ARCHITECTURES[arch]
-        auto = RecurrentModel(arch, 28, sizes.hidden, 10).resolved_impl(torch.device("cpu"))
+        auto = RecurrentModel(arch, 28, sizes.hidden, 10).resolved_impl(torch.device("cpu"), training=True)
         best = rates[arch, auto]
         flops = train_flops_per_sample(spec["cell"], 2 if spec["bidirectional"] else 1, 1, 28, sizes.hidden, 28)
         achieved = best * flops / 1e9
@@ -493,8 +495,13 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
                f"bit accuracy at length {longest}: {100 * long_eval['bit_acc_by_len'][longest]:.2f} %", "")
 
     load_after = os.getloadavg()
-    report.add(f"Load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}. "
-               f"Rates are the best of {sizes.repeats} interleaved round(s).")
+    times_after = os.times()
+    cpu = sum(times_after[:4]) - sum(times_before[:4])
+    wall = times_after.elapsed - times_before.elapsed
+    report.add(f"Load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}. This run used "
+               f"{cpu:.0f} s of CPU in {wall:.0f} s of wall time ({cpu / wall:.2f} CPUs of the {threads} threads; "
+               f"much less than {threads} means other processes shared the cores). Rates are the best of "
+               f"{sizes.repeats} interleaved round(s).")
     text = report.text()
     if out:
         _write_atomic(Path(out), text)

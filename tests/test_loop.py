@@ -67,11 +67,19 @@ def test_inter_layer_dropout_only_in_training():
     torch.testing.assert_close(loop(x), loop(x))
 
 
-def test_auto_resolves_per_device_and_cell():
-    model = RecurrentModel("lstm", 3, 128, 2, impl="auto")
-    assert model.resolved_impl(torch.device("cpu")) in ("native", "loop")
-    assert model.resolved_impl(torch.device("cuda")) == "native"
-    assert RecurrentModel("lstm", 3, 4, 2, impl="loop").resolved_impl(torch.device("cuda")) == "loop"
+def test_auto_resolves_per_device_cell_size_and_mode():
+    from benchmark.models import AUTO_IMPL, AUTO_MIN_HIDDEN
+
+    big, small = AUTO_MIN_HIDDEN, max(AUTO_MIN_HIDDEN - 1, 1)
+    for cell in ("rnn", "lstm", "gru"):
+        model = RecurrentModel(cell, 3, big, 2, impl="auto")
+        assert model.resolved_impl(torch.device("cpu"), training=True) == AUTO_IMPL["cpu"][cell]
+        assert model.resolved_impl(torch.device("cuda"), training=True) == "native"
+        assert model.resolved_impl(torch.device("cpu"), training=False) == "native"
+    if small < big:
+        assert RecurrentModel("lstm", 3, small, 2).resolved_impl(torch.device("cpu"), training=True) == "native"
+    explicit = RecurrentModel("lstm", 3, 4, 2, impl="loop")
+    assert explicit.resolved_impl(torch.device("cuda"), training=False) == "loop"
 
 
 def test_unknown_impl_is_a_config_error():
