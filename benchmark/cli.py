@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
     perf.add_argument("--hidden-size", type=int, help="MNIST hidden size (default: 128)")
     perf.add_argument("--batch-size", type=int, help="MNIST batch size (default: 500)")
+    perf.add_argument("--batches", type=int, help="timed batches per measurement (default: 10; --quick 2)")
+    perf.add_argument("--repeats", type=int, help="interleaved rounds, best counts (default: 2; --quick 1)")
     perf.add_argument("--arch", nargs="+", help="architectures to measure (default: all)")
     perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
     perf.set_defaults(handler=cmd_perf)
@@ -104,14 +106,15 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from .perf import run
 
     for name, value in (("threads", args.threads), ("hidden-size", args.hidden_size),
-                        ("batch-size", args.batch_size)):
+                        ("batch-size", args.batch_size), ("batches", args.batches), ("repeats", args.repeats)):
         if value is not None and value < 1:
             raise ConfigError(f"--{name} must be a positive integer, got {value}")
     unknown = [arch for arch in args.arch or [] if arch not in ARCHITECTURES]
     if unknown:
         raise ConfigError(f"unknown arch {', '.join(unknown)}; valid: {', '.join(ARCHITECTURES)}")
     run(quick=args.quick, threads=args.threads, out=args.out, data_dir=args.data_dir, hidden=args.hidden_size,
-        batch=args.batch_size, archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
+        batch=args.batch_size, batches=args.batches, repeats=args.repeats,
+        archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
     if not args.quiet:
         print(f"written to {args.out}", file=sys.stderr)
     return 0

@@ -363,11 +363,12 @@ def _k(rate: float) -> str:
 
 def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "reports/performance.md",
         data_dir: str | None = None, hidden: int | None = None, batch: int | None = None,
+        batches: int | None = None, repeats: int | None = None,
         archs: tuple[str, ...] = tuple(ARCHITECTURES), quiet: bool = False) -> str:
     """Measure everything, print it as markdown (unless quiet), write ``out``; returns the markdown."""
     sizes = QUICK if quick else FULL
-    if hidden or batch:
-        sizes = Sizes(**{**sizes.__dict__, "hidden": hidden or sizes.hidden, "batch": batch or sizes.batch})
+    overrides = {"hidden": hidden, "batch": batch, "batches": batches, "repeats": repeats}
+    sizes = Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v}})
     torch.set_num_threads(threads)
     # torch.backends.mkldnn.flags() warns about Intel-GPU TF32 on every toggle; it is noise here.
     warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
