@@ -40,6 +40,9 @@ IMPLS = ("auto", "native", "loop")
 #   RNN   native 8,228 | oneDNN off 8,745 | loop 9,522 (nn.RNN: 12,048 unloaded)  -> native
 #   LSTM inference (test set, batch 5,000): native 5,774 | loop 3,861             -> native
 #   addition (LSTM hidden 10, batch 100, padded): native 26,785 | loop 10,064     -> native below AUTO_MIN_HIDDEN
+# Caveat: at 2 threads on cores busy with other jobs (load ~10 on 2 cores) the loop fell to a third of
+# nn.LSTM (68 vs 191 samples/s): each of its per-step ops synchronises the threads, the fused kernel
+# does not. Run one thread per worker on shared machines (the tuner's default).
 # Unloaded, DESIGN.md measured a cell loop at 1.36x nn.LSTM (oneDNN runs its reference `rnn,ref`
 # kernel for LSTM training on this processor). oneDNN off never won by more than noise: not used.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
