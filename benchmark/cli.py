@@ -27,7 +27,7 @@ _HELP = {
     "train_lengths": "addition: train only on these lengths (e.g. 3)",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
     "device": "auto, cpu or cuda",
-    "impl": "recurrent kernel: auto or native",
+    "impl": "recurrent kernel: native (nn.LSTM etc.), loop (explicit cell loop, same weights) or auto",
     "threads": "torch threads; 0 = torch's default",
 }
 
@@ -99,6 +99,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--quiet", action="store_true", help="no summary line")
     report.set_defaults(handler=cmd_report)
     # --- end report ---
+
+    # -- perf (issue 7): the performance harness
+    perf = commands.add_parser("perf", help="measure training/evaluation speed against the notebook's loops")
+    perf.add_argument("--quick", action="store_true", help="smoke run: a few iterations, synthetic MNIST if none")
+    perf.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    perf.add_argument("--out", default="reports/performance.md", help="markdown file to write")
+    perf.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
+    perf.add_argument("--hidden-size", type=int, help="MNIST hidden size (default: 128)")
+    perf.add_argument("--batch-size", type=int, help="MNIST batch size (default: 500)")
+    perf.add_argument("--batches", type=int, help="timed batches per measurement (default: 10; --quick 2)")
+    perf.add_argument("--repeats", type=int, help="interleaved rounds, best counts (default: 2; --quick 1)")
+    perf.add_argument("--arch", nargs="+", help="architectures to measure (default: all)")
+    perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
+    perf.set_defaults(handler=cmd_perf)
     return parser
 
 
@@ -117,6 +131,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {path} ({len(snap.runs)} runs, {len(figures.written)} figures) "
               f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from .models import ARCHITECTURES
+    from .perf import run
+
+    for name, value in (("threads", args.threads), ("hidden-size", args.hidden_size),
+                        ("batch-size", args.batch_size), ("batches", args.batches), ("repeats", args.repeats)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {value}")
+    unknown = [arch for arch in args.arch or [] if arch not in ARCHITECTURES]
+    if unknown:
+        raise ConfigError(f"unknown arch {', '.join(unknown)}; valid: {', '.join(ARCHITECTURES)}")
+    run(quick=args.quick, threads=args.threads, out=args.out, data_dir=args.data_dir, hidden=args.hidden_size,
+        batch=args.batch_size, batches=args.batches, repeats=args.repeats,
+        archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
+    if not args.quiet:
+        print(f"written to {args.out}", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "mse")
 DEVICES = ("auto", "cpu", "cuda")
-IMPLS = ("auto", "native")
+IMPLS = ("auto", "native", "loop")  # see benchmark.models.AUTO_IMPL for what auto picks
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,87 @@
+"""The explicit cell loop computes what nn.RNN / nn.LSTM / nn.GRU compute, from the same parameters."""
+
+import pytest
+import torch
+
+from benchmark.config import ConfigError, TrainConfig
+from benchmark.models import ARCHITECTURES, READOUTS, RecurrentModel
+
+LENGTHS = torch.tensor([7, 3, 1, 5, 7, 2])  # right padding; unsorted, as packing allows
+
+
+def _pair(arch, num_layers, readout, input_size=3, hidden=5, output=4):
+    torch.manual_seed(0)
+    native = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl="native")
+    loop = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl="loop")
+    loop.load_state_dict(native.state_dict())  # same names and shapes: checkpoints move between impls
+    return native, loop
+
+
+def _outputs_and_grads(model, x, lengths, readout):
+    x = x.clone().requires_grad_()
+    out = model(x, lengths)
+    if readout == "per_step" and lengths is not None:
+        out = out * (torch.arange(x.size(1))[None, :] < lengths[:, None]).unsqueeze(-1)
+    weights = torch.linspace(-1, 1, out.numel()).reshape(out.shape)  # not symmetric: every output matters
+    (out * weights).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return out.detach(), grads, x.grad
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("readout", READOUTS)
+def test_loop_matches_native_outputs_and_gradients(arch, num_layers, padded, readout):
+    native, loop = _pair(arch, num_layers, readout)
+    x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 3)
+    lengths = LENGTHS if padded else None
+    out_native, grads_native, x_grad_native = _outputs_and_grads(native, x, lengths, readout)
+    out_loop, grads_loop, x_grad_loop = _outputs_and_grads(loop, x, lengths, readout)
+    torch.testing.assert_close(out_loop, out_native, rtol=1e-5, atol=1e-5)
+    assert grads_loop.keys() == grads_native.keys()
+    for name in grads_native:
+        torch.testing.assert_close(grads_loop[name], grads_native[name], rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(x_grad_loop, x_grad_native, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "bigru"])
+def test_padding_never_changes_real_steps(arch):
+    """A padded sequence gives the same result as the same sequence alone at its true length."""
+    _, loop = _pair(arch, 2, "last")
+    loop.eval()
+    x = torch.randn(2, 6, 3)
+    x[1, 4:] = 100.0  # garbage in the padding must not leak
+    padded = loop(x, torch.tensor([6, 4]))
+    alone = loop(x[1:, :4])
+    torch.testing.assert_close(padded[1:], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_inter_layer_dropout_only_in_training():
+    _, loop = _pair("gru", 2, "last")
+    loop.rnn.dropout = 0.5
+    x = torch.randn(8, 5, 3)
+    loop.train()
+    assert not torch.allclose(loop(x), loop(x))  # a fresh dropout mask each call
+    loop.eval()
+    torch.testing.assert_close(loop(x), loop(x))
+
+
+def test_auto_resolves_per_device_cell_size_and_mode():
+    from benchmark.models import AUTO_IMPL, AUTO_MIN_HIDDEN
+
+    big, small = AUTO_MIN_HIDDEN, max(AUTO_MIN_HIDDEN - 1, 1)
+    for cell in ("rnn", "lstm", "gru"):
+        model = RecurrentModel(cell, 3, big, 2, impl="auto")
+        assert model.resolved_impl(torch.device("cpu"), training=True) == AUTO_IMPL["cpu"][cell]
+        assert model.resolved_impl(torch.device("cuda"), training=True) == "native"
+        assert model.resolved_impl(torch.device("cpu"), training=False) == "native"
+    if small < big:
+        assert RecurrentModel("lstm", 3, small, 2).resolved_impl(torch.device("cpu"), training=True) == "native"
+    explicit = RecurrentModel("lstm", 3, 4, 2, impl="loop")
+    assert explicit.resolved_impl(torch.device("cuda"), training=False) == "loop"
+
+
+def test_unknown_impl_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown impl 'fast'; valid: auto, native, loop"):
+        TrainConfig.for_task("mnist", "lstm", impl="fast")
