@@ -30,6 +30,10 @@ from .models import RecurrentModel
 # Tags on every run: task, arch, seed, suite, plus environment_tags(). Study parent runs add
 # role=study and study_name; trial runs add role=trial, study_name, trial_number and optuna.state
 # (COMPLETE, PRUNED or FAIL), and are nested with mlflow.parentRunId.
+# Reproduce runs (experiment "reproduce", suite=reproduce, role=run) add notebook_ref (the experiment id, e.g.
+# mnist-lstm), notebook_value (the notebook's accuracy in %) and reproduce_key (config hash used to skip
+# finished work), plus the metric notebook_acc (fraction, comparable with test_acc); see reproduce.py.
+# Registered models: <task>-<arch> with alias champion, version source = the run's checkpoint/ folder.
 TAG_SUITE = "suite"  # train | tune | reproduce | confirm
 TAG_ROLE = "role"  # run | study | trial
 TAG_STUDY = "study_name"
