@@ -233,7 +233,7 @@ def format_table(rows: list[Row]) -> str:
         spread = (f"{len(row.values)} ({min(row.values):.2f}..{max(row.values):.2f})" if len(row.values) > 1
                   else "1")
         lines.append((row.experiment.id, f"{row.experiment.notebook:.2f}", f"{row.ours:.2f}",
-                      f"{row.difference:+.2f}", spread, row.verdict))
+                      _signed(row.difference), spread, row.verdict))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
             for line in lines]
@@ -244,6 +244,10 @@ def format_table(rows: list[Row]) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # Report section: notebook vs reproduced vs tuned, and the notebook's accuracy-vs-length figures redrawn.
+
+
+def _signed(value: float) -> str:
+    return f"{value + 0.0:+.2f}".replace("-0.00", "+0.00")
 
 
 def client_from(source):
@@ -330,12 +334,12 @@ def reproduce_section(source, figures_dir) -> str:
         elif (experiment.task, experiment.arch) in tuned:
             tuned_cell = f"{tuned[(experiment.task, experiment.arch)][0]:.2f}"
         lines.append(f"| {experiment.title} | {experiment.notebook:.2f} | {ours:.2f} | {spread} | "
-                     f"{ours - experiment.notebook:+.2f} | {tuned_cell} |")
+                     f"{_signed(ours - experiment.notebook)} | {tuned_cell} |")
         if experiment.note:
             notes.append(f"- **{experiment.title}**: {experiment.note}.")
     lines.append("")
     if notes:
-        lines += ["Where our runs differ from the notebook's by design:", "", *notes, ""]
+        lines += ["Where ours differ from the notebook's, and why:", "", *notes, ""]
     for figure, title in FIGURES.items():
         members = [e for e in EXPERIMENTS if e.figure == figure and e.id in by_ref]
         if not members:
@@ -362,6 +366,7 @@ def _accuracy_by_length_figure(client, members, by_ref, title, path: Path) -> No
     ax.axvline(20.5, color="gray", ls=":", lw=0.8)
     ax.set(xlabel="string length", ylabel="bit accuracy (%)", title=title, xscale="log",
            ylim=(min(ax.get_ylim()[0], 90), 100.5))
+    ax.text(21, ax.get_ylim()[0], " beyond the training lengths", fontsize=7, color="gray", va="bottom")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
