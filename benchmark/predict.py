@@ -17,6 +17,7 @@ every image as "4".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -111,6 +112,20 @@ def label_from_name(path) -> int | None:
     return int(name[0]) if name[:1].isdigit() else None
 
 
+@contextlib.contextmanager
+def quiet_downloads():
+    """MLflow's artifact download bar would mix with our one-line-per-file output."""
+    before = os.environ.get(_PROGRESS)
+    os.environ[_PROGRESS] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS, None)
+        else:
+            os.environ[_PROGRESS] = before
+
+
 def load_model(*, run_id: str | None = None, model: str | None = None, tracking_uri: str | None = None):
     """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, run_id)."""
     from .tracking import load_run_checkpoint
@@ -119,21 +134,15 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
         from .registry import resolve_model
 
         run_id = resolve_model(model, tracking_uri)["run_id"]
-    quiet_download = os.environ.get(_PROGRESS)
-    os.environ[_PROGRESS] = "false"  # MLflow's download bar would mix with the one-line-per-file output
     try:
-        network, config = load_run_checkpoint(run_id, tracking_uri)
+        with quiet_downloads():
+            network, config = load_run_checkpoint(run_id, tracking_uri)
     except ValueError:
         raise
     except Exception as error:  # MLflow raises several types for a missing run or artifact
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise ConfigError(f"cannot load a checkpoint from run {run_id!r} ({type(error).__name__}: {first_line}); "
                           "check --run / --tracking-uri") from None
-    finally:
-        if quiet_download is None:
-            os.environ.pop(_PROGRESS, None)
-        else:
-            os.environ[_PROGRESS] = quiet_download
     if config.task != "mnist":
         raise ConfigError(f"run {run_id} is a {config.task} model; predict needs an MNIST model")
     return network, run_id
@@ -247,7 +256,8 @@ def digits_section(source, figures_dir, *, run_id: str | None = None, count: int
         if not found:
             return "\n".join(lines + ["No finished MNIST run in the store yet.", ""])
         run_id = found[0]
-    network, config = load_run_checkpoint(run_id, client.tracking_uri)
+    with quiet_downloads():
+        network, config = load_run_checkpoint(run_id, client.tracking_uri)
     task = MnistTask(config, "cpu", **(task_data or {"data_dir": data_dir}))
     probs, labels = task.predict(network, "test")
     predicted = probs.argmax(-1)
