@@ -351,18 +351,24 @@ def reproduce_section(source, figures_dir) -> str:
 
 
 def _accuracy_by_length_figure(client, members, by_ref, title, path: Path) -> None:
-    """Mean bit accuracy per length over the seeds, lengths 1..20 as in the notebook (+ generalisation)."""
+    """Mean bit accuracy per length over the seeds (thick) and each seed (thin), lengths 1..20 + generalisation."""
     from .plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    for experiment in members:
+    for colour, experiment in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], members, strict=False):
         curves: dict[int, list[float]] = {}
         for run in by_ref[experiment.id]:
-            for metric in client.get_metric_history(run.info.run_id, "test_bit_acc_by_len"):
+            history = sorted(client.get_metric_history(run.info.run_id, "test_bit_acc_by_len"), key=lambda m: m.step)
+            for metric in history:
                 curves.setdefault(metric.step, []).append(100 * metric.value)
+            if len(by_ref[experiment.id]) > 1:
+                ax.plot([m.step for m in history], [100 * m.value for m in history], "-", color=colour, lw=0.6,
+                        alpha=0.35)
         lengths = sorted(curves)
-        ax.plot(lengths, [statistics.fmean(curves[n]) for n in lengths], "o-", ms=3,
-                label=f"{experiment.label} (notebook {experiment.notebook:.1f}%)")
+        seeds = len(by_ref[experiment.id])
+        ax.plot(lengths, [statistics.fmean(curves[n]) for n in lengths], "o-", ms=3, color=colour,
+                label=f"{experiment.label}: mean of {seeds} seed{'s' if seeds > 1 else ''} "
+                      f"(notebook {experiment.notebook:.1f}%)")
     ax.axvline(20.5, color="gray", ls=":", lw=0.8)
     ax.set(xlabel="string length", ylabel="bit accuracy (%)", title=title, xscale="log",
            ylim=(min(ax.get_ylim()[0], 90), 100.5))
