@@ -113,6 +113,38 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--arch", nargs="+", help="architectures to measure (default: all)")
     perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
     perf.set_defaults(handler=cmd_perf)
+
+    # --- reproduce / predict / register (issue 5) ---
+    reproduce = commands.add_parser("reproduce", help="re-run the course notebook's experiments and compare")
+    reproduce.add_argument("--only", nargs="+", metavar="NAME",
+                           help="mnist, addition and/or experiment ids (default: all; see --list)")
+    reproduce.add_argument("--epochs", type=int, help="override the notebook's 10 epochs (smoke checks only)")
+    reproduce.add_argument("--seeds", type=int, default=1, help="run seeds 0..N-1 of each (default: 1)")
+    reproduce.add_argument("--threads", type=int, help="torch threads; 0 = torch's default")
+    reproduce.add_argument("--force", action="store_true", help="re-run configurations already FINISHED")
+    reproduce.add_argument("--list", action="store_true", help="print the experiments and exit")
+    reproduce.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    reproduce.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    reproduce.set_defaults(handler=cmd_reproduce)
+
+    predict = commands.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained MNIST model")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", dest="run_id", metavar="RUN_ID", help="an MNIST run's id")
+    source.add_argument("--model", metavar="NAME[@ALIAS]", help="a registered model, e.g. mnist-lstm@champion")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    predict.add_argument("--sheet", metavar="OUT.png",
+                         help="write a contact sheet of the inputs as the model sees them")
+    predict.set_defaults(handler=cmd_predict)
+
+    register = commands.add_parser("register", help="register a run's model as <task>-<arch>@champion")
+    register.add_argument("run_id", metavar="RUN_ID")
+    register.add_argument("--name", help="registered model name (default: <task>-<arch>)")
+    register.add_argument("--alias", default="champion")
+    register.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    register.set_defaults(handler=cmd_register)
     return parser
 
 
@@ -149,6 +181,41 @@ def cmd_perf(args: argparse.Namespace) -> int:
         archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
     if not args.quiet:
         print(f"written to {args.out}", file=sys.stderr)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import reproduce
+
+    if args.list:
+        for e in reproduce.select(args.only):
+            print(f"{e.id:<20} notebook {e.notebook:6.2f}%  {e.title}")
+        return 0
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {args.epochs}")
+    overrides = {"threads": args.threads} if args.threads is not None else {}
+    task_data = {"data_dir": args.data_dir} if args.data_dir else None
+    rows = reproduce.reproduce(args.only, epochs=args.epochs, seeds=args.seeds, tracking_uri=args.tracking_uri,
+                               force=args.force, quiet=args.quiet, overrides=overrides, task_data=task_data)
+    if args.epochs is not None:
+        print(f"(epochs overridden to {args.epochs}: not the notebook's configuration)")
+    print(reproduce.format_table(rows))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import run
+
+    return run(args.images, run_id=args.run_id, model=args.model, tracking_uri=args.tracking_uri,
+               as_json=args.json, sheet=args.sheet)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from .registry import register_champion
+
+    info = register_champion(args.run_id, args.tracking_uri, name=args.name, alias=args.alias)
+    state = "registered as new" if info["created"] else "already registered as"
+    print(f"run {info['run_id']} {state} {info['name']} version {info['version']}; "
+          f"alias {info['alias']} -> version {info['version']}")
     return 0
 
 

@@ -41,6 +41,10 @@ if TYPE_CHECKING:  # torch is imported where used: readers of the store (the rep
 #     mlflow_parent_run_id).
 #   trial run: everything a train run has, plus tags pruned_at_epoch (PRUNED trials, run KILLED),
 #     error (FAIL: run FAILED, or KILLED on Ctrl-C), retried_trial (a re-run of a lost trial's params).
+# Reproduce runs (experiment "reproduce", suite=reproduce, role=run) add notebook_ref (the experiment id, e.g.
+# mnist-lstm), notebook_value (the notebook's accuracy in %) and reproduce_key (config hash used to skip
+# finished work), plus the metric notebook_acc (fraction, comparable with test_acc); see reproduce.py.
+# Registered models: <task>-<arch> with alias champion, version source = the run's checkpoint/ folder.
 TAG_SUITE = "suite"  # train | tune | reproduce | confirm
 TAG_ROLE = "role"  # run | study | trial
 TAG_STUDY = "study_name"

@@ -1,0 +1,313 @@
+"""Classify your own digit images with a trained MNIST model, preprocessed the way MNIST was made.
+
+Example: rnnbench predict --model mnist-lstm@champion --sheet sheet.png photos/*.png
+
+MNIST digits are white on black, size-normalised so the ink fits a 20x20 box
+(aspect ratio kept, antialiased) and placed in a 28x28 field with the ink's
+centre of mass at the centre. ``preprocess`` does the same to any picture:
+grayscale (transparency composited onto white), invert when the background is
+light (decided from the border pixels), stretch the ink to the full 0..255
+range, crop to the ink's bounding box, scale the longer side to 20 px, and
+paste centred on the centre of mass. The result is uint8 [28, 28], the dtype
+``MnistTask`` stores, so the model sees exactly what ``MnistTask.as_input``
+makes of the training images. The notebook skipped all of this (it fed raw
+black-on-white photos to a model trained on white-on-black digits) and read
+every image as "4".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+BOX = 20  # MNIST's size-normalisation box
+FIELD = 28
+_PROGRESS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+INK_THRESHOLD = 0.2  # fraction of the ink's contrast above which a pixel counts for the bounding box
+
+
+class ImageError(ValueError):
+    """An input that cannot be classified; the message names the file and the problem."""
+
+
+@dataclass
+class Prediction:
+    file: str
+    digit: int
+    probability: float
+    probabilities: list[float]
+    label: int | None  # the true digit when the file name starts with one
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.label is None else self.label == self.digit
+
+
+def load_image(path) -> np.ndarray:
+    """Grayscale float array in [0, 255]; transparent pixels count as white paper."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(paper, rgba)
+            gray = image.convert("L")
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise ImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+    return np.asarray(gray, dtype=np.float64)
+
+
+def preprocess(image, source: str = "image") -> torch.Tensor:
+    """Any grayscale picture of one digit (array or PIL image) -> uint8 [28, 28], white ink on black."""
+    from PIL import Image
+
+    pixels = np.asarray(image, dtype=np.float64)
+    if pixels.ndim != 2 or min(pixels.shape) < 1:
+        raise ImageError(f"{source}: expected a 2-D grayscale image, got shape {pixels.shape}")
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if np.median(border) > 127:  # light paper, dark ink: MNIST is the other way round
+        pixels = 255.0 - pixels
+        border = 255.0 - border
+    background, peak = np.median(border), pixels.max()
+    if peak - background < 10:
+        raise ImageError(f"{source}: no digit found (the image is almost uniform)")
+    ink = np.clip((pixels - background) / (peak - background), 0.0, 1.0)  # paper 0, strongest ink 1
+    rows, cols = np.nonzero(ink > INK_THRESHOLD)
+    ink = ink[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    height, width = ink.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(np.round(ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    digit = np.asarray(resized, dtype=np.float64)
+    # Centre of mass in pixel-centre coordinates, moved to the field's centre (14, 14) like MNIST.
+    total = digit.sum()
+    ys, xs = np.indices(digit.shape)
+    com_y = (ys * digit).sum() / total if total else digit.shape[0] / 2
+    com_x = (xs * digit).sum() / total if total else digit.shape[1] / 2
+    top, left = int(round(FIELD / 2 - com_y)), int(round(FIELD / 2 - com_x))
+    # Keep the whole digit inside the field even when its mass is far off its box's centre.
+    top = min(max(top, 0), FIELD - digit.shape[0])
+    left = min(max(left, 0), FIELD - digit.shape[1])
+    field = np.zeros((FIELD, FIELD))
+    field[top: top + digit.shape[0], left: left + digit.shape[1]] = digit
+    return torch.from_numpy(np.clip(np.round(field), 0, 255).astype(np.uint8))
+
+
+def label_from_name(path) -> int | None:
+    name = Path(path).name
+    return int(name[0]) if name[:1].isdigit() else None
+
+
+@contextlib.contextmanager
+def quiet_downloads():
+    """MLflow's artifact download bar would mix with our one-line-per-file output."""
+    before = os.environ.get(_PROGRESS)
+    os.environ[_PROGRESS] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_PROGRESS, None)
+        else:
+            os.environ[_PROGRESS] = before
+
+
+def load_model(*, run_id: str | None = None, model: str | None = None, tracking_uri: str | None = None):
+    """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, run_id)."""
+    from .tracking import load_run_checkpoint
+
+    if model:
+        from .registry import resolve_model
+
+        run_id = resolve_model(model, tracking_uri)["run_id"]
+    try:
+        with quiet_downloads():
+            network, config = load_run_checkpoint(run_id, tracking_uri)
+    except ValueError:
+        raise
+    except Exception as error:  # MLflow raises several types for a missing run or artifact
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise ConfigError(f"cannot load a checkpoint from run {run_id!r} ({type(error).__name__}: {first_line}); "
+                          "check --run / --tracking-uri") from None
+    if config.task != "mnist":
+        raise ConfigError(f"run {run_id} is a {config.task} model; predict needs an MNIST model")
+    return network, run_id
+
+
+@torch.no_grad()
+def classify(network, images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> class probabilities [N, 10], through the same scaling as training."""
+    from .tasks.mnist import MnistTask
+
+    network.eval()
+    device = next(network.parameters()).device
+    return network(MnistTask.as_input(images.to(device))).softmax(-1).cpu()
+
+
+def predict_files(network, paths) -> tuple[list[Prediction], list[torch.Tensor], list[str]]:
+    """Predictions for the readable files, their 28x28 inputs, and one error line per unreadable one."""
+    predictions, inputs, errors, kept = [], [], [], []
+    for path in paths:
+        try:
+            inputs.append(preprocess(load_image(path), str(path)))
+            kept.append(path)
+        except ImageError as error:
+            errors.append(str(error))
+    if inputs:
+        probs = classify(network, torch.stack(inputs))
+        for path, row in zip(kept, probs, strict=True):
+            digit = int(row.argmax())
+            rounded = [round(float(p), 6) for p in row]
+            predictions.append(Prediction(str(path), digit, rounded[digit], rounded, label_from_name(path)))
+    return predictions, inputs, errors
+
+
+def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], path, columns: int = 10) -> None:
+    """Each input as the model sees it, titled with the prediction (and the true label, red when wrong)."""
+    from .plots import plt, save_figure
+
+    n = max(len(inputs), 1)
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, prediction, image in zip(axes.flat, predictions, inputs, strict=False):
+        ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255)
+        title = f"{prediction.digit} ({prediction.probability:.2f})"
+        if prediction.label is not None:
+            title += f"\ntrue {prediction.label}"
+        ax.set_title(title, fontsize=8, color="tab:red" if prediction.correct is False else "black")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.png")
+    save_figure(fig, partial)
+    partial.replace(path)
+
+
+def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, sheet=None, out=None, err=None) -> int:
+    """The ``rnnbench predict`` command: 0 when every file was classified, 1 when any could not be."""
+    out, err = out or sys.stdout, err or sys.stderr
+    network, _ = load_model(run_id=run_id, model=model, tracking_uri=tracking_uri)
+    predictions, inputs, errors = predict_files(network, paths)
+    for line in errors:
+        print(f"rnnbench predict: {line}", file=err)
+    if as_json:
+        print(json.dumps([asdict(p) for p in predictions], indent=1), file=out)
+    else:
+        width = max((len(p.file) for p in predictions), default=0)
+        for p in predictions:
+            extra = "" if p.label is None else f"  (true {p.label}{'' if p.correct else ', WRONG'})"
+            print(f"{p.file:<{width}}  {p.digit}  {p.probability:.4f}{extra}", file=out)
+    if sheet and predictions:
+        contact_sheet(predictions, inputs, sheet)
+    return 1 if errors else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Report section: random test digits with the best model's predictions, and its confusion matrix.
+
+
+def best_mnist_run(client) -> tuple[str, dict] | None:
+    """(run id, its tags) of the finished MNIST run with the best validation accuracy, in any experiment."""
+    from .reproduce import _search
+
+    experiments = [e.name for e in client.search_experiments()]
+    runs = _search(client, experiments, "tags.task = 'mnist' and attributes.status = 'FINISHED'")
+    runs = [r for r in runs if "best_val_acc" in r.data.metrics and r.data.tags.get("role") != "study"]
+    if not runs:
+        return None
+    best = max(runs, key=lambda r: (r.data.metrics["best_val_acc"], -r.data.metrics.get("best_val_loss", 0.0)))
+    return best.info.run_id, best.data.tags
+
+
+def digits_section(source, figures_dir, *, run_id: str | None = None, count: int = 20, seed: int = 0,
+                   data_dir=None, task_data: dict | None = None) -> str:
+    """Markdown + two PNGs: ``count`` seeded random test digits with predictions, and the confusion matrix.
+
+    The model is ``run_id`` or else the MNIST run with the best validation accuracy in the store.
+    """
+    from pathlib import Path
+
+    from .reproduce import client_from
+    from .tasks.mnist import MnistTask
+    from .tracking import load_run_checkpoint
+
+    client = client_from(source)
+    figures_dir = Path(figures_dir)
+    lines = ["## Test digits and confusion matrix", ""]
+    if run_id is None:
+        found = best_mnist_run(client)
+        if not found:
+            return "\n".join(lines + ["No finished MNIST run in the store yet.", ""])
+        run_id = found[0]
+    with quiet_downloads():
+        network, config = load_run_checkpoint(run_id, client.tracking_uri)
+    task = MnistTask(config, "cpu", **(task_data or {"data_dir": data_dir}))
+    probs, labels = task.predict(network, "test")
+    predicted = probs.argmax(-1)
+    accuracy = float((predicted == labels).float().mean())
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+
+    images = task.splits["test"][0]
+    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
+    sample = [Prediction(f"test[{int(i)}]", int(predicted[i]), float(probs[i, predicted[i]]),
+                         [], int(labels[i])) for i in pick]
+    grid_path = figures_dir / "digits_grid.png"
+    contact_sheet(sample, [images[i].cpu() for i in pick], grid_path)
+    matrix_path = figures_dir / "digits_confusion.png"
+    _confusion_figure(confusion, f"{config.arch} (run {run_id[:8]}): test accuracy {100 * accuracy:.2f}%",
+                      matrix_path)
+
+    off_diagonal = [(int(confusion[t, p]), t, p) for t in range(10) for p in range(10) if t != p]
+    worst = [f"{t}→{p} ({n})" for n, t, p in sorted(off_diagonal, reverse=True)[:5] if n]
+    wrong = sum(1 for s in sample if not s.correct)
+    lines += [f"Model: run `{run_id}` ({config.arch}, hidden {config.hidden_size} x {config.num_layers}), chosen by",
+              f"validation accuracy; test accuracy {100 * accuracy:.2f}% "
+              f"({int((predicted != labels).sum())} of {len(labels)} wrong).", "",
+              f"{count} random test digits (seed {seed}) with the prediction and its probability; "
+              f"{wrong} wrong (red):", "",
+              f"![random test digits]({figures_dir.name}/{grid_path.name})", "",
+              f"Most frequent confusions (true→predicted): {', '.join(worst) or 'none'}.", "",
+              f"![confusion matrix]({figures_dir.name}/{matrix_path.name})", ""]
+    return "\n".join(lines)
+
+
+def _confusion_figure(confusion: torch.Tensor, title: str, path) -> None:
+    from pathlib import Path
+
+    from .plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    # Log colour scale so the few errors show next to ~1000 correct per class.
+    shown = ax.imshow(np.log1p(confusion.numpy()), cmap="Blues")
+    for t in range(10):
+        for p in range(10):
+            n = int(confusion[t, p])
+            if n:
+                ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
+                        color="white" if t == p else ("tab:red" if n >= 5 else "black"))
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(shown, ax=ax, label="log(1 + count)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.stem + ".partial.png")
+    save_figure(fig, partial)
+    partial.replace(path)

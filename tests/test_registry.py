@@ -1,0 +1,85 @@
+"""Model registry round trip in a temporary store: register, idempotence, alias moves, --model works."""
+
+import mlflow.artifacts
+import pytest
+import torch
+from conftest import synthetic_mnist, tiny_config
+from PIL import Image
+
+from benchmark import cli
+from benchmark.config import ConfigError
+from benchmark.registry import parse_reference, register_champion, resolve_model
+from benchmark.tracking import client_for, load_checkpoint, tracked_run
+from benchmark.train import fit
+
+
+def train(config, uri, **data):
+    with tracked_run(config, tracking_uri=uri) as tracker:
+        fit(config, tracker=tracker, quiet=True, task_data=data or None)
+    return tracker.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    data = synthetic_mnist(300, 60)
+    first = train(tiny_config("mnist", "lstm", epochs=1), uri, **data)
+    second = train(tiny_config("mnist", "lstm", epochs=1, seed=1), uri, **data)
+    addition = train(tiny_config("addition", "lstm", epochs=1, train_size=60), uri)
+    return uri, first, second, addition
+
+
+def test_register_is_idempotent_and_alias_moves(store):
+    uri, first, second, _ = store
+    info = register_champion(first, uri)
+    assert info["name"] == "mnist-lstm" and info["alias"] == "champion"
+    again = register_champion(first, uri)
+    assert again["version"] == info["version"] and not again["created"]
+    client = client_for(uri)
+    assert len(client.search_model_versions("name = 'mnist-lstm'")) == 1
+    assert resolve_model("mnist-lstm@champion", uri)["run_id"] == first
+
+    moved = register_champion(second, uri)
+    assert moved["created"] and moved["version"] == info["version"] + 1
+    assert resolve_model("mnist-lstm@champion", uri)["run_id"] == second
+    assert resolve_model(f"mnist-lstm/{info['version']}", uri)["run_id"] == first
+    assert resolve_model("mnist-lstm", uri)["run_id"] == second  # latest version
+    register_champion(first, uri)  # back to the first run: its old version, no new one
+    assert resolve_model("mnist-lstm@champion", uri) == {**resolve_model(f"mnist-lstm/{info['version']}", uri)}
+    assert len(client.search_model_versions("name = 'mnist-lstm'")) == 2
+
+
+def test_registered_source_runs_at_any_batch_size_and_length(store, tmp_path):
+    uri, _, _, addition = store
+    info = register_champion(addition, uri)
+    assert info["name"] == "addition-lstm"
+    source = resolve_model("addition-lstm@champion", uri)["source"]
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/model.pt", dst_path=str(tmp_path),
+                                                tracking_uri=uri)
+    model, config = load_checkpoint(local)
+    assert config.task == "addition"
+    for batch, steps in ((1, 3), (7, 20), (2, 150)):
+        assert model(torch.rand(batch, steps, 2)).shape == (batch, steps, 1)
+
+
+def test_predict_with_model_alias_and_register_cli(store, tmp_path, capsys):
+    uri, first, _, _ = store
+    assert cli.main(["register", first, "--tracking-uri", uri]) == 0
+    assert "mnist-lstm version" in capsys.readouterr().out
+    image = synthetic_mnist(1, 1)["test_images"][0].numpy()
+    Image.fromarray(image).save(tmp_path / "digit.png")
+    code = cli.main(["predict", "--model", "mnist-lstm@champion", "--tracking-uri", uri, str(tmp_path / "digit.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and out.startswith(str(tmp_path / "digit.png"))
+    code = cli.main(["predict", "--model", "mnist-gru@champion", "--tracking-uri", uri, str(tmp_path / "digit.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no registered model 'mnist-gru@champion'" in err and "mnist-lstm" in err
+
+
+def test_bad_registrations(store):
+    uri, *_ = store
+    with pytest.raises(ConfigError, match="no run"):
+        register_champion("f" * 32, uri)
+    assert parse_reference("a-b@champion") == ("a-b", "champion", None)
+    assert parse_reference("a-b/3") == ("a-b", None, "3")
