@@ -16,6 +16,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "mse")
 DEVICES = ("auto", "cpu", "cuda")
+INPUT_SCALES = ("standard", "unit")
 IMPLS = ("auto", "native", "loop")  # see benchmark.models.AUTO_IMPL for what auto picks
 
 
@@ -51,6 +52,7 @@ class TrainConfig:
     train_lengths: tuple[int, ...] = ()  # addition: lengths to train on; () = 1..20
     max_train_length: int = 20
     eval_lengths: tuple[int, ...] = (30, 50, 100)  # addition: generalisation lengths tested
+    input_scale: str = "standard"  # mnist: "standard" (mean/std) or "unit" ([0, 1], the notebook's ToTensor)
     impl: str = "auto"
     device: str = "auto"
     threads: int = 0  # torch threads; 0 leaves torch's default
@@ -81,6 +83,7 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("impl", self.impl, IMPLS)
+        _choice("input_scale", self.input_scale, INPUT_SCALES)
         _choice("device", self.device, DEVICES)
         _positive("hidden_size", self.hidden_size)
         _positive("num_layers", self.num_layers)

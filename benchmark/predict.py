@@ -127,7 +127,7 @@ def quiet_downloads():
 
 
 def load_model(*, run_id: str | None = None, model: str | None = None, tracking_uri: str | None = None):
-    """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, run_id)."""
+    """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, config)."""
     from .tracking import load_run_checkpoint
 
     if model:
@@ -145,20 +145,22 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
                           "check --run / --tracking-uri") from None
     if config.task != "mnist":
         raise ConfigError(f"run {run_id} is a {config.task} model; predict needs an MNIST model")
-    return network, run_id
+    return network, config
 
 
 @torch.no_grad()
-def classify(network, images: torch.Tensor) -> torch.Tensor:
+def classify(network, images: torch.Tensor, input_scale: str = "standard") -> torch.Tensor:
     """uint8 [N, 28, 28] -> class probabilities [N, 10], through the same scaling as training."""
     from .tasks.mnist import MnistTask
 
     network.eval()
     device = next(network.parameters()).device
-    return network(MnistTask.as_input(images.to(device))).softmax(-1).cpu()
+    inputs = MnistTask.as_input(images.to(device), input_scale)
+    return network(inputs).softmax(-1).cpu()
 
 
-def predict_files(network, paths) -> tuple[list[Prediction], list[torch.Tensor], list[str]]:
+def predict_files(network, paths, input_scale: str = "standard"
+                  ) -> tuple[list[Prediction], list[torch.Tensor], list[str]]:
     """Predictions for the readable files, their 28x28 inputs, and one error line per unreadable one."""
     predictions, inputs, errors, kept = [], [], [], []
     for path in paths:
@@ -168,7 +170,7 @@ def predict_files(network, paths) -> tuple[list[Prediction], list[torch.Tensor],
         except ImageError as error:
             errors.append(str(error))
     if inputs:
-        probs = classify(network, torch.stack(inputs))
+        probs = classify(network, torch.stack(inputs), input_scale)
         for path, row in zip(kept, probs, strict=True):
             digit = int(row.argmax())
             rounded = [round(float(p), 6) for p in row]
@@ -203,8 +205,8 @@ def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], pat
 def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, sheet=None, out=None, err=None) -> int:
     """The ``rnnbench predict`` command: 0 when every file was classified, 1 when any could not be."""
     out, err = out or sys.stdout, err or sys.stderr
-    network, _ = load_model(run_id=run_id, model=model, tracking_uri=tracking_uri)
-    predictions, inputs, errors = predict_files(network, paths)
+    network, config = load_model(run_id=run_id, model=model, tracking_uri=tracking_uri)
+    predictions, inputs, errors = predict_files(network, paths, config.input_scale)
     for line in errors:
         print(f"rnnbench predict: {line}", file=err)
     if as_json:

@@ -27,6 +27,15 @@ def test_inputs_are_rows_scaled_then_standardised():
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
     assert x[0, 3, 0].item() == pytest.approx((1 - 0.1307) / 0.3081)
     assert x[0, 0, 0].item() == pytest.approx((0 - 0.1307) / 0.3081)
+    unit = MnistTask.as_input(images, "unit")  # the notebook's ToTensor scaling
+    assert unit[0, 3, 0].item() == 1.0 and unit[0, 0, 0].item() == 0.0
+
+
+def test_task_applies_the_configured_input_scale():
+    data = synthetic_mnist(n_train=60, n_test=12)
+    unit = MnistTask(tiny_config("mnist", input_scale="unit"), "cpu", **data)
+    batch = next(unit.train_batches(60, torch.Generator().manual_seed(0)))
+    assert batch.x.min() >= 0 and batch.x.max() <= 1
 
 
 def test_batches_cover_the_training_set_once_per_epoch():

@@ -28,16 +28,16 @@ def main() -> None:
     from benchmark.data import load_mnist
     from benchmark.predict import classify, contact_sheet, load_model, predict_files
 
-    network, run_id = load_model(run_id=args.run_id, model=args.model, tracking_uri=args.tracking_uri)
+    network, config = load_model(run_id=args.run_id, model=args.model, tracking_uri=args.tracking_uri)
     files = sorted(Path(args.folder).glob("*.png"))
-    predictions, inputs, errors = predict_files(network, files)
+    predictions, inputs, errors = predict_files(network, files, config.input_scale)
     assert not errors, errors
     test_images = load_mnist()["test_images"]
     indices = [int(f.stem.split("_")[1]) for f in files]
-    originals = classify(network, test_images[indices]).argmax(-1)
+    originals = classify(network, test_images[indices], config.input_scale).argmax(-1)
     labels = torch.tensor([p.label for p in predictions])
     ours = torch.tensor([p.digit for p in predictions])
-    print(f"model run {run_id}, {len(files)} digits")
+    print(f"model {args.run_id or args.model}, {len(files)} digits")
     print(f"drawn black on white, 40..400 px, off-centre, via predict: {int((ours == labels).sum())}/{len(files)}"
           f" = {100 * float((ours == labels).float().mean()):.1f}%")
     print(f"same digits MNIST-style 28x28 white on black:              {int((originals == labels).sum())}/"
