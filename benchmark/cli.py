@@ -163,6 +163,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {path} ({len(snap.runs)} runs, {len(figures.written)} figures) "
               f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
@@ -181,6 +182,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
     if not args.quiet:
         print(f"written to {args.out}", file=sys.stderr)
+    return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -53,40 +54,6 @@ NOTEBOOK_REFERENCE_NOTE = {
     "mnist": "test accuracy, 10 epochs, Adam 1e-3, batch 500, hidden 128, one layer",
     "addition": "LSTM, hidden 10, lr 0.01, 10 epochs, 250 training strings; mean bit accuracy over lengths 1..20",
 }
-# The notebook's fixed experiments, matched against runs tagged suite=reproduce by their params.
-# `figure` groups the addition experiments into the notebook's three accuracy-versus-length plots.
-NOTEBOOK_EXPERIMENTS: list[dict[str, Any]] = [
-    {"task": "mnist", "label": "RNN", "match": {"arch": "rnn", "hidden_size": "128", "num_layers": "1"}, "ref": 94.42},
-    {"task": "mnist", "label": "RNN(256)", "match": {"arch": "rnn", "hidden_size": "256", "num_layers": "1"},
-     "ref": 94.86},
-    {"task": "mnist", "label": "RNN 2 layers", "match": {"arch": "rnn", "hidden_size": "128", "num_layers": "2"},
-     "ref": 96.83},
-    {"task": "mnist", "label": "LSTM", "match": {"arch": "lstm"}, "ref": 97.38},
-    {"task": "mnist", "label": "GRU", "match": {"arch": "gru"}, "ref": 97.06},
-    {"task": "mnist", "label": "BiRNN", "match": {"arch": "birnn"}, "ref": 95.60},
-    {"task": "mnist", "label": "BiLSTM", "match": {"arch": "bilstm"}, "ref": 97.82},
-    {"task": "addition", "label": "Hidden State Size = 3", "figure": "hidden",
-     "match": {"arch": "lstm", "hidden_size": "3", "train_lengths": ""}, "ref": 92.3},
-    {"task": "addition", "label": "Hidden State Size = 10", "figure": "hidden",
-     "match": {"arch": "lstm", "hidden_size": "10", "train_lengths": ""}, "ref": 100.0},
-    {"task": "addition", "label": "MSE", "figure": "loss",
-     "match": {"arch": "lstm", "hidden_size": "5", "loss": "mse", "train_lengths": ""}, "ref": 100.0},
-    {"task": "addition", "label": "Cross Entropy", "figure": "loss",
-     "match": {"arch": "lstm", "hidden_size": "5", "loss": "ce", "train_lengths": ""}, "ref": 100.0},
-    {"task": "addition", "label": "Trained only on L=3 inputs", "figure": "lengths",
-     "match": {"arch": "lstm", "train_lengths": "3"}, "ref": 81.3},
-    {"task": "addition", "label": "Trained only on L=5 inputs", "figure": "lengths",
-     "match": {"arch": "lstm", "train_lengths": "5"}, "ref": 99.8},
-    {"task": "addition", "label": "Trained only on L=10 inputs", "figure": "lengths",
-     "match": {"arch": "lstm", "train_lengths": "10"}, "ref": 100.0},
-]
-NOTEBOOK_FIGURES = {
-    "hidden": "Validation Bit Accuracy vs Length L (hidden state size)",
-    "loss": "Bit Accuracy vs Input String Length (MSE vs cross-entropy, hidden 5)",
-    "lengths": "Accuracy vs Input String Length (hidden 5, trained on one length)",
-}
-
-
 class ReportError(Exception):
     """Nothing to report (no store, no finished runs); the message is one line saying what to run."""
 
@@ -364,6 +331,12 @@ class Figures:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.written: list[str] = []
+
+    def adopt(self, markdown: str) -> str:
+        """Count the PNGs another module wrote into this folder and linked from ``markdown``."""
+        linked = re.findall(rf"\]\({re.escape(self.folder.name)}/([^)]+\.png)\)", markdown)
+        self.written = sorted(set(self.written) | set(linked))
+        return markdown
 
     def save(self, fig, name: str) -> str:
         from .report_figures import save_atomic
@@ -731,33 +704,28 @@ def _study_arch(trials: list[RunRecord], name: str) -> str:
     return min((r.arch for r in trials if r.study == name), default="")
 
 
-def _reproduce_runs(snap: Snapshot, spec: dict) -> RunRecord | None:
-    """The latest finished reproduce run matching an experiment of the notebook."""
-    matches = [r for r in snap.runs if r.suite == "reproduce" and r.status == "FINISHED" and r.task == spec["task"]
-               and all(r.param(k) == v for k, v in spec["match"].items())]
-    return max(matches, key=lambda r: (r.start_time, r.run_id)) if matches else None
-
-
 def reproduction(snap: Snapshot, figures: Figures) -> str:
-    """The notebook's fixed experiments (runs tagged suite=reproduce), its numbers and its figures redrawn."""
-    from .report_figures import notebook_length_figure
+    """The notebook's experiments re-run: benchmark.reproduce owns their table, notes and redrawn figures."""
+    from .reproduce import reproduce_section
 
-    found = [(spec, run) for spec in NOTEBOOK_EXPERIMENTS if (run := _reproduce_runs(snap, spec))]
-    if not found:
+    return figures.adopt(reproduce_section(snap.tracking_uri, figures.folder))
+
+
+def digits(snap: Snapshot, figures: Figures) -> str:
+    """Random test digits with the best MNIST model's predictions, and its confusion matrix."""
+    from .data import bad_files, default_data_dir
+    from .predict import best_mnist_run, digits_section
+    from .tracking import CHECKPOINT_ARTIFACT, client_for
+
+    # Drawn only where the test images are on disk (a report never downloads) and the best run kept a checkpoint.
+    if not any(r.task == "mnist" and r.status == "FINISHED" for r in snap.runs) or bad_files(default_data_dir()):
         return ""
-    rows = [[spec["task"], spec["label"], number(spec["ref"]), pct(run.metric("test_acc")),
-             signed(100 * run.metric("test_acc") - spec["ref"] if run.metric("test_acc") is not None else None)]
-            for spec, run in found]
-    out = ["## Notebook reproduction", "",
-           "The notebook's fixed experiments re-run (`suite=reproduce`); accuracy in % (MNIST: test accuracy; "
-           "addition: mean bit accuracy over lengths 1..20), Δ in points.", "",
-           table(["task", "experiment", "notebook", "reproduced", "Δ"], rows, [2, 3, 4]), ""]
-    for key, title in NOTEBOOK_FIGURES.items():
-        series = {spec["label"]: [(n, v) for n, v in snap.history(run.run_id, "test_bit_acc_by_len") if n <= 20]
-                  for spec, run in found if spec.get("figure") == key}
-        if any(series.values()):
-            out += [figures.image(notebook_length_figure(series, title), f"notebook_{key}", title), ""]
-    return "\n".join(out)
+    client = client_for(snap.tracking_uri)
+    found = best_mnist_run(client)
+    folder = CHECKPOINT_ARTIFACT.rsplit("/", 1)[0]
+    if not found or not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(found[0], folder)):
+        return ""
+    return figures.adopt(digits_section(client, figures.folder, run_id=found[0]))
 
 
 def provenance(snap: Snapshot, figures: Figures) -> str:
@@ -802,7 +770,7 @@ def _store_text(uri: str) -> str:
 
 Section = Callable[[Snapshot, Figures], str]
 SECTIONS: list[Section] = [comparison, findings, length_plots, learning_curves, loss_comparison, studies,
-                           reproduction, provenance]
+                           reproduction, digits, provenance]
 
 
 # ----------------------------------------------------------------------------------------- generate

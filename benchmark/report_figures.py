@@ -55,19 +55,6 @@ def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, t
     return fig
 
 
-def notebook_length_figure(series: Series, title: str, ylabel: str = "bit accuracy (%)"):
-    """The notebook's figure: accuracy against input string length 1..20, one line per configuration."""
-    fig, ax = plt.subplots(figsize=(12, 6))
-    for label, points in series.items():
-        ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", ms=4, label=label)
-    ax.set_xticks(sorted({p[0] for points in series.values() for p in points}))
-    ax.set(xlabel="input string length L", ylabel=ylabel, title=title)
-    _grid(ax)
-    ax.legend()
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.09, top=0.94)
-    return fig
-
-
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str, percent: bool = False,
            log_y: bool = False, markers: bool = True):
     fig, ax = plt.subplots(figsize=(9, 5))

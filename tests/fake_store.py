@@ -115,11 +115,11 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
                 config = base.replace(seed=100 + i, hidden_size=rng.choice([16, 32]))
                 create(task, config, {TAG_SUITE: "train", TAG_ROLE: "run"}, "FINISHED")
     if reproduce:
-        for spec_hidden, loss, lengths in ((3, "ce", ()), (10, "ce", ()), (5, "mse", ()), (5, "ce", ()),
-                                           (5, "ce", (3,)), (5, "ce", (5,)), (5, "ce", (10,))):
-            config = TrainConfig.for_task("addition", "lstm", hidden_size=spec_hidden, loss=loss,
-                                          train_lengths=lengths, epochs=epochs)
-            create("reproduce", config, {TAG_SUITE: "reproduce", TAG_ROLE: "run"}, "FINISHED")
-        config = TrainConfig.for_task("mnist", "rnn", hidden_size=256, epochs=epochs)
-        create("reproduce", config, {TAG_SUITE: "reproduce", TAG_ROLE: "run"}, "FINISHED")
+        from benchmark.reproduce import BY_ID, TAG_REF
+
+        for ref in ("addition-h3", "addition-h10", "addition-h5-mse", "addition-h5-ce", "addition-h5-len3",
+                    "addition-h5-len5", "addition-h5-len10", "mnist-rnn-256"):
+            experiment = BY_ID[ref]
+            config = TrainConfig.for_task(experiment.task, experiment.arch, **{**experiment.settings, "epochs": epochs})
+            create("reproduce", config, {TAG_SUITE: "reproduce", TAG_ROLE: "run", TAG_REF: ref}, "FINISHED")
     return store

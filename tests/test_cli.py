@@ -30,3 +30,16 @@ def test_python_dash_m_entry_point():
 
     result = subprocess.run([sys.executable, "-m", "benchmark", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout
+
+
+def test_every_command_handler_returns_an_exit_code():
+    """A handler that falls off its end returns None, which the shell sees as success by accident."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cli))
+    handlers = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("cmd_")]
+    assert len(handlers) >= 10
+    for handler in handlers:
+        last = handler.body[-1]
+        assert isinstance(last, ast.Return | ast.Try), f"{handler.name} can end without returning an exit code"

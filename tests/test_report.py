@@ -102,7 +102,7 @@ def test_sections_and_findings_follow_the_numbers(store, generated):
     markdown, _, _ = generated
     headings = [line for line in markdown.splitlines() if line.startswith("## ")]
     assert headings == ["## Comparison", "## Findings", "## Accuracy against length (addition)", "## Learning curves",
-                        "## Loss: cross-entropy against MSE", "## Studies", "## Notebook reproduction",
+                        "## Loss: cross-entropy against MSE", "## Studies", "## The notebook, reproduced",
                         "## Provenance"]
     for task in ("mnist", "addition"):
         rows = comparison_table(markdown, task)
@@ -110,7 +110,7 @@ def test_sections_and_findings_follow_the_numbers(store, generated):
         winner = max(rows, key=lambda arch: float(rows[arch][metric]))
         assert f"- **{task}**: {winner} wins with {rows[winner][metric]} %" in markdown
     assert "Preset: quick" in markdown and "abc1234" in markdown
-    assert "| addition | Trained only on L=3 inputs | 81.30 |" in markdown
+    assert "| LSTM hidden 5, trained on length 3 | 81.35 |" in markdown
 
 
 def test_same_store_gives_identical_markdown(store, generated, tmp_path, monkeypatch):
