@@ -286,3 +286,12 @@ def test_bench_tunes_each_study_then_writes_the_report(tmp_path, tracking_uri, c
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "| gru |" in report and "| rnn |" in report
     assert not [r for r in runs(tracking_uri, "trial") if r.info.status == "RUNNING"]
+
+
+def test_study_registers_its_best_model_as_champion(tmp_path, tracking_uri):
+    from benchmark.registry import resolve_model
+
+    assert cli.main(["tune", study_file(tmp_path, epochs=1, train_size=100), "--arch", "gru",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    best = max(load(tmp_path).trials, key=lambda t: t.value)
+    assert resolve_model("addition-gru@champion", tracking_uri)["run_id"] == best.user_attrs["mlflow_run_id"]
