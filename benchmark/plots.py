@@ -11,6 +11,8 @@ matplotlib.use("Agg")  # headless: figures are files, never windows
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import save_figure  # noqa: E402,F401  (re-exported: plots and figures live together)
+
 
 def learning_curve(result, config):
     """Training loss per iteration, and validation loss and accuracy per epoch."""
@@ -32,9 +34,3 @@ def learning_curve(result, config):
                  f"lr {config.lr:g}, {config.loss}")
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig, path) -> None:
-    """Write a PNG and free the figure (pyplot keeps every open figure alive otherwise)."""
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -195,11 +195,7 @@ def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], pat
             title += f"\ntrue {prediction.label}"
         ax.set_title(title, fontsize=8, color="tab:red" if prediction.correct is False else "black")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.png")
-    save_figure(fig, partial)
-    partial.replace(path)
+    save_figure(fig, path)
 
 
 def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, sheet=None, out=None, err=None) -> int:
@@ -292,7 +288,6 @@ def digits_section(source, figures_dir, *, run_id: str | None = None, count: int
 
 
 def _confusion_figure(confusion: torch.Tensor, title: str, path) -> None:
-    from pathlib import Path
 
     from .plots import plt, save_figure
 
@@ -308,8 +303,4 @@ def _confusion_figure(confusion: torch.Tensor, title: str, path) -> None:
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(shown, ax=ax, label="log(1 + count)")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.png")
-    save_figure(fig, partial)
-    partial.replace(path)
+    save_figure(fig, path)

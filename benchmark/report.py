@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import write_atomic
 from .tracking import TAG_ROLE, TAG_STUDY, TAG_SUITE, TAG_TRIAL, TAG_TRIAL_STATE, default_store_dir
 
 # The order of models.ARCHITECTURES (a test keeps them equal), spelled out so the report never imports torch.
@@ -339,9 +340,9 @@ class Figures:
         return markdown
 
     def save(self, fig, name: str) -> str:
-        from .report_figures import save_atomic
+        from .files import save_figure
 
-        save_atomic(fig, self.folder / f"{name}.png")
+        save_figure(fig, self.folder / f"{name}.png")
         self.written.append(f"{name}.png")
         return f"{self.folder.name}/{name}.png"
 
@@ -830,8 +831,6 @@ def write_report(out: Path | str = "reports", *, tracking_uri: str | None = None
     figures = Figures(out / "figures")
     markdown = render(snap, figures)
     path = out / "report.md"
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(markdown, encoding="utf-8")
-    os.replace(partial, path)
+    write_atomic(path, markdown)
     return path, snap, figures
 

@@ -3,14 +3,12 @@
 Example: rnnbench report --out reports/   # writes reports/figures/*.png
 
 Every function takes data (series as lists of (x, y) pairs, keyed by a label, in the order to draw)
-and returns a matplotlib figure; ``save_atomic`` writes it. Nothing here touches MLflow.
+and returns a matplotlib figure; ``save_figure`` writes it. Nothing here touches MLflow.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import matplotlib
 
@@ -21,14 +19,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 Series = dict[str, list[tuple[float, float]]]
 
 
-def save_atomic(fig, path: Path) -> None:
-    """Write a PNG through a temporary name, so a reader never sees half a file; frees the figure."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    # Fixed metadata: the same data gives the same bytes.
-    fig.savefig(partial, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(partial, path)
 
 
 def _grid(ax) -> None:

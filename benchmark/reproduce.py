@@ -377,7 +377,4 @@ def _accuracy_by_length_figure(client, members, by_ref, title, path: Path) -> No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.png")
-    save_figure(fig, partial)
-    partial.replace(path)
+    save_figure(fig, path)
