@@ -163,15 +163,17 @@ def add_tuning_commands(commands) -> None:
     bench.set_defaults(handler=cmd_bench)
 
     studies = commands.add_parser("studies", help="list the studies in the Optuna storage")
-    studies.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
+    studies.add_argument("--storage", help="Optuna storage (default: $RNNBENCH_STORAGE, else mlruns/optuna.journal)")
     studies.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
     studies.set_defaults(handler=cmd_studies)
 
 
 def _add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes on one study; torch threads divided")
-    parser.add_argument("--storage", help="Optuna storage URL or .journal path (default: mlruns/optuna.journal)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    parser.add_argument("--storage", help="Optuna storage URL or .journal path (default: $RNNBENCH_STORAGE, else "
+                        "mlruns/optuna.journal); put passwords in $RNNBENCH_STORAGE, not on the command line")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the sqlite "
+                        "store under ./mlruns), e.g. http://HOST:5000 from rnnbench server")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -182,6 +184,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning import WORKER_STORAGE_ENV, format_value, run_study, run_worker
 
     spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
+    _warn_password_on_argv(args)
     if args.worker is not None:
         run_worker(spec, args.study_name, os.environ[WORKER_STORAGE_ENV], args.tracking_uri, spec.trials,
                    spec.timeout, threads=args.threads, quiet=args.quiet, worker=args.worker)
@@ -195,6 +198,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_password_on_argv(args: argparse.Namespace) -> None:
+    from .tuning import STORAGE_ENV, mask_url
+
+    for flag, value, env in (("--storage", args.storage, STORAGE_ENV),
+                             ("--tracking-uri", args.tracking_uri, "MLFLOW_TRACKING_URI")):
+        if value and mask_url(value) != value:
+            print(f"rnnbench: warning: {flag} holds a password, visible to every user in the process list; "
+                  f"set {env} instead", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -203,6 +216,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .tasks import TASKS
     from .tuning import format_value, run_study
 
+    _warn_password_on_argv(args)
     archs, tasks = args.archs or list(ARCHITECTURES), args.tasks or list(TASKS)
     for name, chosen, valid in (("arch", archs, ARCHITECTURES), ("task", tasks, TASKS)):
         for value in chosen:
@@ -227,9 +241,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from .tuning import default_storage_url, format_value, list_studies, mask_url
+    from .tuning import format_value, list_studies, mask_url, resolve_storage_url
 
-    storage = args.storage or default_storage_url(args.tracking_uri)
+    storage = resolve_storage_url(args.storage, args.tracking_uri)
     rows = list_studies(storage, args.tracking_uri)
     if not rows:
         print(f"no studies in {mask_url(storage)}")
