@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
     add_tuning_commands(commands)
+    add_server_command(commands)
     return parser
 
 
@@ -257,6 +258,35 @@ def cmd_studies(args: argparse.Namespace) -> int:
               f"{row.get('RUNNING', 0):>7} {row.get('WAITING', 0):>7} {format_value(row['best_value']):>10} "
               f"{format_value(row['best_test_acc']):>6} {best_trial:>10}")
     return 0
+
+
+# --- server (issue 6): argument handling only; the logic is in benchmark.server ---------------------------
+
+
+def add_server_command(commands) -> None:
+    server = commands.add_parser("server", help="MLflow tracking server with artifact proxying, for many workers")
+    server.add_argument("--backend-store-uri", help="runs database (default: $MLFLOW_BACKEND_STORE_URI, else "
+                        "mlruns/mlflow.db); put passwords in $MLFLOW_BACKEND_STORE_URI, not on the command line")
+    server.add_argument("--artifacts-destination",
+                        help="where proxied artifacts are stored (default: mlruns/artifacts)")
+    server.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; 0.0.0.0 for other "
+                        "machines, behind a firewall: MLflow has no authentication here)")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
+    server.add_argument("--allowed-hosts", help="Host headers accepted besides localhost and private IPs, "
+                        "e.g. mlflow.example.org")
+    server.set_defaults(handler=cmd_server)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .server import serve
+    from .tuning import mask_url
+
+    if args.backend_store_uri and mask_url(args.backend_store_uri) != args.backend_store_uri:
+        print("rnnbench: warning: --backend-store-uri holds a password, visible in the process list; "
+              "set MLFLOW_BACKEND_STORE_URI instead", file=sys.stderr)
+    return serve(backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
+                 host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts)
 
 
 def main(argv: list[str] | None = None) -> int:
