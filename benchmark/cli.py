@@ -188,7 +188,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     _warn_password_on_argv(args)
     if args.worker is not None:
         run_worker(spec, args.study_name, os.environ[WORKER_STORAGE_ENV], args.tracking_uri, spec.trials,
-                   spec.timeout, threads=args.threads, quiet=args.quiet, worker=args.worker)
+                   spec.timeout, threads=args.threads, quiet=args.quiet)
         return 0
     result = run_study(spec, study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                        workers=args.workers, quiet=args.quiet)

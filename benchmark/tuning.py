@@ -63,7 +63,7 @@ ATTR_PARENT = "mlflow_parent_run_id"
 ATTR_SPEC = "spec_fingerprint"
 STORAGE_ENV = "RNNBENCH_STORAGE"  # the Optuna storage URL, from the environment: not on argv, never printed
 WORKER_STORAGE_ENV = STORAGE_ENV  # how the launcher hands the storage to its worker processes
-BALLOT_MARK = "#parent-run#"  # companion study "<study>#parent-run#<study id>": the parent-run election
+REGISTRY_MARK = "#registry#"  # companion study "<study>#registry#<study id>": parent-run election + worker numbers
 LINGER_SECONDS = 2.0  # a worker with no budget left polls this often while other trials may still be lost
 
 
@@ -179,8 +179,8 @@ def open_study(spec: StudySpec, name: str, storage, worker: int = 0, create: boo
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial is printed by us
-    if BALLOT_MARK in name:
-        raise ConfigError(f"study name {name!r} contains {BALLOT_MARK!r}, which rnnbench reserves; choose another")
+    if REGISTRY_MARK in name:
+        raise ConfigError(f"study name {name!r} contains {REGISTRY_MARK!r}, which rnnbench reserves; choose another")
     if not create:
         study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec, worker),
                                   pruner=make_pruner(spec))
@@ -407,31 +407,56 @@ def ensure_parent_run(study, spec: StudySpec, client, storage_label: str = "") -
     return run_id
 
 
-def ballot_name(study) -> str:
-    return f"{study.study_name}{BALLOT_MARK}{study._study_id}"  # the id: a re-created study has a new ballot
+def registry_name(study_name: str, study_id: int) -> str:
+    return f"{study_name}{REGISTRY_MARK}{study_id}"  # the id: a re-created study gets a new registry
+
+
+def _registry(study):
+    import optuna
+
+    return optuna.create_study(study_name=registry_name(study.study_name, study._study_id), storage=study._storage,
+                               load_if_exists=True)
+
+
+def register_worker(storage, study_name: str) -> int:
+    """A number no other worker of the study ever gets, on any machine: its trial number in the registry.
+
+    It offsets the sampler seed: sessions started alike on many machines would otherwise all draw the
+    same parameters (and a resumed study would repeat its first session's draws).
+    """
+    import optuna
+
+    study_id = storage.get_study_id_from_name(study_name)
+    registry = optuna.create_study(study_name=registry_name(study_name, study_id), storage=storage,
+                                   load_if_exists=True)
+    trial_id = storage.create_new_trial(registry._study_id, template_trial=optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=0.0,
+        user_attrs={"role": "worker", "host": socket.gethostname(), "pid": os.getpid()}))
+    return storage.get_trial_number_from_id(trial_id)
 
 
 def elect_parent_run(study, spec: StudySpec, client, storage_label: str = "") -> str:
     """Create the study's parent run exactly once, however many workers on however many machines ask at once.
 
     MLflow has no atomic "create if absent", so the election runs in the Optuna storage, which every
-    worker shares. Each worker that finds no ballot yet creates a *candidate* parent run, then records
-    it as one trial of a companion study, the ballot (``<study>#parent-run#<study id>``), with a single
-    ``add_trial`` (trial and attrs in one transaction). The storage serialises trial creation within a
-    study (RDB: the study row is locked FOR UPDATE while the trial's number is computed; SQLite: one
-    writer; journal: one ordered log), so ballot numbers are unique and dense, and once any ballot trial
-    is visible, trial 0 is visible too. Every worker therefore reads the same trial 0; its candidate is
-    the parent run. Losers delete their candidate (soft delete: it drops out of searches at once). A
-    worker arriving later finds the ballot non-empty and creates nothing. The winner's spec fingerprint
-    rides on the ballot too, so workers started from a different study file are refused.
+    worker shares. Each worker that finds no candidate yet creates a *candidate* parent run, then
+    records it as one trial of a companion study, the registry (``<study>#registry#<study id>``), with a
+    single ``add_trial`` (trial and attrs in one transaction). The storage serialises trial creation
+    within a study (RDB: the study row is locked FOR UPDATE while the trial's number is computed;
+    SQLite: one writer; journal: one ordered log), so registry numbers are unique, and once a registry
+    trial is visible, every lower-numbered one is visible too. So every worker that reads any candidate
+    (its own included) reads the lowest-numbered one: the parent run. Losers delete their candidate
+    (soft delete: it drops out of searches at once). Workers arriving later find a candidate and create
+    nothing. The winner's spec fingerprint rides along, so workers started from a different study file
+    are refused.
     """
     import optuna
     from mlflow.entities import Param
 
-    ballot = optuna.create_study(study_name=ballot_name(study), storage=study._storage, load_if_exists=True)
-    trials = ballot.get_trials(deepcopy=False)
+    registry = _registry(study)
+    candidates = [t for t in registry.get_trials(deepcopy=False) if "run_id" in t.user_attrs]
     mine = None
-    if not trials:
+    if not candidates:
         experiment_id = get_or_create_experiment(client, spec.task)
         tags = {**environment_tags(), "task": spec.task, "arch": spec.arch, TAG_SUITE: "tune", TAG_ROLE: "study",
                 TAG_STUDY: study.study_name, "preset": spec.preset}
@@ -443,12 +468,12 @@ def elect_parent_run(study, spec: StudySpec, client, storage_label: str = "") ->
                   **{f"space.{p.name}": p.describe() for p in spec.space},
                   **{f"fixed.{k}": v for k, v in spec.fixed}}
         client.log_batch(mine, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        ballot.add_trial(optuna.trial.create_trial(
+        registry.add_trial(optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE, value=0.0,
             user_attrs={"run_id": mine, "fingerprint": spec.fingerprint(), "host": socket.gethostname(),
                         "pid": os.getpid()}))
-        trials = ballot.get_trials(deepcopy=False)
-    winner = min(trials, key=lambda t: t.number).user_attrs
+        candidates = [t for t in registry.get_trials(deepcopy=False) if "run_id" in t.user_attrs]
+    winner = min(candidates, key=lambda t: t.number).user_attrs
     if mine is not None and mine != winner["run_id"]:
         client.delete_run(mine)
     if winner["fingerprint"] != spec.fingerprint():
@@ -566,8 +591,7 @@ class StudyResult:
 
 
 def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri: str | None, budget: int,
-               timeout: float, *, threads: int = 0, quiet: bool = False, fit_quiet: bool = True,
-               worker: int = 0) -> int:
+               timeout: float, *, threads: int = 0, quiet: bool = False, fit_quiet: bool = True) -> int:
     """Run trials of an existing study until it holds ``budget`` counted trials; returns how many ran here.
 
     Any number of these may run at once, on any machines: the budget is shared exactly (holds_slot).
@@ -576,6 +600,10 @@ def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri:
     from optuna.storages import fail_stale_trials
 
     storage = make_storage(storage_url, tracking_uri)
+    try:
+        worker = register_worker(storage, study_name)
+    except KeyError:
+        raise ConfigError(f"no study {study_name!r} in {mask_url(storage_url)}") from None
     study = open_study(spec, study_name, storage, worker=worker, create=False)
     parent = study.user_attrs.get(ATTR_PARENT)
     if not parent:
@@ -718,7 +746,7 @@ def list_studies(storage_url: str | None = None, tracking_uri: str | None = None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = make_storage(resolve_storage_url(storage_url, tracking_uri), tracking_uri)
     rows = []
-    for name in sorted(n for n in optuna.get_all_study_names(storage) if BALLOT_MARK not in n):
+    for name in sorted(n for n in optuna.get_all_study_names(storage) if REGISTRY_MARK not in n):
         study = optuna.load_study(study_name=name, storage=storage)
         best = best_trial(study)
         rows.append({"study": name, **trial_counts(study), "best_value": best.value if best else None,
@@ -732,4 +760,4 @@ def format_value(value) -> str:
 
 
 __all__ = ["Objective", "StudyResult", "default_storage_url", "elect_parent_run", "holds_slot", "list_studies",
-           "make_storage", "mask_url", "resolve_storage_url", "run_study", "run_worker"]
+           "make_storage", "mask_url", "register_worker", "resolve_storage_url", "run_study", "run_worker"]

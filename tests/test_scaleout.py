@@ -91,8 +91,11 @@ def test_simultaneous_workers_elect_one_parent_and_share_the_budget_exactly(tmp_
     (parent,) = runs(tracking_uri, "study")  # losing candidates (if any) were deleted
     assert parent.info.run_id == parents[0] == study.user_attrs[tuning.ATTR_PARENT]
     assert parent.info.status == "FINISHED"
-    ballot = optuna.load_study(study_name=tuning.ballot_name(study), storage=study._storage)
-    assert ballot.trials[0].user_attrs["run_id"] == parent.info.run_id
+    registry = optuna.load_study(study_name=tuning.registry_name("raced", study._study_id), storage=study._storage)
+    candidates = [t for t in registry.trials if "run_id" in t.user_attrs]
+    assert candidates[0].user_attrs["run_id"] == parent.info.run_id
+    workers = [t for t in registry.trials if t.user_attrs.get("role") == "worker"]
+    assert len(workers) == 4 and len({t.user_attrs["pid"] for t in workers}) == 4  # 4 numbers, 4 sampler seeds
 
     states = [t.state.name for t in study.trials]
     surplus = [t for t in study.trials if t.user_attrs.get("ended_by") == "surplus"]
@@ -277,6 +280,8 @@ def test_three_workers_on_postgres_and_a_server_survive_a_sigkill(tmp_path, data
         assert lost.state.name == "FAIL" and lost.user_attrs["mlflow_run_id"] == victim.user_attrs["mlflow_run_id"]
         (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
         assert retry.state.name == "COMPLETE" and retry.params == lost.params
+        first = [tuple(sorted(t.params.items())) for t in trials if t.number < 3]
+        assert len(set(first)) == 3  # simultaneous sessions draw different parameters (own sampler seeds)
 
         client = client_for(tracking)
         (parent,) = runs(tracking, "study")
