@@ -426,6 +426,7 @@ def register_worker(storage, study_name: str) -> int:
     """
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study_id = storage.get_study_id_from_name(study_name)
     registry = optuna.create_study(study_name=registry_name(study_name, study_id), storage=storage,
                                    load_if_exists=True)
@@ -667,8 +668,9 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     trials = study.get_trials(deepcopy=False)
     requeued = _requeued(trials)
     running = sum(1 for t in trials if t.state == TrialState.RUNNING)
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)  # re-queued or enqueued trials
     held = sum(1 for t in trials if not _discounted(t, requeued))
-    remaining = max(0, spec.trials - held)
+    remaining = max(0, spec.trials - held) + waiting
     if not quiet:
         resumed = f", resumed at trial {len(trials)}" if trials else ""
         others = f", {running} running elsewhere" if running else ""
@@ -677,7 +679,7 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
               + (f"; re-queued lost trial(s) {lost}" if lost else ""), flush=True)
     status, error = "FINISHED", None
     try:
-        if (remaining or running) and workers == 1:
+        if (remaining or running) and workers == 1:  # running elsewhere: stay to take over their trials if lost
             run_worker(spec, name, storage_url, tracking_uri, spec.trials, spec.timeout, threads=0, quiet=quiet,
                        fit_quiet=quiet)
         elif remaining or running:
