@@ -14,6 +14,7 @@ URLs are masked.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def serve(**options) -> int:
     print(f"MLflow tracking server on http://{host}:{port} over {shown}, artifacts proxied to "
           f"{command[command.index('--artifacts-destination') + 1]} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     process = subprocess.Popen(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())  # a service manager's stop reaches mlflow too
     try:
         return process.wait()
     except KeyboardInterrupt:
