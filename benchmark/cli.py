@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--alias", default="champion")
     register.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
     register.set_defaults(handler=cmd_register)
+    add_server_command(commands)
     return parser
 
 
@@ -296,15 +297,17 @@ def add_tuning_commands(commands) -> None:
     bench.set_defaults(handler=cmd_bench)
 
     studies = commands.add_parser("studies", help="list the studies in the Optuna storage")
-    studies.add_argument("--storage", help="Optuna storage (default: mlruns/optuna.journal)")
+    studies.add_argument("--storage", help="Optuna storage (default: $RNNBENCH_STORAGE, else mlruns/optuna.journal)")
     studies.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
     studies.set_defaults(handler=cmd_studies)
 
 
 def _add_session_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes on one study; torch threads divided")
-    parser.add_argument("--storage", help="Optuna storage URL or .journal path (default: mlruns/optuna.journal)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    parser.add_argument("--storage", help="Optuna storage URL or .journal path (default: $RNNBENCH_STORAGE, else "
+                        "mlruns/optuna.journal); put passwords in $RNNBENCH_STORAGE, not on the command line")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the sqlite "
+                        "store under ./mlruns), e.g. http://HOST:5000 from rnnbench server")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -315,9 +318,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning import WORKER_STORAGE_ENV, format_value, run_study, run_worker
 
     spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
+    _warn_password_on_argv(args)
     if args.worker is not None:
         run_worker(spec, args.study_name, os.environ[WORKER_STORAGE_ENV], args.tracking_uri, spec.trials,
-                   spec.timeout, threads=args.threads, quiet=args.quiet, worker=args.worker)
+                   spec.timeout, threads=args.threads, quiet=args.quiet)
         return 0
     result = run_study(spec, study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                        workers=args.workers, quiet=args.quiet)
@@ -328,6 +332,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_password_on_argv(args: argparse.Namespace) -> None:
+    from .tuning import STORAGE_ENV, mask_url
+
+    for flag, value, env in (("--storage", args.storage, STORAGE_ENV),
+                             ("--tracking-uri", args.tracking_uri, "MLFLOW_TRACKING_URI")):
+        if value and mask_url(value) != value:
+            print(f"rnnbench: warning: {flag} holds a password, visible to every user in the process list; "
+                  f"set {env} instead", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -336,6 +350,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .tasks import TASKS
     from .tuning import format_value, run_study
 
+    _warn_password_on_argv(args)
     archs, tasks = args.archs or list(ARCHITECTURES), args.tasks or list(TASKS)
     for name, chosen, valid in (("arch", archs, ARCHITECTURES), ("task", tasks, TASKS)):
         for value in chosen:
@@ -362,9 +377,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from .tuning import default_storage_url, format_value, list_studies, mask_url
+    from .tuning import format_value, list_studies, mask_url, resolve_storage_url
 
-    storage = args.storage or default_storage_url(args.tracking_uri)
+    storage = resolve_storage_url(args.storage, args.tracking_uri)
     rows = list_studies(storage, args.tracking_uri)
     if not rows:
         print(f"no studies in {mask_url(storage)}")
@@ -387,6 +402,33 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     return tuple(getattr(sys.modules[module], name) for module, name in names if module in sys.modules)
 
 
+# --- server (issue 6): argument handling only; the logic is in benchmark.server ---------------------------
+
+
+def add_server_command(commands) -> None:
+    server = commands.add_parser("server", help="MLflow tracking server with artifact proxying, for many workers")
+    server.add_argument("--backend-store-uri", help="runs database (default: $MLFLOW_BACKEND_STORE_URI, else "
+                        "mlruns/mlflow.db); put passwords in $MLFLOW_BACKEND_STORE_URI, not on the command line")
+    server.add_argument("--artifacts-destination",
+                        help="where proxied artifacts are stored (default: mlruns/artifacts)")
+    server.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; 0.0.0.0 for other "
+                        "machines, behind a firewall: MLflow has no authentication here)")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
+    server.add_argument("--allowed-hosts", help="Host headers accepted besides localhost and private IPs, "
+                        "e.g. mlflow.example.org")
+    server.set_defaults(handler=cmd_server)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from .server import serve
+    from .tuning import mask_url
+
+    if args.backend_store_uri and mask_url(args.backend_store_uri) != args.backend_store_uri:
+        print("rnnbench: warning: --backend-store-uri holds a password, visible in the process list; "
+              "set MLFLOW_BACKEND_STORE_URI instead", file=sys.stderr)
+    return serve(backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
+                 host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts)
 
 
 def main(argv: list[str] | None = None) -> int:

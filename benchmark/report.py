@@ -34,7 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_atomic
-from .tracking import TAG_ROLE, TAG_STUDY, TAG_SUITE, TAG_TRIAL, TAG_TRIAL_STATE, default_store_dir
+from .tracking import (
+    REGISTRY_MARK,
+    STORAGE_ENV,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_SUITE,
+    TAG_TRIAL,
+    TAG_TRIAL_STATE,
+    default_store_dir,
+    mask_url,
+)
 
 # The order of models.ARCHITECTURES (a test keeps them equal), spelled out so the report never imports torch.
 ARCH_ORDER = ["rnn", "lstm", "gru", "birnn", "bilstm", "bigru"]
@@ -215,6 +225,7 @@ def load_studies(storage: str | None, database: Path | None) -> tuple[dict[str, 
     """Studies in the Optuna storage (explicit URL or journal file, else the journal beside the store)."""
     import optuna
 
+    storage = storage or os.environ.get(STORAGE_ENV)
     if storage is None:
         folder = database.parent if database is not None else default_store_dir()
         journal = folder / OPTUNA_JOURNAL
@@ -234,13 +245,15 @@ def load_studies(storage: str | None, database: Path | None) -> tuple[dict[str, 
             backend = optuna.storages.JournalStorage(JournalFileBackend(storage))
         studies = {}
         for summary in optuna.get_all_study_summaries(backend, include_best_trial=False):
+            if REGISTRY_MARK in summary.study_name:  # bookkeeping of the scale-out election, not a study
+                continue
             trials = optuna.load_study(study_name=summary.study_name, storage=backend).get_trials(deepcopy=False)
             states = Counter(t.state.name for t in trials)
             studies[summary.study_name] = StudyStats(summary.study_name, dict(states), list(trials))
     except Exception as error:  # an unreadable storage must not sink the report
-        return {}, (f"Optuna storage {_short(storage)} unreadable ({type(error).__name__}: {error}); "
+        return {}, (f"Optuna storage {_short(mask_url(storage))} unreadable ({type(error).__name__}: {error}); "
                     "trial states are counted from run tags")
-    return studies, f"Optuna storage {_short(storage)}: {len(studies)} studies"
+    return studies, f"Optuna storage {_short(mask_url(storage))}: {len(studies)} studies"
 
 
 def _short(path) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import csv
 import os
 import platform
+import re
 import subprocess
 import tempfile
 import time
@@ -51,9 +52,28 @@ TAG_STUDY = "study_name"
 TAG_TRIAL = "trial_number"
 TAG_TRIAL_STATE = "optuna.state"
 
+STORAGE_ENV = "RNNBENCH_STORAGE"  # the Optuna storage URL, from the environment: not on argv, never printed
+REGISTRY_MARK = "#registry#"  # companion study "<study>#registry#<study id>": parent-run election + worker numbers
+
 CHECKPOINT_FORMAT = "rnnbench-checkpoint/1"
 CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
 MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
+
+
+def mask_url(url: str) -> str:
+    """A storage or tracking URL with any password replaced by ***.
+
+    The password is everything between ``user:`` and the last ``@`` before the query (SQLAlchemy and
+    libpq read it the same way; a password with ``@`` or ``/`` is still hidden whole); ``password=``
+    query parameters are masked too. When in doubt this hides too much, never too little.
+    """
+    url = re.sub(r"(?i)([?&;]password=)[^&;]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    authority, query_sep, query = rest.partition("?")
+    user, colon, after = authority.partition(":")
+    if not sep or not colon or "/" in user or "@" in user or "@" not in after:
+        return url
+    return f"{scheme}://{user}:***{after[after.rindex('@'):]}{query_sep}{query}"
 
 
 def default_store_dir() -> Path:
