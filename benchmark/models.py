@@ -35,7 +35,7 @@ IMPLS = ("auto", "native", "loop")
 # native. Evidence, measured here side by side (AMD EPYC Zen 3, torch 2.14.1, hidden 128, batch 500,
 # 28 steps; samples/s of one train step, 1 thread, process CPU time because 3 other jobs shared the
 # 2 cores; `rnnbench perf` prints the same comparison at any thread count, README "Performance"):
-#   LSTM  native 2,471 | oneDNN off 2,469 | loop 2,549 (autograd loop 2,501)    -> loop
+#   LSTM  native 2,471 | oneDNN off 2,469 | loop 2,549 (autograd loop 2,501)    -> within noise
 #   GRU   native 3,457 | oneDNN off 3,536 | loop 3,071                           -> native
 #   RNN   native 8,228 | oneDNN off 8,745 | loop 9,522 (nn.RNN: 12,048 unloaded)  -> native
 #   LSTM inference (test set, batch 5,000): native 5,774 | loop 3,861             -> native
@@ -47,8 +47,12 @@ IMPLS = ("auto", "native", "loop")
 # kernel for LSTM training on this processor). oneDNN off never won by more than noise: not used.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
 # On CUDA cuDNN's fused kernels win (not measured here: no GPU on these machines).
+# Decision: native everywhere. The loop's 3 % edge for LSTM at 1 thread is noise, and it loses badly when
+# threads contend: benchmarks/epoch_vs_notebook.py, 2 threads, load ~3.5, MNIST batch 500 (samples/s):
+#   LSTM native 1,337 vs loop 1,031; BiLSTM native 728 vs loop 482 (GRU and RNN run native either way).
+# Re-measure on an idle machine before switching `lstm` back to "loop" here: the table is the only switch.
 AUTO_IMPL = {
-    "cpu": {"rnn": "native", "lstm": "loop", "gru": "native"},
+    "cpu": {"rnn": "native", "lstm": "native", "gru": "native"},
     "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},
 }
 AUTO_MIN_HIDDEN = 64  # below it the loop's per-step Python overhead dominates (the addition row above)
