@@ -695,7 +695,10 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     if best is not None and best.user_attrs.get("mlflow_run_id"):
         from .registry import register_champion  # the study's best model becomes <task>-<arch>@champion
 
-        register_champion(best.user_attrs["mlflow_run_id"], tracking_uri)
+        try:
+            register_champion(best.user_attrs["mlflow_run_id"], tracking_uri)
+        except ConfigError as problem:  # e.g. a run without a checkpoint: the study itself still succeeded
+            print(f"study {name}: best model not registered: {problem}", file=sys.stderr)
     return StudyResult(name, spec, parent, summary["counts"], best.value if best else None,
                        best.user_attrs.get("test_acc") if best else None, dict(best.params) if best else {},
                        best.user_attrs.get("mlflow_run_id") if best else None, time.perf_counter() - started, status)
