@@ -186,4 +186,6 @@ def _scalars(metrics: dict) -> dict:
 def _progress(config: TrainConfig, total: int, quiet: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=quiet, leave=False, unit="batch", dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (logs, CI), where it would print one line per refresh;
+    # the per-epoch summary lines are written either way.
+    return tqdm(total=total, disable=True if quiet else None, leave=False, unit="batch", dynamic_ncols=True)
