@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import os
 import platform
 import re
@@ -120,6 +121,7 @@ def get_or_create_experiment(client, name: str) -> str:
         return found.experiment_id
 
 
+@functools.cache  # constant for the process; every run and trial asks for it
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
@@ -136,8 +138,8 @@ def environment_tags() -> dict[str, str]:
     from . import __version__
 
     tags = {
-        "git_commit": git_commit(),
-        "mlflow.source.git.commit": git_commit(),
+        "git_commit": (commit := git_commit()),
+        "mlflow.source.git.commit": commit,
         "rnnbench_version": __version__,
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
