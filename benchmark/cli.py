@@ -27,7 +27,8 @@ _HELP = {
     "train_lengths": "addition: train only on these lengths (e.g. 3)",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
     "device": "auto, cpu or cuda",
-    "impl": "recurrent kernel: native (nn.LSTM etc.), loop (explicit cell loop, same weights) or auto",
+    "impl": "recurrent kernel: native (nn.LSTM etc.), aten (the same with oneDNN off), loop (explicit cell loop, "
+            "same weights) or auto",
     "threads": "torch threads; 0 = torch's default",
 }
 
@@ -293,8 +294,23 @@ def add_tuning_commands(commands) -> None:
     bench.add_argument("--tasks", nargs="+", help="tasks (default: mnist addition)")
     bench.add_argument("--studies-dir", help="folder with <task>.toml files (default: ./studies)")
     bench.add_argument("--out", default="reports", help="where the report is written (default: reports)")
+    bench.add_argument("--seeds", type=int, help="fresh-seed confirmations of each study's best trial (default: "
+                       "the preset's [confirm] seeds; 0 = none)")
     _add_session_flags(bench)
     bench.set_defaults(handler=cmd_bench)
+
+    confirm = commands.add_parser("confirm", help="retrain a study's best configuration with fresh seeds")
+    confirm.add_argument("--task", required=True, help="mnist or addition")
+    confirm.add_argument("--arch", required=True, help="rnn lstm gru birnn bilstm bigru")
+    confirm.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default: 3)")
+    confirm.add_argument("--preset", choices=PRESETS, help="which study when several exist (task-arch-preset)")
+    confirm.add_argument("--study-name", help="the study, when not named task-arch-preset")
+    confirm.add_argument("--train-length", type=int, help="addition: train on this one length only (the notebook's "
+                         "fixed-length experiments); tests still cover 1..20 and the generalisation lengths")
+    confirm.add_argument("--epochs", type=int, help="train the seeds this long (default: as the trial)")
+    confirm.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    _add_session_flags(confirm, workers=False)
+    confirm.set_defaults(handler=cmd_confirm)
 
     studies = commands.add_parser("studies", help="list the studies in the Optuna storage")
     studies.add_argument("--storage", help="Optuna storage (default: $RNNBENCH_STORAGE, else mlruns/optuna.journal)")
@@ -302,8 +318,9 @@ def add_tuning_commands(commands) -> None:
     studies.set_defaults(handler=cmd_studies)
 
 
-def _add_session_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1, help="processes on one study; torch threads divided")
+def _add_session_flags(parser: argparse.ArgumentParser, workers: bool = True) -> None:
+    if workers:
+        parser.add_argument("--workers", type=int, default=1, help="processes on one study; torch threads divided")
     parser.add_argument("--storage", help="Optuna storage URL or .journal path (default: $RNNBENCH_STORAGE, else "
                         "mlruns/optuna.journal); put passwords in $RNNBENCH_STORAGE, not on the command line")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the sqlite "
@@ -358,10 +375,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     folder = Path(args.studies_dir) if args.studies_dir else studies_dir()
     specs = [load_study(folder / f"{task}.toml", arch, args.preset) for task in tasks for arch in archs]
+    if args.seeds is not None and args.seeds < 0:
+        raise ConfigError(f"--seeds must be >= 0, got {args.seeds}")
     results = []
     for spec in specs:  # every file is validated above, before the first trial
-        results.append(run_study(spec, storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
-                                 quiet=args.quiet))
+        result = run_study(spec, storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
+                           quiet=args.quiet)
+        results.append(result)
+        seeds = spec.confirm_seeds if args.seeds is None else args.seeds
+        if seeds and result.best_run_id:
+            from .confirm import confirm
+
+            for length in (None, *spec.confirm_lengths):
+                confirm(spec.task, spec.arch, seeds=seeds, study_name=result.study_name, storage=args.storage,
+                        tracking_uri=args.tracking_uri, train_length=length, epochs=spec.confirm_epochs or None,
+                        quiet=args.quiet)
     print("\n| study | trials (complete/pruned/fail) | best val acc % | its test acc % | minutes | best params |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in results:
@@ -373,6 +401,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     path, snap, figures = write_report(args.out, tracking_uri=args.tracking_uri, storage=args.storage)
     print(f"\nreport: {path} ({len(snap.runs)} runs, {len(figures.written)} figures)")
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    from .confirm import confirm
+
+    _warn_password_on_argv(args)
+    confirm(args.task, args.arch, seeds=args.seeds, preset=args.preset, study_name=args.study_name,
+            storage=args.storage, tracking_uri=args.tracking_uri, train_length=args.train_length,
+            epochs=args.epochs, threads=args.threads, quiet=args.quiet)
     return 0
 
 

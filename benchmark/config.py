@@ -17,7 +17,7 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "mse")
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_SCALES = ("standard", "unit")
-IMPLS = ("auto", "native", "loop")  # see benchmark.models.AUTO_IMPL for what auto picks
+IMPLS = ("auto", "native", "aten", "loop")  # see benchmark.models.AUTO_IMPL for what auto picks
 
 
 class ConfigError(ValueError):
@@ -114,6 +114,26 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in known}
         return cls(**values)
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> TrainConfig:
+        """The inverse of ``to_params``: a config from a run's MLflow params (unknown keys ignored)."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in params:
+                continue
+            text = params[f.name]
+            if f.type in ("int", int):
+                values[f.name] = int(text)
+            elif f.type in ("float", float):
+                values[f.name] = float(text)
+            elif str(f.type).startswith("tuple"):
+                values[f.name] = tuple(int(v) for v in text.split(",") if v.strip())
+            else:
+                values[f.name] = text
+        config = cls(**values)
+        config.validate()
+        return config
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -29,33 +29,28 @@ ARCHITECTURES = {
 }
 
 READOUTS = ("last", "per_step")
-IMPLS = ("auto", "native", "loop")
+IMPLS = ("auto", "native", "aten", "loop")  # aten: the nn module with oneDNN off (CPU)
 
 # What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs
-# native. Evidence, measured here side by side (AMD EPYC Zen 3, torch 2.14.1, hidden 128, batch 500,
-# 28 steps; samples/s of one train step, 1 thread, process CPU time because 3 other jobs shared the
-# 2 cores; `rnnbench perf` prints the same comparison at any thread count, README "Performance"):
-#   LSTM  native 2,471 | oneDNN off 2,469 | loop 2,549 (autograd loop 2,501)    -> within noise
-#   GRU   native 3,457 | oneDNN off 3,536 | loop 3,071                           -> native
-#   RNN   native 8,228 | oneDNN off 8,745 | loop 9,522 (nn.RNN: 12,048 unloaded)  -> native
-#   LSTM inference (test set, batch 5,000): native 5,774 | loop 3,861             -> native
-#   addition (LSTM hidden 10, batch 100, padded): native 26,785 | loop 10,064     -> native below AUTO_MIN_HIDDEN
-# Caveat: at 2 threads on cores busy with other jobs (load ~10 on 2 cores) the loop fell to a third of
-# nn.LSTM (68 vs 191 samples/s): each of its per-step ops synchronises the threads, the fused kernel
-# does not. Run one thread per worker on shared machines (the tuner's default).
-# Unloaded, DESIGN.md measured a cell loop at 1.36x nn.LSTM (oneDNN runs its reference `rnn,ref`
-# kernel for LSTM training on this processor). oneDNN off never won by more than noise: not used.
+# native. "aten" is the same nn module with oneDNN switched off for its call, so PyTorch's own ATen
+# kernels run: oneDNN's RNN training path on this AMD processor is its slow reference kernel.
+# Evidence, idle machine (load < 1.5), AMD EPYC Zen 3, torch 2.14.1, 2 threads, hidden 128, batch 500,
+# 28 steps, samples/s of one train step, best of 3-5 interleaved rounds (rnnbench perf, /tmp levers script):
+#   LSTM    native 4,168-4,722 | aten 4,805-5,250 (+11..15 %) | loop 4,400
+#   GRU     native 6,347-7,239 | aten 6,701-7,455 (+1..17 %)  | loop 6,534
+#   BiLSTM  native 2,052-2,292 | aten 2,071-2,630 (+1..17 %)  | loop 1,801
+#   BiGRU   native 2,942-3,676 | aten 3,075-3,749 (+2..5 %)   | loop 2,625
+#   RNN     native 17,184      | aten 18,111 (+5 %)           | loop 18,554; BiRNN native 8,778 | aten 8,097
+# aten was never slower for LSTM/GRU in 7 side-by-side rounds; for the plain RNN it goes either way.
+# Earlier, under load (2 threads, load ~3.5-10 on 2 cores), the cell loop fell to a third of nn.LSTM (each
+# per-step op synchronises the threads; the fused kernels do not): the loop stays opt-in.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
 # On CUDA cuDNN's fused kernels win (not measured here: no GPU on these machines).
-# Decision: native everywhere. The loop's 3 % edge for LSTM at 1 thread is noise, and it loses badly when
-# threads contend: benchmarks/epoch_vs_notebook.py, 2 threads, load ~3.5, MNIST batch 500 (samples/s):
-#   LSTM native 1,337 vs loop 1,031; BiLSTM native 728 vs loop 482 (GRU and RNN run native either way).
-# Re-measure on an idle machine before switching `lstm` back to "loop" here: the table is the only switch.
 AUTO_IMPL = {
-    "cpu": {"rnn": "native", "lstm": "native", "gru": "native"},
+    "cpu": {"rnn": "native", "lstm": "aten", "gru": "aten"},
     "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},
 }
-AUTO_MIN_HIDDEN = 64  # below it the loop's per-step Python overhead dominates (the addition row above)
+AUTO_MIN_HIDDEN = 64  # below it: native (addition, LSTM hidden 10, batch 100: native 26,785 strings/s, loop 10,064)
 
 
 class RecurrentModel(nn.Module):
@@ -89,7 +84,8 @@ class RecurrentModel(nn.Module):
         ``lengths`` (CPU int64 [B]) marks right padding. Packing is needed only where padding
         would leak into real steps: the backward direction, and the final state.
         """
-        if self.resolved_impl(x.device, self.training and torch.is_grad_enabled()) == "loop":
+        impl = self.resolved_impl(x.device, self.training and torch.is_grad_enabled())
+        if impl == "loop":
             output, h_n = loop_forward(self.rnn, x, lengths)
             if self.readout == "last":
                 return self.head(self.dropout(torch.cat(list(h_n[-self.directions:]), dim=-1)))
@@ -98,7 +94,10 @@ class RecurrentModel(nn.Module):
         packed = lengths is not None and (self.bidirectional or self.readout == "last")
         if packed:
             x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        output, state = self.rnn(x)
+        if impl == "aten":
+            output, state = self._without_onednn(x)
+        else:
+            output, state = self.rnn(x)
         if self.readout == "last":
             h_n = state[0] if self.is_lstm else state
             # h_n is [layers * directions, B, H]; the top layer's directions are the last rows.
@@ -108,9 +107,17 @@ class RecurrentModel(nn.Module):
             output, _ = pad_packed_sequence(output, batch_first=True, total_length=steps)
         return self.head(self.dropout(output))
 
+    def _without_onednn(self, x):
+        # The autograd graph records the ATen kernels chosen here, so backward runs them too.
+        previous = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = False
+        try:
+            return self.rnn(x)
+        finally:
+            torch.backends.mkldnn.enabled = previous
 
     def resolved_impl(self, device: torch.device, training: bool = True) -> str:
-        """``native`` or ``loop``: the explicit choice, else AUTO_IMPL's pick for training on this device."""
+        """``native``, ``aten`` or ``loop``: the explicit choice, else AUTO_IMPL's pick for training here."""
         if self.impl != "auto":
             return self.impl
         if not training or self.rnn.hidden_size < AUTO_MIN_HIDDEN:

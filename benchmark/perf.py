@@ -5,7 +5,7 @@ Example: rnnbench perf --threads 2 --out reports/performance.md
 Sections (each printed as markdown as soon as it is measured, then written to
 ``--out`` atomically): environment and load; the processor's theoretical FP32
 peak and a measured sgemm; the training step per architecture and recurrent
-implementation (native nn module, native with oneDNN off, explicit loop) with
+implementation (native nn module, the same with oneDNN off, explicit loop) with
 achieved GFLOP/s; MNIST training throughput of rnnbench's ``fit`` against a
 faithful copy of the notebook's loop; binary addition likewise, plus the wall
 time of the notebook's addition experiment run through ``fit``; the batching
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,19 +252,18 @@ def synthetic_mnist(n_train: int = 6000, n_test: int = 1000, seed: int = 0) -> d
             "test_labels": torch.randint(0, 10, (n_test,), generator=generator)}
 
 
-def step_rate(config: TrainConfig, task, batches: int, mkldnn: bool = True) -> float:
+def step_rate(config: TrainConfig, task, batches: int) -> float:
     """Samples/s of fit's train_step alone on one fixed batch (2 warm-up steps untimed)."""
     seed_everything(config.seed)
     model = build_model(config, task)
     optimizer = make_optimizer(config, model)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    with torch.backends.mkldnn.flags(enabled=mkldnn):
-        for _ in range(2):
-            train_step(model, task, config, optimizer, batch)
-        started = time.perf_counter()
-        for _ in range(batches):
-            loss = train_step(model, task, config, optimizer, batch)
-        loss.item()  # wait for the device before stopping the clock
+    for _ in range(2):
+        train_step(model, task, config, optimizer, batch)
+    started = time.perf_counter()
+    for _ in range(batches):
+        loss = train_step(model, task, config, optimizer, batch)
+    loss.item()  # wait for the device before stopping the clock
     return batches * len(batch.y) / (time.perf_counter() - started)
 
 
@@ -371,8 +369,6 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
     overrides = {"hidden": hidden, "batch": batch, "batches": batches, "repeats": repeats}
     sizes = Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v}})
     torch.set_num_threads(threads)
-    # torch.backends.mkldnn.flags() warns about Intel-GPU TF32 on every toggle; it is noise here.
-    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
     report = Report(quiet)
     info = cpu_info()
     load_before = os.getloadavg()
@@ -399,13 +395,12 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
                                              threads=threads)
     task = build_task(mnist_task_config, "cpu", **data)
     rates: dict[tuple[str, str], float] = {}
-    impls = [("native", True), ("native, oneDNN off", False), ("loop", True)]
+    impls = ["native", "aten", "loop"]
     for _ in range(sizes.repeats):
         for arch in archs:
-            for name, mkldnn in impls:
-                config = mnist_task_config.replace(arch=arch, impl="loop" if name == "loop" else "native")
-                rate = step_rate(config, task, sizes.batches, mkldnn)
-                rates[arch, name] = max(rates.get((arch, name), 0.0), rate)
+            for impl in impls:
+                rate = step_rate(mnist_task_config.replace(arch=arch, impl=impl), task, sizes.batches)
+                rates[arch, impl] = max(rates.get((arch, impl), 0.0), rate)
     rows = []
     for arch in archs:
         spec = ARCHITECTURES[arch]
@@ -413,12 +408,12 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
         best = rates[arch, auto]
         flops = train_flops_per_sample(spec["cell"], 2 if spec["bidirectional"] else 1, 1, 28, sizes.hidden, 28)
         achieved = best * flops / 1e9
-        rows.append([arch, _k(rates[arch, "native"]), _k(rates[arch, "native, oneDNN off"]),
+        rows.append([arch, _k(rates[arch, "native"]), _k(rates[arch, "aten"]),
                      _k(rates[arch, "loop"]), auto, f"{flops / 1e6:.2f}", f"{achieved:.1f}",
                      f"{100 * achieved / peak:.0f} %", f"{100 * achieved / sgemm:.0f} %"])
     report.add(f"## Training step (hidden {sizes.hidden}, batch {sizes.batch}, 28 steps; train_step alone, "
                f"samples/s)", "")
-    report.table(["arch", "native", "native, oneDNN off", "loop", "auto runs", "MFLOP/sample",
+    report.table(["arch", "native (oneDNN)", "aten (oneDNN off)", "loop", "auto runs", "MFLOP/sample",
                   "GFLOP/s (auto)", "of peak", "of sgemm"], rows)
     report.add("FLOPs count the matmuls only: forward 2·G·H·(F+H) per step and direction (G = 1, 3, 4 gates "
                "for rnn, gru, lstm), times 3 for forward + backward.", "")

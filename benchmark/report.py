@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .confirm import TAG_CONFIRM_LENGTH, TAG_CONFIRM_OF, mean_std, within_noise
 from .files import write_atomic
 from .tracking import (
     REGISTRY_MARK,
@@ -81,6 +82,7 @@ class RunRecord:
     tags: Mapping[str, str]
     params: Mapping[str, str]
     metrics: Mapping[str, float]  # latest value of each metric, as search_runs returns it
+    end_time: int = 0  # ms; 0 while running
 
     @property
     def task(self) -> str:
@@ -204,7 +206,8 @@ def load_snapshot(tracking_uri: str | None = None, experiments: Iterable[str] | 
         while True:  # a page of up to PAGE_SIZE runs per call, never one call per run
             page = client.search_runs(list(by_id), max_results=PAGE_SIZE, page_token=token)
             runs += [RunRecord(run_id=r.info.run_id, experiment=by_id[r.info.experiment_id], status=r.info.status,
-                               start_time=r.info.start_time or 0, tags=dict(r.data.tags),
+                               start_time=r.info.start_time or 0, end_time=r.info.end_time or 0,
+                               tags=dict(r.data.tags),
                                params=dict(r.data.params), metrics=dict(r.data.metrics)) for r in page]
             token = page.token
             if not token:
@@ -307,7 +310,27 @@ def trial_counts(snap: Snapshot, task: str, arch: str) -> dict[str, int] | None:
     return dict(counts)
 
 
+def confirmations(snap: Snapshot, run: RunRecord, length: int | None = None) -> list[RunRecord]:
+    """Finished fresh-seed retrains of ``run`` (``rnnbench confirm``): on its own lengths, or on one length."""
+    wanted = None if length is None else str(length)
+    return [r for r in snap.runs if r.suite == "confirm" and r.status == "FINISHED"
+            and r.tags.get(TAG_CONFIRM_OF) == run.run_id and r.tags.get(TAG_CONFIRM_LENGTH) == wanted
+            and r.metric("test_acc") is not None]
+
+
+def seed_accs(snap: Snapshot, run: RunRecord | None, length: int | None = None) -> list[float]:
+    return [r.metric("test_acc") for r in confirmations(snap, run, length)] if run else []
+
+
 # ------------------------------------------------------------------------------------------ markdown
+
+
+def mean_pm(values: list[float]) -> str:
+    """'mean ± std (n)' in %, sample std; '—' without values."""
+    if not values:
+        return "—"
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f} ± {100 * std:.2f} ({len(values)})"
 
 
 def pct(value: float | None) -> str:
@@ -394,6 +417,8 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
         return "\n".join([*out[:2], "No finished trial or `rnnbench train` run in these experiments.", ""])
     for task in _tasks(snap):
         rows, longest, trained = [], set(), set()
+        seeded = {arch: seed_accs(snap, best_run(snap, task, arch)) for arch in _archs(snap, task)}
+        with_seeds = any(seeded.values())
         for arch in _archs(snap, task):
             run = best_run(snap, task, arch)
             if run is None:
@@ -403,7 +428,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
                       if counts else "run")
             ref = NOTEBOOK_REFERENCE.get(task, {}).get(arch)
             acc = run.metric("test_acc")
-            row = [arch, pct(acc)]
+            row = [arch, pct(acc)] + ([mean_pm(seeded[arch])] if with_seeds else [])
             if task == "addition":
                 at = longest_length(snap, run)
                 longest.add(at[0] if at else None)
@@ -421,14 +446,135 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             headers = ["arch", f"bit acc {span}", f"string acc {span}", f"bit acc {at}", f"string acc {at}"]
         else:
             headers = ["arch", "test acc"]
+        if with_seeds:
+            headers.insert(2, "seeds: mean ± std (n)")
         n_metrics = len(headers)
         headers += ["hidden", "layers", "lr", "loss", "params", "s / epoch", "trials", "notebook", "Δ"]
         right = [i for i in range(1, len(headers)) if i not in (n_metrics + 3, n_metrics + 6)]
         out += [f"### {task}", "", table(headers, rows, right), ""]
+        if with_seeds:
+            out += [noise_note(seeded), ""]
         if task in NOTEBOOK_REFERENCE_NOTE:
             out += [f"Notebook: {NOTEBOOK_REFERENCE_NOTE[task]}.", ""]
     out += [f"Trial states: {snap.storage_note}.", ""]
     return "\n".join(out)
+
+
+def noise_note(seeded: dict[str, list[float]]) -> str:
+    """Which architectures the seeds cannot separate from the best by seed mean (2 standard errors)."""
+    text = ("Seeds: the best trial's configuration retrained with fresh seeds (new split and initialisation; "
+            "`rnnbench confirm`), test accuracy mean ± sample std.")
+    scored = {arch: values for arch, values in seeded.items() if len(values) >= 2}
+    if len(scored) < 2:
+        return text + " At least two architectures need two or more seeds to compare them."
+    top = max(scored, key=lambda arch: (mean_std(scored[arch])[0], -ARCH_ORDER.index(arch)
+                                        if arch in ARCH_ORDER else 0))
+    close, apart = [], []
+    for arch in (a for a in scored if a != top):
+        same, diff, band = within_noise(scored[top], scored[arch])
+        (close if same else apart).append(f"{arch} ({100 * diff:.2f} {'≤' if same else '>'} {100 * band:.2f})")
+    verdict = (f" **Within noise of {top}** (difference of means ≤ 2 standard errors, in points): "
+               f"{', '.join(close)}." if close else f" Every architecture is clear of {top} beyond noise.")
+    if close and apart:
+        verdict += f" Clear of it: {', '.join(apart)}."
+    return text + verdict
+
+
+# Issue 8's goals (mean over 3 seeds): what the reference results must reach; the report says plainly where not.
+MNIST_GOALS = {"rnn": 97.5, "lstm": 99.0, "gru": 98.9, "birnn": 97.8, "bilstm": 99.1, "bigru": 99.0}
+MNIST_BEST_SINGLE_GOAL = 99.2
+ADDITION_LONG_GOAL = (("lstm", "gru"), 1000)  # 100 % whole-string accuracy at this length, trained on <= 20
+ADDITION_SHORT_GOAL = (3, 98.0)  # trained on this length only: mean bit accuracy over 1..20 at least this
+GOAL_SEEDS = 3
+
+
+def _tried(snap: Snapshot, task: str, arch: str, run: RunRecord) -> str:
+    counts = trial_counts(snap, task, arch) or {}
+    seeds = confirmations(snap, run)
+    epochs = {r.param("epochs") for r in seeds}
+    seed_text = f"; {len(seeds)} seeds x {', '.join(sorted(epochs))} epochs" if seeds else "; no seed confirmation"
+    preset = run.tags.get("preset")
+    return (f"{sum(counts.values()) or 1} trials{f' ({preset})' if preset else ''}, best h{run.param('hidden_size')}"
+            f"x{run.param('num_layers')} {run.param('loss')} lr {lr_text(run.param('lr'))} "
+            f"{run.param('epochs')} epochs{seed_text}")
+
+
+def _verdict(ok: bool | None, seeds: int) -> str:
+    if ok is None:
+        return "not measured"
+    if seeds < GOAL_SEEDS:
+        return f"{'yes' if ok else 'no'} ({seeds} of {GOAL_SEEDS} seeds)"
+    return "**yes**" if ok else "**no**"
+
+
+def goals(snap: Snapshot, figures: Figures) -> str:
+    """The reference goals against what the store holds: met or missed, the number reached, what was tried."""
+    rows = []
+    if "mnist" in _tasks(snap):
+        singles = []
+        for arch, goal in MNIST_GOALS.items():
+            run = best_run(snap, "mnist", arch)
+            if run is None:
+                rows.append([f"mnist {arch}: mean test acc ≥ {goal:.1f} %", "—", "not measured", "no run"])
+                continue
+            accs = seed_accs(snap, run)
+            singles += [(a, arch) for a in accs] + [(run.metric("test_acc") or 0.0, arch)]
+            mean = mean_std(accs)[0] if accs else None
+            reached = mean_pm(accs) if accs else f"best trial {pct(run.metric('test_acc'))} (no seeds)"
+            rows.append([f"mnist {arch}: mean test acc ≥ {goal:.1f} %", reached,
+                         _verdict(None if mean is None else 100 * mean >= goal, len(accs)),
+                         _tried(snap, "mnist", arch, run)])
+        if singles:
+            top, arch = max(singles)
+            rows.append([f"mnist best single run ≥ {MNIST_BEST_SINGLE_GOAL:.1f} %", f"{pct(top)} ({arch})",
+                         "**yes**" if 100 * top >= MNIST_BEST_SINGLE_GOAL else "**no**",
+                         "trials and seed confirmations of every architecture"])
+    if "addition" in _tasks(snap):
+        long_archs, long_length = ADDITION_LONG_GOAL
+        short_length, short_goal = ADDITION_SHORT_GOAL
+        short = []
+        for arch in _archs(snap, "addition"):
+            run = best_run(snap, "addition", arch)
+            if run is None:
+                continue
+            seeds = confirmations(snap, run)
+            accs = [r.metric("test_acc") for r in seeds]
+            worst = min(accs) if accs else None
+            rows.append([f"addition {arch}: 100 % bit acc on 1..{run.param('max_train_length')}, every seed",
+                         f"worst seed {pct(worst)}" if accs else f"best trial {pct(run.metric('test_acc'))} (no seeds)",
+                         _verdict(None if worst is None else worst >= 1 - 1e-9, len(accs)),
+                         _tried(snap, "addition", arch, run)])
+            if arch in long_archs:
+                at = [dict(snap.history(r.run_id, "test_seq_acc_by_len")).get(long_length) for r in seeds]
+                tested = [value for value in at if value is not None]
+                reached = (f"worst seed {pct(min(tested))}" if tested else
+                           f"length {long_length} not tested (add it to eval_lengths)")
+                rows.append([f"addition {arch}: 100 % string acc at L={long_length}, trained on ≤ "
+                             f"{run.param('max_train_length')}", reached,
+                             _verdict(min(tested) >= 1 - 1e-9 if tested else None, len(tested)),
+                             _tried(snap, "addition", arch, run)])
+            fixed = seed_accs(snap, run, short_length)
+            if fixed:
+                short.append((mean_std(fixed)[0], arch, fixed))
+        if short:
+            mean, arch, values = max(short)
+            rows.append([f"addition trained on L={short_length} only: mean bit acc 1..20 ≥ {short_goal:.0f} %",
+                         f"{mean_pm(values)} ({arch}, best of {len(short)} architectures)",
+                         _verdict(100 * mean >= short_goal, len(values)),
+                         f"the best 1..20 configuration of each architecture retrained on length {short_length}"])
+        else:
+            rows.append([f"addition trained on L={short_length} only: mean bit acc 1..20 ≥ {short_goal:.0f} %", "—",
+                         "not measured", f"no fixed-length confirmation (`rnnbench confirm --train-length "
+                         f"{short_length}`)"])
+    if not rows:
+        return ""
+    missed = sum(row[2].startswith(("**no**", "no ")) for row in rows)
+    unmeasured = sum(row[2] == "not measured" for row in rows)
+    summary = (f"{len(rows) - missed - unmeasured} of {len(rows)} goals met, {missed} missed, {unmeasured} not "
+               "measured." if missed or unmeasured else f"All {len(rows)} goals met.")
+    return "\n".join(["## Goals", "",
+                      f"The reference goals (issue 8; means over {GOAL_SEEDS} seeds of the best configuration). "
+                      + summary, "", table(["goal", "reached", "met?", "what was tried"], rows), ""])
 
 
 def _winner_line(snap: Snapshot, task: str) -> list[str]:
@@ -519,29 +665,80 @@ def findings(snap: Snapshot, figures: Figures) -> str:
     return "\n".join(["## Findings", "", *lines, ""])
 
 
+def _mean_history(snap: Snapshot, runs: list[RunRecord], key: str) -> list[tuple[int, float]]:
+    """Per-step mean over runs, at the steps every run logged (seeds of one configuration)."""
+    histories = [dict(snap.history(r.run_id, key)) for r in runs]
+    steps = set.intersection(*(set(h) for h in histories)) if histories else set()
+    return [(step, sum(h[step] for h in histories) / len(histories)) for step in sorted(steps)]
+
+
+def _length_series(snap: Snapshot, run: RunRecord, length: int | None = None) -> tuple[list, list, str]:
+    """(bit, string) accuracy by length: the mean over seed confirmations when there are any, else the run's."""
+    seeds = confirmations(snap, run, length)
+    if seeds:
+        return (_mean_history(snap, seeds, "test_bit_acc_by_len"), _mean_history(snap, seeds, "test_seq_acc_by_len"),
+                f"mean of {len(seeds)} seeds")
+    if length is not None:
+        return [], [], ""
+    return snap.history(run.run_id, "test_bit_acc_by_len"), snap.history(run.run_id, "test_seq_acc_by_len"), \
+        "best trial"
+
+
+def _fixed_lengths(snap: Snapshot, run: RunRecord) -> list[int]:
+    return sorted({int(r.tags[TAG_CONFIRM_LENGTH]) for r in snap.runs if r.suite == "confirm"
+                   and r.tags.get(TAG_CONFIRM_OF) == run.run_id and r.tags.get(TAG_CONFIRM_LENGTH, "").isdigit()})
+
+
 def length_plots(snap: Snapshot, figures: Figures) -> str:
-    """Item 2: bit and whole-string accuracy against length for the best run of every architecture."""
+    """Item 2 and the headline: bit and whole-string accuracy against length, as far as the runs were tested."""
     if "addition" not in _tasks(snap):
         return ""
-    bits, seqs, train_max = {}, {}, set()
+    bits, seqs, train_max, fixed_bits, fixed_seqs = {}, {}, set(), {}, {}
+    rows = []
     for arch in _archs(snap, "addition"):
         run = best_run(snap, "addition", arch)
         if run is None:
             continue
-        bits[arch] = snap.history(run.run_id, "test_bit_acc_by_len")
-        seqs[arch] = snap.history(run.run_id, "test_seq_acc_by_len")
+        bit, seq, what = _length_series(snap, run)
+        bits[f"{arch} ({what})"], seqs[f"{arch} ({what})"] = bit, seq
         train_max.add(run.param("max_train_length"))
+        span = f"1..{run.param('max_train_length')}"
+        if bit:
+            accs = seed_accs(snap, run) or [run.metric("test_acc")]
+            rows.append([arch, span, what, mean_pm(accs), str(bit[-1][0]), pct(bit[-1][1]),
+                         pct(dict(seq).get(bit[-1][0]))])
+        for length in _fixed_lengths(snap, run):
+            fbit, fseq, fwhat = _length_series(snap, run, length)
+            if fbit:
+                label = f"{arch} trained on L={length} ({fwhat})"
+                fixed_bits[label], fixed_seqs[label] = fbit, fseq
+                rows.append([arch, f"{length} only", fwhat, mean_pm(seed_accs(snap, run, length)),
+                             str(fbit[-1][0]), pct(fbit[-1][1]), pct(dict(fseq).get(fbit[-1][0]))])
     if not any(bits.values()):
         return ""
     from .report_figures import accuracy_by_length
 
     longest = int(train_max.pop()) if len(train_max) == 1 and next(iter(train_max)).isdigit() else None
-    fig = accuracy_by_length(bits, seqs, longest, "Addition: accuracy against string length (best trial per "
-                                                   "architecture)")
-    image = figures.image(fig, "addition_accuracy_by_length", "accuracy against length")
-    return "\n".join(["## Accuracy against length (addition)", "",
-                      "Best trial per architecture; lengths beyond the dashed line were never trained on.", "",
-                      image, ""])
+    reach = max((points[-1][0] for points in bits.values() if points), default=0)
+    out = ["## Length generalisation (addition)", "",
+           f"Trained on lengths up to {longest or 'the dashed line'}, tested up to length {reach}: bit and "
+           "whole-string accuracy of each architecture's best configuration (the mean over its seed "
+           "confirmations where `rnnbench confirm` ran, else the best trial). Lengths beyond the dashed line "
+           "were never trained on.", ""]
+    fig = accuracy_by_length(bits, seqs, longest, f"Addition: accuracy against string length, up to {reach}")
+    out += [figures.image(fig, "addition_accuracy_by_length", "accuracy against length"), ""]
+    if fixed_bits:
+        fixed_archs = {label.split(" ")[0] for label in fixed_bits}
+        both_bits = {**{k: v for k, v in bits.items() if k.split(" ")[0] in fixed_archs}, **fixed_bits}
+        both_seqs = {**{k: v for k, v in seqs.items() if k in both_bits}, **fixed_seqs}
+        fig = accuracy_by_length(both_bits, both_seqs, None,
+                                 "Addition: trained on one length only (the notebook's experiments) vs 1..20")
+        out += ["The notebook's fixed-length experiments: the same configurations trained on strings of one "
+                "length only, tested on every length.", "",
+                figures.image(fig, "addition_fixed_length_by_length", "fixed-length training against length"), ""]
+    out += [table(["arch", "trained on", "series", f"bit acc 1..{longest or 'max'}: mean ± std (n)", "longest L",
+                   "bit acc at L", "string acc at L"], rows, [3, 4, 5, 6]), ""]
+    return "\n".join(out)
 
 
 def learning_curves(snap: Snapshot, figures: Figures) -> str:
@@ -763,6 +960,7 @@ def provenance(snap: Snapshot, figures: Figures) -> str:
         f"- Runs: {len(snap.runs)} (" + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + "; by suite: "
         + ", ".join(f"{k} {v}" for k, v in sorted(suites.items())) + ")",
         f"- Git commits of the runs (runs each): {values('git_commit')}",
+        f"- Wall time of the runs: {_span(snap.runs)}",
         f"- Preset: {values('preset', [r for r in snap.runs if r.role == 'study'])}",
         f"- Versions in the runs: python {values('python_version')}; torch {values('torch_version')}; "
         f"mlflow {values('mlflow_version')}; optuna {values('optuna_version')}; "
@@ -776,6 +974,18 @@ def provenance(snap: Snapshot, figures: Figures) -> str:
     return "\n".join(lines)
 
 
+def _span(runs: list[RunRecord]) -> str:
+    """First run's start to last run's end: the wall time of the work in the store (sequential or not)."""
+    starts = [r.start_time for r in runs if r.start_time]
+    ends = [r.end_time for r in runs if r.end_time]
+    if not starts or not ends:
+        return "—"
+    first, last = min(starts), max(ends)
+    stamp = "%Y-%m-%d %H:%M UTC"
+    return (f"{(last - first) / 60_000:.1f} min ({time.strftime(stamp, time.gmtime(first / 1000))} to "
+            f"{time.strftime(stamp, time.gmtime(last / 1000))})")
+
+
 def _store_text(uri: str) -> str:
     if uri.startswith("sqlite:///"):
         return f"sqlite:///{_short(uri.removeprefix('sqlite:///'))}"
@@ -783,7 +993,7 @@ def _store_text(uri: str) -> str:
 
 
 Section = Callable[[Snapshot, Figures], str]
-SECTIONS: list[Section] = [comparison, findings, length_plots, learning_curves, loss_comparison, studies,
+SECTIONS: list[Section] = [comparison, goals, findings, length_plots, learning_curves, loss_comparison, studies,
                            reproduction, digits, provenance]
 
 

@@ -11,6 +11,10 @@ Each layer may hold these tables (all optional except ``task`` at the top):
 - ``[fixed]``   any TrainConfig field except task/arch/epochs (``epochs`` is budget).
 - ``[budget]``  ``trials`` (finished trials the study should hold), ``epochs`` (per trial),
   ``timeout`` (seconds per session, 0 = none), ``train_size`` (training examples, 0 = task default).
+- ``[confirm]`` ``seeds`` (after the study, retrain its best configuration with this many fresh
+  seeds; 0 = none), ``epochs`` (train those seeds longer than the trials; 0 = as the trial) and,
+  addition only, ``train_lengths`` (also retrain it on each single length, the notebook's
+  fixed-length experiments); see ``benchmark.confirm``.
 - ``[sampler]`` ``type = "tpe"|"random"``, ``seed``, ``n_startup_trials``, ``multivariate``.
 - ``[pruner]``  ``type = "median"`` (``n_startup_trials``, ``n_warmup_steps``, ``interval_steps``),
   ``"hyperband"`` (``min_resource``, ``reduction_factor``) or ``"none"``; a layer naming a
@@ -44,7 +48,8 @@ PRUNERS = {
     "none": set(),
 }
 BUDGET_KEYS = {"trials": int, "epochs": int, "timeout": float, "train_size": int}
-LAYER_KEYS = {"space", "fixed", "budget", "sampler", "pruner"}
+CONFIRM_KEYS = {"seeds", "epochs", "train_lengths"}
+LAYER_KEYS = {"space", "fixed", "budget", "sampler", "pruner", "confirm"}
 NOT_TUNABLE = {"task", "arch", "epochs"}  # set by the command and by the budget
 ENTRY_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
               "categorical": {"type", "choices"}}
@@ -89,6 +94,9 @@ class StudySpec:
     timeout: float  # seconds per session; 0 = none
     sampler: tuple[tuple[str, Any], ...]  # ("type", "tpe"), ("seed", 0), ...
     pruner: tuple[tuple[str, Any], ...]
+    confirm_seeds: int = 0  # fresh-seed retrains of the best trial after the study (bench runs them)
+    confirm_lengths: tuple[int, ...] = ()  # addition: also retrain the best trial on each single length
+    confirm_epochs: int = 0  # epochs of those retrains; 0 = the trial's
 
     @property
     def fixed_dict(self) -> dict[str, Any]:
@@ -109,7 +117,9 @@ class StudySpec:
         return {"task": self.task, "arch": self.arch, "preset": self.preset,
                 "space": {p.name: p.describe() for p in self.space}, "fixed": self.fixed_dict,
                 "trials": self.trials, "epochs": self.epochs, "timeout": self.timeout,
-                "sampler": self.sampler_dict, "pruner": self.pruner_dict}
+                "sampler": self.sampler_dict, "pruner": self.pruner_dict,
+                "confirm": {"seeds": self.confirm_seeds, "epochs": self.confirm_epochs,
+                            "train_lengths": list(self.confirm_lengths)}}
 
     def fingerprint(self) -> str:
         """Identifies what the trials mean (space, fixed settings, epochs), not the session budget."""
@@ -256,7 +266,7 @@ def _table(fail, parent: dict, key: tuple, where: tuple = ()) -> dict:
 
 def _check_layer(fail, where: tuple, layer: dict) -> None:
     """Types and keys of one layer; ranges are checked on the merged spec too."""
-    for section in ("space", "fixed", "budget", "sampler", "pruner"):
+    for section in ("space", "fixed", "budget", "sampler", "pruner", "confirm"):
         if section in layer and not isinstance(layer[section], dict):
             fail(where + (section,), f"must be a table, got {type(layer[section]).__name__}")
     names = set(field_names())
@@ -278,6 +288,17 @@ def _check_layer(fail, where: tuple, layer: dict) -> None:
         _check_number(fail, key, value, BUDGET_KEYS[name])
         if value < (0 if name in ("timeout", "train_size") else 1):
             fail(key, f"must be {'>= 0' if name in ('timeout', 'train_size') else '>= 1'}, got {value}")
+    for name, value in layer.get("confirm", {}).items():
+        key = where + ("confirm", name)
+        if name not in CONFIRM_KEYS:
+            fail(key, f"unknown confirm key; valid: {', '.join(sorted(CONFIRM_KEYS))}")
+        if name in ("seeds", "epochs"):
+            _check_number(fail, key, value, int)
+            if value < 0:
+                fail(key, f"must be >= 0, got {value}")
+        elif not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                    for v in value):
+            fail(key, f"must be a list of positive lengths such as [3, 5, 10], got {value!r}")
     sampler = layer.get("sampler", {})
     if sampler:
         kind = sampler.get("type", "tpe")
@@ -385,7 +406,10 @@ def _build(fail, path: str, task: str, arch: str, preset: str, layers: list) -> 
     budget: dict[str, tuple[tuple, Any]] = {}
     sampler: dict[str, Any] = {"type": "tpe"}
     pruner: dict[str, Any] = {"type": "none"}
+    confirm: dict[str, tuple[tuple, Any]] = {}
     for where, layer in layers:
+        for name, value in layer.get("confirm", {}).items():
+            confirm[name] = (where + ("confirm", name), value)
         for name, entry in layer.get("space", {}).items():
             space[name] = (where + ("space", name), entry)
             fixed.pop(name, None)
@@ -421,13 +445,17 @@ def _build(fail, path: str, task: str, arch: str, preset: str, layers: list) -> 
                 fail(key, f"value {value!r} is invalid: {error}")
         params.append(Param(name, entry["type"], entry.get("low"), entry.get("high"), entry.get("step"),
                             entry.get("log", False), tuple(entry.get("choices", ()))))
+    if "train_lengths" in confirm and confirm["train_lengths"][1] and task != "addition":
+        fail(confirm["train_lengths"][0], f"only the addition task trains on chosen lengths, not {task}")
     if pruner["type"] == "median" and pruner.get("n_warmup_steps", 0) >= epochs:
         fail(("presets", preset, "pruner"), f"n_warmup_steps {pruner['n_warmup_steps']} >= epochs {epochs}: "
              "nothing could ever be pruned; lower n_warmup_steps")
     return StudySpec(path=path, task=task, arch=arch, preset=preset, space=tuple(params),
                      fixed=tuple(sorted(fixed_values.items())), trials=budget["trials"][1], epochs=epochs,
                      timeout=float(budget.get("timeout", (None, 0))[1]), sampler=tuple(sorted(sampler.items())),
-                     pruner=tuple(sorted(pruner.items())))
+                     pruner=tuple(sorted(pruner.items())), confirm_seeds=confirm.get("seeds", (None, 0))[1],
+                     confirm_lengths=tuple(confirm.get("train_lengths", (None, ()))[1]),
+                     confirm_epochs=confirm.get("epochs", (None, 0))[1])
 
 
 def studies_dir() -> Path:

@@ -65,10 +65,29 @@ def _metrics(task: str, arch: str, config: TrainConfig, rng: random.Random, epoc
     return out, final
 
 
+def _confirm(store, create, study, task, arch, parent, seeds, lengths) -> None:
+    """Confirmation runs of the study's best completed trial, as ``rnnbench confirm`` tags them."""
+    from benchmark.confirm import TAG_CONFIRM_LENGTH, TAG_CONFIRM_OF, confirm_seeds
+
+    trials = [(rid, r) for rid, r in store.runs.items() if r["tags"].get(TAG_STUDY) == study
+              and r["tags"].get(TAG_TRIAL_STATE) == "COMPLETE"]
+    best_id, best = min(trials, key=lambda item: (-item[1]["final"]["best_val_acc"],
+                                                  item[1]["final"]["best_val_loss"], item[0]))
+    for length in (None, *lengths):
+        for seed in confirm_seeds(seeds):
+            config = best["config"].replace(seed=seed, train_lengths=(length,) if length else ())
+            tags = {TAG_SUITE: "confirm", TAG_ROLE: "confirm", TAG_STUDY: study, TAG_CONFIRM_OF: best_id}
+            if length:
+                tags[TAG_CONFIRM_LENGTH] = str(length)
+            create(task, config, tags, "FINISHED", parent=parent)
+
+
 def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), trials: int = 6, seed: int = 0,
-                epochs: int = 4, iterations: int = 5, reproduce: bool = True, extra_runs: int = 0) -> FakeStore:
+                epochs: int = 4, iterations: int = 5, reproduce: bool = True, extra_runs: int = 0,
+                confirm_seeds: int = 0, confirm_lengths: tuple[int, ...] = ()) -> FakeStore:
     """Studies of `trials` trials per task x arch: trial 1 pruned, trial 2 failed (both 'better' than any
-    completed one), the rest complete; optional reproduce runs and standalone train runs."""
+    completed one), the rest complete; optional seed confirmations of each study's best trial (also
+    trained on single lengths, addition), reproduce runs and standalone train runs."""
     from mlflow import MlflowClient
     from mlflow.entities import Param, RunTag
 
@@ -111,6 +130,9 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
                 tags = {TAG_SUITE: "tune", TAG_ROLE: "trial", TAG_STUDY: study, TAG_TRIAL: str(number),
                         TAG_TRIAL_STATE: state}
                 create(task, config, tags, status, stop_epoch=stop, boost=boost, parent=parent)
+            if confirm_seeds:
+                _confirm(store, create, study, task, arch, parent, confirm_seeds,
+                         confirm_lengths if task == "addition" else ())
             for i in range(extra_runs):
                 config = base.replace(seed=100 + i, hidden_size=rng.choice([16, 32]))
                 create(task, config, {TAG_SUITE: "train", TAG_ROLE: "run"}, "FINISHED")

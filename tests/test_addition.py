@@ -36,7 +36,10 @@ def test_task_splits_follow_config():
     config = tiny_config("addition", train_lengths=(3,), max_train_length=6, eval_lengths=(9, 12))
     task = AdditionTask(config, "cpu")
     assert set(task.splits["train"][2].tolist()) == {3}
+    # Validation comes from the training distribution: a length-3 model is chosen without seeing other lengths.
+    assert set(task.splits["val"][2].tolist()) == {3}
     assert task.test_lengths == [1, 2, 3, 4, 5, 6, 9, 12]
+    assert set(AdditionTask(config.replace(train_lengths=()), "cpu").splits["val"][2].tolist()) == set(range(1, 7))
     same = AdditionTask(config.replace(seed=5), "cpu")
     # The test set is shared by every run; training data follows the seed.
     assert torch.equal(same.splits["test"][0], task.splits["test"][0])
@@ -94,3 +97,11 @@ def test_padding_changes_neither_loss_nor_outputs(arch, loss):
     out_tight, out_loose = model(x, lengths), model(padded_x, lengths)
     for i, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(out_tight[i, :n], out_loose[i, :n])
+
+
+def test_validation_accuracy_is_over_the_training_lengths():
+    config = tiny_config("addition", train_lengths=(3,), max_train_length=6, eval_lengths=(9,))
+    val = AdditionTask(config, "cpu").evaluate(OracleAdder(flip_length=5), "val", "ce")
+    assert val["acc"] == 1.0 and set(val["bit_acc_by_len"]) == {3}  # the flipped length 5 is not validated
+    beyond = AdditionTask(config.replace(train_lengths=(9,)), "cpu").evaluate(OracleAdder(flip_length=9), "val", "ce")
+    assert beyond["acc"] == pytest.approx(8 / 9)  # bit 0 of each length-9 string flipped

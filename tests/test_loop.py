@@ -1,4 +1,4 @@
-"""The explicit cell loop computes what nn.RNN / nn.LSTM / nn.GRU compute, from the same parameters."""
+"""The explicit cell loop and the oneDNN-off path compute what nn.RNN / nn.LSTM / nn.GRU compute, same parameters."""
 
 import pytest
 import torch
@@ -9,10 +9,10 @@ from benchmark.models import ARCHITECTURES, READOUTS, RecurrentModel
 LENGTHS = torch.tensor([7, 3, 1, 5, 7, 2])  # right padding; unsorted, as packing allows
 
 
-def _pair(arch, num_layers, readout, input_size=3, hidden=5, output=4):
+def _pair(arch, num_layers, readout, input_size=3, hidden=5, output=4, impl="loop"):
     torch.manual_seed(0)
     native = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl="native")
-    loop = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl="loop")
+    loop = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl=impl)
     loop.load_state_dict(native.state_dict())  # same names and shapes: checkpoints move between impls
     return native, loop
 
@@ -32,8 +32,9 @@ def _outputs_and_grads(model, x, lengths, readout):
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("readout", READOUTS)
-def test_loop_matches_native_outputs_and_gradients(arch, num_layers, padded, readout):
-    native, loop = _pair(arch, num_layers, readout)
+@pytest.mark.parametrize("impl", ["loop", "aten"])
+def test_impl_matches_native_outputs_and_gradients(arch, num_layers, padded, readout, impl):
+    native, loop = _pair(arch, num_layers, readout, impl=impl)
     x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 3)
     lengths = LENGTHS if padded else None
     out_native, grads_native, x_grad_native = _outputs_and_grads(native, x, lengths, readout)
@@ -82,6 +83,19 @@ def test_auto_resolves_per_device_cell_size_and_mode():
     assert explicit.resolved_impl(torch.device("cuda"), training=False) == "loop"
 
 
+def test_aten_switches_onednn_off_for_its_call_only(monkeypatch):
+    model = RecurrentModel("lstm", 3, 5, 2, impl="aten")
+    seen = []
+    real = model.rnn.forward
+    monkeypatch.setattr(model.rnn, "forward", lambda x: seen.append(torch.backends.mkldnn.enabled) or real(x))
+    model(torch.randn(2, 4, 3)).sum().backward()
+    assert seen == [False] and torch.backends.mkldnn.enabled
+    monkeypatch.setattr(model.rnn, "forward", lambda x: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        model(torch.randn(2, 4, 3))
+    assert torch.backends.mkldnn.enabled  # restored on errors too
+
+
 def test_unknown_impl_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown impl 'fast'; valid: auto, native, loop"):
+    with pytest.raises(ConfigError, match="unknown impl 'fast'; valid: auto, native, aten, loop"):
         TrainConfig.for_task("mnist", "lstm", impl="fast")

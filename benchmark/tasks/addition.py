@@ -9,7 +9,8 @@ zeros and masked, so padding never counts in losses or metrics.
 
 Splits: ``train`` has ``train_size`` strings with lengths drawn uniformly from
 ``train_lengths`` (default 1..max_train_length); ``val`` has 50 strings per
-length 1..max_train_length; both follow ``config.seed``. ``test`` has 100
+training length (so a model trained on length 3 only is selected without seeing
+any other length); both follow ``config.seed``. ``test`` has 100
 strings per length 1..max_train_length plus 100 per generalisation length, and
 uses a fixed seed so that every run is scored on the same strings.
 """
@@ -66,7 +67,7 @@ class AdditionTask:
         rng = torch.Generator().manual_seed(config.seed)
         choices = torch.tensor(self.train_length_choices)
         train_lengths = choices[torch.randint(0, len(choices), (config.train_size or 10_000,), generator=rng)]
-        val_lengths = torch.tensor(in_range).repeat_interleave(VAL_PER_LENGTH)
+        val_lengths = torch.tensor(sorted(set(self.train_length_choices))).repeat_interleave(VAL_PER_LENGTH)
         test_lengths = torch.tensor(self.test_lengths).repeat_interleave(TEST_PER_LENGTH)
         self.splits = {
             "train": self._make(train_lengths, rng),
@@ -139,7 +140,8 @@ class AdditionTask:
         strings = (right_strings / counts.clamp(min=1)).tolist()
         bit_acc_by_len = {n: bits[n] for n in present}
         seq_acc_by_len = {n: strings[n] for n in present}
-        in_range_lengths = [n for n in present if n <= self.max_train_length]
+        # val holds the training lengths only, which may all lie past max_train_length (train_lengths=(30,)).
+        in_range_lengths = [n for n in present if n <= self.max_train_length] or present
         return {
             "loss": float(loss_sum / loss_count.clamp(min=1)),
             "acc": sum(bit_acc_by_len[n] for n in in_range_lengths) / len(in_range_lengths),

@@ -1,0 +1,205 @@
+"""Seed confirmation: retrain a study's best configuration with fresh seeds, to tell results from luck.
+
+Example: rnnbench confirm --task mnist --arch lstm --seeds 3
+
+- The configuration is the best completed trial's (by validation), read back from its MLflow run's
+  params, so a study file edited since does not change what is confirmed.
+- Seed ``CONFIRM_SEED_BASE + i`` (i = 1..N) changes the data split and the initialisation; the
+  trials all use the study's seed, so a confirmation never repeats one of them.
+- ``--epochs E`` trains the seeds longer than the trials were (a short tuning budget, then the
+  chosen configuration at full length; the learning-rate schedule stretches with it).
+- ``--train-length L`` (addition) retrains the same configuration on strings of length L only and
+  still tests on 1..20 plus the generalisation lengths: the notebook's fixed-length experiments.
+- Runs: in the study's experiment, nested under its parent run, tagged ``suite=confirm``,
+  ``role=confirm``, ``confirm_of=<trial run id>``. Re-running skips seeds that already have a
+  finished run for the same trial, length and epochs, so an interrupted confirmation resumes; a run that
+  crashes ends FAILED with its reason (Ctrl-C: KILLED, exit 130), never RUNNING.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+
+from .config import ConfigError, TrainConfig
+from .tracking import (
+    REGISTRY_MARK,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_SUITE,
+    RunTracker,
+    client_for,
+    mask_url,
+    resolve_tracking_uri,
+)
+
+CONFIRM_SEED_BASE = 1000
+TAG_CONFIRM_OF = "confirm_of"  # the MLflow run id of the trial whose configuration is retrained
+TAG_CONFIRM_LENGTH = "confirm_train_length"  # set only on fixed-length retrains (addition)
+
+
+@dataclass(frozen=True)
+class ConfirmRun:
+    seed: int
+    run_id: str
+    status: str  # FINISHED | FAILED | SKIPPED (already finished earlier)
+    test_acc: float | None
+    val_acc: float | None
+    error: str = ""
+
+
+def confirm_seeds(count: int) -> list[int]:
+    return [CONFIRM_SEED_BASE + i for i in range(1, count + 1)]
+
+
+def find_study(storage, task: str, arch: str, preset: str | None = None, study_name: str | None = None) -> str:
+    """The study to confirm: ``study_name``, else ``<task>-<arch>-<preset>``, else the only ``<task>-<arch>-*``."""
+    import optuna
+
+    names = [n for n in optuna.get_all_study_names(storage) if REGISTRY_MARK not in n]
+    if study_name:
+        if study_name not in names:
+            raise ConfigError(f"no study {study_name!r} in the storage; it has: {', '.join(sorted(names)) or 'none'}")
+        return study_name
+    if preset:
+        wanted = f"{task}-{arch}-{preset}"
+        if wanted not in names:
+            raise ConfigError(f"no study {wanted!r} in the storage; run `rnnbench tune studies/{task}.toml "
+                              f"--arch {arch} --preset {preset}` first")
+        return wanted
+    matches = sorted(n for n in names if n.startswith(f"{task}-{arch}-"))
+    if not matches:
+        raise ConfigError(f"no {task} study for {arch} in the storage; run `rnnbench tune studies/{task}.toml "
+                          f"--arch {arch}` first, or pass --study-name")
+    if len(matches) > 1:
+        raise ConfigError(f"several {task} studies for {arch} ({', '.join(matches)}); choose one with --preset or "
+                          "--study-name")
+    return matches[0]
+
+
+def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, study_name: str | None = None,
+            storage: str | None = None, tracking_uri: str | None = None, train_length: int | None = None,
+            epochs: int | None = None, threads: int = 0, quiet: bool = False,
+            task_data: dict | None = None) -> list[ConfirmRun]:
+    """Retrain the study's best trial with ``seeds`` fresh seeds (optionally on one length); one run each."""
+    import optuna
+
+    from .train import fit
+    from .tuning import ATTR_PARENT, best_trial, make_storage, resolve_storage_url
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if train_length is not None and (task != "addition" or train_length < 1):
+        raise ConfigError(f"--train-length needs the addition task and a length >= 1, got {task} / {train_length}")
+    tracking_uri = resolve_tracking_uri(tracking_uri)
+    storage_url = resolve_storage_url(storage, tracking_uri)
+    storage_obj = make_storage(storage_url, tracking_uri)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = find_study(storage_obj, task, arch, preset, study_name)
+    study = optuna.load_study(study_name=name, storage=storage_obj)
+    best = best_trial(study)
+    if best is None or not best.user_attrs.get("mlflow_run_id"):
+        raise ConfigError(f"study {name!r} has no completed trial with a run to confirm; let it finish a trial first")
+    client = client_for(tracking_uri)
+    trial_run = client.get_run(best.user_attrs["mlflow_run_id"])
+    base = TrainConfig.from_params(trial_run.data.params)
+    if train_length is not None:
+        base = base.replace(train_lengths=(train_length,))
+    if epochs:
+        base = base.replace(epochs=epochs)
+    if threads:
+        base = base.replace(threads=threads)
+    parent = study.user_attrs.get(ATTR_PARENT)
+    done = finished_confirmations(client, trial_run.info.experiment_id, trial_run.info.run_id, train_length,
+                                  base.epochs)
+    where = (f" on length {train_length} only" if train_length else "") + f", {base.epochs} epochs"
+    if not quiet:
+        print(f"confirm {name} trial {best.number} (val {100 * best.value:.2f}%){where}: seeds "
+              f"{', '.join(map(str, confirm_seeds(seeds)))}; storage {mask_url(storage_url)}", flush=True)
+    if task == "mnist" and task_data is None:
+        from .data import load_mnist
+
+        task_data = load_mnist()  # once for every seed
+    results = []
+    for seed in confirm_seeds(seeds):
+        if seed in done:
+            run = done[seed]
+            results.append(ConfirmRun(seed, run.info.run_id, "SKIPPED", run.data.metrics.get("test_acc"),
+                                      run.data.metrics.get("best_val_acc")))
+            continue
+        config = base.replace(seed=seed)
+        tags = {TAG_SUITE: "confirm", TAG_ROLE: "confirm", TAG_STUDY: name, TAG_CONFIRM_OF: trial_run.info.run_id,
+                "confirm_of_trial": str(best.number)}
+        if train_length is not None:
+            tags[TAG_CONFIRM_LENGTH] = str(train_length)
+        suffix = f"-len{train_length}" if train_length else ""
+        tracker = RunTracker.start(config, experiment=_experiment_name(client, trial_run), tags=tags,
+                                   parent_run_id=parent, run_name=f"{name}/confirm{suffix}-seed{seed}", client=client)
+        try:
+            result = fit(config, tracker=tracker, quiet=True, task_data=task_data)
+        except KeyboardInterrupt:
+            tracker.finish("KILLED", error="interrupted (KeyboardInterrupt); re-run to resume")
+            raise
+        except Exception as error:  # one bad seed (a diverged loss) is a result too; the others still run
+            message = f"{type(error).__name__}: {error}"
+            tracker.finish("FAILED", error=message)
+            results.append(ConfirmRun(seed, tracker.run_id, "FAILED", None, None, message))
+            if not quiet:
+                print(f"  seed {seed}: FAILED {message}", file=sys.stderr, flush=True)
+            continue
+        tracker.finish("FINISHED")
+        results.append(ConfirmRun(seed, tracker.run_id, "FINISHED", result.test["acc"], result.val["acc"]))
+        if not quiet:
+            print(f"  seed {seed}: test {100 * result.test['acc']:.2f}%  val {100 * result.val['acc']:.2f}%  "
+                  f"run {tracker.run_id}", flush=True)
+    if not quiet:
+        print(f"confirm {name}{where}: {summary_line(results)}", flush=True)
+    return results
+
+
+def finished_confirmations(client, experiment_id: str, trial_run_id: str, train_length: int | None,
+                           epochs: int) -> dict:
+    """Seed -> FINISHED confirmation run of this trial, length and epochs, for resuming."""
+    filters = [f"tags.{TAG_CONFIRM_OF} = '{trial_run_id}'", "attributes.status = 'FINISHED'"]
+    runs = client.search_runs([experiment_id], " and ".join(filters), max_results=1000)
+    wanted = str(train_length) if train_length is not None else None
+    return {int(r.data.tags.get("seed", -1)): r for r in runs if r.data.tags.get(TAG_CONFIRM_LENGTH) == wanted
+            and r.data.params.get("epochs") == str(epochs)}
+
+
+def _experiment_name(client, run) -> str:
+    return client.get_experiment(run.info.experiment_id).name
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def within_noise(a: list[float], b: list[float]) -> tuple[bool, float, float]:
+    """(within noise?, |difference of means|, two standard errors of that difference), from per-seed values.
+
+    Two standard errors is a rough 95 % band; with 3 seeds the standard deviations are rough too, so a
+    difference inside it is reported as not resolved, not as equal.
+    """
+    (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
+    band = 2 * math.sqrt(std_a ** 2 / len(a) + std_b ** 2 / len(b))
+    return abs(mean_a - mean_b) <= band, abs(mean_a - mean_b), band
+
+
+def summary_line(results: list[ConfirmRun]) -> str:
+    accs = [r.test_acc for r in results if r.test_acc is not None]
+    failed = sum(r.status == "FAILED" for r in results)
+    if not accs:
+        return f"no finished seed ({failed} failed)"
+    mean, std = mean_std(accs)
+    return (f"test {100 * mean:.2f} ± {100 * std:.2f}% over {len(accs)} seed(s)"
+            + (f", {failed} failed" if failed else ""))
+
+
+__all__ = ["CONFIRM_SEED_BASE", "ConfirmRun", "TAG_CONFIRM_LENGTH", "TAG_CONFIRM_OF", "confirm", "confirm_seeds",
+           "find_study", "mean_std", "within_noise"]

@@ -1,0 +1,118 @@
+"""Seed confirmation: the best trial's config retrained with fresh seeds, nested under the study, resumable."""
+
+import pytest
+from test_tuning import TINY, load, runs, study_file
+
+from benchmark import cli, confirm
+from benchmark.config import ConfigError, TrainConfig
+from benchmark.tracking import client_for
+
+
+@pytest.fixture
+def tuned(tmp_path, tracking_uri):
+    assert cli.main(["tune", study_file(tmp_path, epochs=1, train_size=100), "--arch", "gru",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    return load(tmp_path)
+
+
+def test_confirm_retrains_the_best_trial_with_fresh_seeds_under_the_study(tuned, tracking_uri, capsys):
+    assert cli.main(["confirm", "--task", "addition", "--arch", "gru", "--seeds", "2",
+                     "--tracking-uri", tracking_uri]) == 0
+    out = capsys.readouterr().out
+    best = max((t for t in tuned.trials if t.value is not None), key=lambda t: t.value)
+    client = client_for(tracking_uri)
+    trial_run = client.get_run(best.user_attrs["mlflow_run_id"])
+    made = runs(tracking_uri, "confirm")
+    assert sorted(int(r.data.tags["seed"]) for r in made) == confirm.confirm_seeds(2)
+    parent = tuned.user_attrs["mlflow_parent_run_id"]
+    for run in made:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["suite"] == "confirm" and run.data.tags["study_name"] == "addition-gru-quick"
+        assert run.data.tags["confirm_of"] == trial_run.info.run_id
+        assert run.data.tags["mlflow.parentRunId"] == parent
+        # Everything but the seed is the trial's configuration.
+        same = {k: v for k, v in run.data.params.items() if k != "seed"}
+        assert same == {k: v for k, v in trial_run.data.params.items() if k != "seed"}
+        assert "test_acc" in run.data.metrics
+    assert "over 2 seed(s)" in out
+
+
+def test_confirm_resumes_instead_of_repeating_seeds(tuned, tracking_uri):
+    confirm.confirm("addition", "gru", seeds=1, tracking_uri=tracking_uri, quiet=True)
+    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri, quiet=True)
+    assert [r.status for r in results] == ["SKIPPED", "FINISHED"]
+    assert len(runs(tracking_uri, "confirm")) == 2
+
+
+def test_fixed_length_confirmation_trains_on_that_length_only(tuned, tracking_uri):
+    results = confirm.confirm("addition", "gru", seeds=1, tracking_uri=tracking_uri, train_length=3, quiet=True)
+    run = client_for(tracking_uri).get_run(results[0].run_id)
+    assert run.data.params["train_lengths"] == "3" and run.data.tags["confirm_train_length"] == "3"
+    # A fixed-length run does not count as a seed of the all-lengths confirmation.
+    assert [r.status for r in confirm.confirm("addition", "gru", seeds=1, tracking_uri=tracking_uri,
+                                              quiet=True)] == ["FINISHED"]
+
+
+def test_a_crashing_seed_ends_failed_with_its_reason_and_the_next_seed_runs(tuned, tracking_uri, monkeypatch):
+    from benchmark import train
+
+    real_fit, calls = train.fit, []
+
+    def flaky(config, **kwargs):
+        calls.append(config.seed)
+        if len(calls) == 1:
+            raise train.NonFiniteLossError("training loss is nan at epoch 1")
+        return real_fit(config, **kwargs)
+
+    monkeypatch.setattr(train, "fit", flaky)
+    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri, quiet=True)
+    assert [r.status for r in results] == ["FAILED", "FINISHED"]
+    failed = client_for(tracking_uri).get_run(results[0].run_id)
+    assert failed.info.status == "FAILED" and "nan" in failed.data.tags["error"]
+
+
+def test_confirm_without_a_study_says_what_to_run(tmp_path, tracking_uri, capsys):
+    code = cli.main(["confirm", "--task", "mnist", "--arch", "lstm", "--tracking-uri", tracking_uri])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "no mnist study for lstm" in err and "rnnbench tune studies/mnist.toml --arch lstm" in err
+
+
+def test_several_studies_need_a_preset(tmp_path, tracking_uri):
+    path = study_file(tmp_path, epochs=1, train_size=100)
+    for preset in ("quick", "standard"):
+        assert cli.main(["tune", path, "--arch", "gru", "--preset", preset, "--tracking-uri", tracking_uri,
+                         "--quiet", "--trials", "1"]) == 0
+    with pytest.raises(ConfigError, match="several addition studies for gru"):
+        confirm.confirm("addition", "gru", seeds=1, tracking_uri=tracking_uri, quiet=True)
+    results = confirm.confirm("addition", "gru", seeds=1, preset="standard", tracking_uri=tracking_uri, quiet=True)
+    run = client_for(tracking_uri).get_run(results[0].run_id)
+    assert run.data.tags["study_name"] == "addition-gru-standard"
+
+
+def test_bench_confirms_each_study_when_asked(tmp_path, tracking_uri):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    text = TINY.format(pruner="none", epochs=1, train_size=100).replace(
+        "[presets.quick.budget]", "[presets.quick.confirm]\nseeds = 2\ntrain_lengths = [3]\n\n[presets.quick.budget]")
+    (studies / "addition.toml").write_text(text)
+    assert cli.main(["bench", "--preset", "quick", "--archs", "gru", "--tasks", "addition", "--studies-dir",
+                     str(studies), "--tracking-uri", tracking_uri, "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    made = runs(tracking_uri, "confirm")
+    assert len(made) == 4  # 2 seeds on lengths 1..6, 2 seeds on length 3 only
+    assert sorted(r.data.tags.get("confirm_train_length", "-") for r in made) == ["-", "-", "3", "3"]
+    assert "± " in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_config_round_trips_through_run_params():
+    config = TrainConfig.for_task("addition", "bigru", train_lengths=[3], eval_lengths=[30, 1000], dropout=0.1,
+                                  lr=3e-3, clip_grad=1.0)
+    assert TrainConfig.from_params(config.to_params()) == config
+
+
+def test_within_noise_uses_two_standard_errors():
+    same, diff, band = confirm.within_noise([0.990, 0.992, 0.991], [0.989, 0.991, 0.993])
+    assert same and diff == pytest.approx(0.0) and band > 0
+    apart, diff, band = confirm.within_noise([0.990, 0.991, 0.992], [0.980, 0.981, 0.982])
+    # Hand-computed: means 0.991 / 0.981, stds 0.001 each: band = 2 * sqrt(2 * 1e-6 / 3) = 0.001633.
+    assert not apart and diff == pytest.approx(0.010) and band == pytest.approx(0.0016330, rel=1e-4)
