@@ -308,7 +308,9 @@ def add_tuning_commands(commands) -> None:
     confirm.add_argument("--train-length", type=int, help="addition: train on this one length only (the notebook's "
                          "fixed-length experiments); tests still cover 1..20 and the generalisation lengths")
     confirm.add_argument("--epochs", type=int, help="train the seeds this long (default: as the trial)")
-    confirm.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    confirm.add_argument("--train-size", type=int, help="training examples of the seeds, 0 = all (default: as the "
+                         "trial)")
+    confirm.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
     _add_session_flags(confirm, workers=False)
     confirm.set_defaults(handler=cmd_confirm)
 
@@ -389,7 +391,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for length in (None, *spec.confirm_lengths):
                 confirm(spec.task, spec.arch, seeds=seeds, study_name=result.study_name, storage=args.storage,
                         tracking_uri=args.tracking_uri, train_length=length, epochs=spec.confirm_epochs or None,
-                        quiet=args.quiet)
+                        train_size=spec.confirm_train_size, quiet=args.quiet)
     print("\n| study | trials (complete/pruned/fail) | best val acc % | its test acc % | minutes | best params |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in results:
@@ -410,7 +412,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     _warn_password_on_argv(args)
     confirm(args.task, args.arch, seeds=args.seeds, preset=args.preset, study_name=args.study_name,
             storage=args.storage, tracking_uri=args.tracking_uri, train_length=args.train_length,
-            epochs=args.epochs, threads=args.threads, quiet=args.quiet)
+            epochs=args.epochs, train_size=args.train_size, threads=args.threads, quiet=args.quiet)
     return 0
 
 

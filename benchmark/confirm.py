@@ -6,13 +6,16 @@ Example: rnnbench confirm --task mnist --arch lstm --seeds 3
   params, so a study file edited since does not change what is confirmed.
 - Seed ``CONFIRM_SEED_BASE + i`` (i = 1..N) changes the data split and the initialisation; the
   trials all use the study's seed, so a confirmation never repeats one of them.
-- ``--epochs E`` trains the seeds longer than the trials were (a short tuning budget, then the
-  chosen configuration at full length; the learning-rate schedule stretches with it).
+- ``--epochs E`` / ``--train-size N`` train the seeds longer / on more data than the trials were (a
+  short tuning budget, then the chosen configuration in full; the learning-rate schedule stretches
+  with it). ``--train-size 0`` is the whole training set.
+- The best trial is ``tuning.best_trial``'s: highest validation accuracy, ties to the lower validation
+  loss, then the earlier trial; the report picks the same one.
 - ``--train-length L`` (addition) retrains the same configuration on strings of length L only and
   still tests on 1..20 plus the generalisation lengths: the notebook's fixed-length experiments.
 - Runs: in the study's experiment, nested under its parent run, tagged ``suite=confirm``,
   ``role=confirm``, ``confirm_of=<trial run id>``. Re-running skips seeds that already have a
-  finished run for the same trial, length and epochs, so an interrupted confirmation resumes; a run that
+  finished run for the same trial, length, epochs and training size, so an interrupted confirmation resumes; a run that
   crashes ends FAILED with its reason (Ctrl-C: KILLED, exit 130), never RUNNING.
 """
 
@@ -81,7 +84,7 @@ def find_study(storage, task: str, arch: str, preset: str | None = None, study_n
 
 def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, study_name: str | None = None,
             storage: str | None = None, tracking_uri: str | None = None, train_length: int | None = None,
-            epochs: int | None = None, threads: int = 0, quiet: bool = False,
+            epochs: int | None = None, train_size: int | None = None, threads: int = 0, quiet: bool = False,
             task_data: dict | None = None) -> list[ConfirmRun]:
     """Retrain the study's best trial with ``seeds`` fresh seeds (optionally on one length); one run each."""
     import optuna
@@ -93,6 +96,8 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    if train_size is not None and train_size < 0:
+        raise ConfigError(f"--train-size must be >= 0 (0 = the whole training set), got {train_size}")
     if train_length is not None and (task != "addition" or train_length < 1):
         raise ConfigError(f"--train-length needs the addition task and a length >= 1, got {task} / {train_length}")
     tracking_uri = resolve_tracking_uri(tracking_uri)
@@ -111,12 +116,15 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         base = base.replace(train_lengths=(train_length,))
     if epochs:
         base = base.replace(epochs=epochs)
-    if threads:
-        base = base.replace(threads=threads)
+    if train_size is not None:
+        base = base.replace(train_size=train_size)
+    # Not the trial's threads: a worker of N had cores // N; the seeds run one at a time.
+    base = base.replace(threads=threads)
     parent = study.user_attrs.get(ATTR_PARENT)
     done = finished_confirmations(client, trial_run.info.experiment_id, trial_run.info.run_id, train_length,
-                                  base.epochs)
-    where = (f" on length {train_length} only" if train_length else "") + f", {base.epochs} epochs"
+                                  base)
+    size = f", {base.train_size} examples" if base.train_size else ", all training examples"
+    where = (f" on length {train_length} only" if train_length else "") + f", {base.epochs} epochs{size}"
     if not quiet:
         print(f"confirm {name} trial {best.number} (val {100 * best.value:.2f}%){where}: seeds "
               f"{', '.join(map(str, confirm_seeds(seeds)))}; storage {mask_url(storage_url)}", flush=True)
@@ -162,13 +170,14 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
 
 
 def finished_confirmations(client, experiment_id: str, trial_run_id: str, train_length: int | None,
-                           epochs: int) -> dict:
-    """Seed -> FINISHED confirmation run of this trial, length and epochs, for resuming."""
+                           config: TrainConfig) -> dict:
+    """Seed -> FINISHED confirmation run of this trial, length, epochs and training size, for resuming."""
     filters = [f"tags.{TAG_CONFIRM_OF} = '{trial_run_id}'", "attributes.status = 'FINISHED'"]
     runs = client.search_runs([experiment_id], " and ".join(filters), max_results=1000)
     wanted = str(train_length) if train_length is not None else None
     return {int(r.data.tags.get("seed", -1)): r for r in runs if r.data.tags.get(TAG_CONFIRM_LENGTH) == wanted
-            and r.data.params.get("epochs") == str(epochs)}
+            and r.data.params.get("epochs") == str(config.epochs)
+            and r.data.params.get("train_size") == str(config.train_size)}
 
 
 def _experiment_name(client, run) -> str:
@@ -180,15 +189,34 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def within_noise(a: list[float], b: list[float]) -> tuple[bool, float, float]:
-    """(within noise?, |difference of means|, two standard errors of that difference), from per-seed values.
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (a table: scipy is not a dependency).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000}
 
-    Two standard errors is a rough 95 % band; with 3 seeds the standard deviations are rough too, so a
-    difference inside it is reported as not resolved, not as equal.
+
+def t_975(df: float) -> float:
+    """The table's quantile at the largest tabulated df not above ``df`` (conservative); 1.96 past 60."""
+    if df >= 120:
+        return 1.96
+    return T_975[max(k for k in T_975 if k <= max(df, 1))]
+
+
+def within_noise(a: list[float], b: list[float]) -> tuple[bool, float, float]:
+    """(within noise?, |difference of means|, half-width of its 95 % Welch t interval), from per-seed values.
+
+    Within noise = the interval contains zero: the seeds cannot tell the two apart. With 3 seeds each the
+    interval is wide (t ~ 2.8-4.3), as it should be. Both spreads zero: only an exact tie is within noise.
     """
     (mean_a, std_a), (mean_b, std_b) = mean_std(a), mean_std(b)
-    band = 2 * math.sqrt(std_a ** 2 / len(a) + std_b ** 2 / len(b))
-    return abs(mean_a - mean_b) <= band, abs(mean_a - mean_b), band
+    var_a, var_b = std_a ** 2 / len(a), std_b ** 2 / len(b)
+    diff = abs(mean_a - mean_b)
+    if var_a + var_b == 0:
+        return diff == 0, diff, 0.0
+    # Welch-Satterthwaite degrees of freedom; a group of one seed contributes no variance and no df.
+    terms = [v ** 2 / (len(x) - 1) for v, x in ((var_a, a), (var_b, b)) if len(x) > 1 and v > 0]
+    df = (var_a + var_b) ** 2 / sum(terms) if terms else 1
+    band = t_975(df) * math.sqrt(var_a + var_b)
+    return diff <= band, diff, band
 
 
 def summary_line(results: list[ConfirmRun]) -> str:
@@ -202,4 +230,4 @@ def summary_line(results: list[ConfirmRun]) -> str:
 
 
 __all__ = ["CONFIRM_SEED_BASE", "ConfirmRun", "TAG_CONFIRM_LENGTH", "TAG_CONFIRM_OF", "confirm", "confirm_seeds",
-           "find_study", "mean_std", "within_noise"]
+           "find_study", "mean_std", "t_975", "within_noise"]

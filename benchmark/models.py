@@ -108,7 +108,8 @@ class RecurrentModel(nn.Module):
         return self.head(self.dropout(output))
 
     def _without_onednn(self, x):
-        # The autograd graph records the ATen kernels chosen here, so backward runs them too.
+        # The autograd graph records the ATen kernels chosen here, so backward runs them too. The flag is
+        # process-wide: fine for rnnbench's one training thread per process, not for threaded callers.
         previous = torch.backends.mkldnn.enabled
         torch.backends.mkldnn.enabled = False
         try:

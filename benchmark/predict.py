@@ -227,7 +227,8 @@ def best_mnist_run(client) -> tuple[str, dict] | None:
 
     experiments = [e.name for e in client.search_experiments()]
     runs = _search(client, experiments, "tags.task = 'mnist' and attributes.status = 'FINISHED'")
-    runs = [r for r in runs if "best_val_acc" in r.data.metrics and r.data.tags.get("role") != "study"]
+    # Trials and plain runs; not study parents, nor seed confirmations (each validated on its own split).
+    runs = [r for r in runs if "best_val_acc" in r.data.metrics and r.data.tags.get("role") not in ("study", "confirm")]
     if not runs:
         return None
     best = max(runs, key=lambda r: (r.data.metrics["best_val_acc"], -r.data.metrics.get("best_val_loss", 0.0)))

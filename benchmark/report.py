@@ -16,8 +16,9 @@ fixed precision: the same store gives byte-identical markdown, apart from the on
 
 Best trial per task x architecture: the highest ``best_val_acc`` among trial runs with
 ``optuna.state=COMPLETE`` and status FINISHED (never a pruned or failed one); ties go to the lower
-``best_val_loss``, then the smaller run id. Where an architecture has no trials, its best finished
-``rnnbench train`` run stands in, marked "run". Test numbers are reported for the chosen run only.
+``best_val_loss``, then the earlier trial, then the smaller run id (``tuning.best_trial``'s order, so
+the report shows the trial that ``rnnbench confirm`` retrains). Where an architecture has no trials, its
+best finished ``rnnbench train`` run stands in, marked "run". Test numbers are reported for the chosen run only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import platform
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,12 +272,16 @@ def _short(path) -> str:
 
 
 def _rank(run: RunRecord) -> tuple:
+    """The order of ``tuning.best_trial`` (so seeds, champion and report agree), then run id across studies."""
     loss = run.metric("best_val_loss")
-    return (-run.metric("best_val_acc"), loss if loss is not None else math.inf, run.run_id)
+    number = run.trial_number
+    return (-run.metric("best_val_acc"), loss if loss is not None else math.inf,
+            number if number is not None else math.inf, run.run_id)
 
 
 def best_of(runs: Iterable[RunRecord]) -> RunRecord | None:
-    """Highest best_val_acc; ties: lower best_val_loss, then run id. Only completed, finished runs count."""
+    """Highest best_val_acc; ties: lower best_val_loss, earlier trial, then run id. Only completed, finished
+    runs count."""
     eligible = [r for r in runs if r.status == "FINISHED" and r.metric("best_val_acc") is not None
                 and (r.role != "trial" or r.tags.get(TAG_TRIAL_STATE) == "COMPLETE")]
     return min(eligible, key=_rank) if eligible else None
@@ -311,11 +316,21 @@ def trial_counts(snap: Snapshot, task: str, arch: str) -> dict[str, int] | None:
 
 
 def confirmations(snap: Snapshot, run: RunRecord, length: int | None = None) -> list[RunRecord]:
-    """Finished fresh-seed retrains of ``run`` (``rnnbench confirm``): on its own lengths, or on one length."""
+    """Finished fresh-seed retrains of ``run`` (``rnnbench confirm``), on its own lengths or on one length.
+
+    Seeds trained differently (other epochs or training size) are not pooled: the largest such group
+    counts (ties: more epochs). A seed run twice (two sessions racing) counts once, its latest run.
+    """
     wanted = None if length is None else str(length)
-    return [r for r in snap.runs if r.suite == "confirm" and r.status == "FINISHED"
-            and r.tags.get(TAG_CONFIRM_OF) == run.run_id and r.tags.get(TAG_CONFIRM_LENGTH) == wanted
-            and r.metric("test_acc") is not None]
+    groups: dict[tuple, dict[str, RunRecord]] = defaultdict(dict)
+    for r in sorted(snap.runs, key=lambda r: (r.start_time, r.run_id)):
+        if (r.suite == "confirm" and r.status == "FINISHED" and r.tags.get(TAG_CONFIRM_OF) == run.run_id
+                and r.tags.get(TAG_CONFIRM_LENGTH) == wanted and r.metric("test_acc") is not None):
+            groups[r.param("epochs"), r.param("train_size")][r.tags.get("seed", r.run_id)] = r
+    if not groups:
+        return []
+    chosen = max(groups, key=lambda key: (len(groups[key]), int(key[0]) if key[0].isdigit() else 0, key))
+    return [groups[chosen][seed] for seed in sorted(groups[chosen])]
 
 
 def seed_accs(snap: Snapshot, run: RunRecord | None, length: int | None = None) -> list[float]:
@@ -326,9 +341,11 @@ def seed_accs(snap: Snapshot, run: RunRecord | None, length: int | None = None) 
 
 
 def mean_pm(values: list[float]) -> str:
-    """'mean ± std (n)' in %, sample std; '—' without values."""
+    """'mean ± std (n)' in %, sample std; '—' without values; one value has no spread to show."""
     if not values:
         return "—"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f} (n=1)"
     mean, std = mean_std(values)
     return f"{100 * mean:.2f} ± {100 * std:.2f} ({len(values)})"
 
@@ -461,7 +478,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
 
 
 def noise_note(seeded: dict[str, list[float]]) -> str:
-    """Which architectures the seeds cannot separate from the best by seed mean (2 standard errors)."""
+    """Which architectures the seeds cannot separate from the best by seed mean (95 % Welch t interval)."""
     text = ("Seeds: the best trial's configuration retrained with fresh seeds (new split and initialisation; "
             "`rnnbench confirm`), test accuracy mean ± sample std.")
     scored = {arch: values for arch, values in seeded.items() if len(values) >= 2}
@@ -473,8 +490,10 @@ def noise_note(seeded: dict[str, list[float]]) -> str:
     for arch in (a for a in scored if a != top):
         same, diff, band = within_noise(scored[top], scored[arch])
         (close if same else apart).append(f"{arch} ({100 * diff:.2f} {'≤' if same else '>'} {100 * band:.2f})")
-    verdict = (f" **Within noise of {top}** (difference of means ≤ 2 standard errors, in points): "
-               f"{', '.join(close)}." if close else f" Every architecture is clear of {top} beyond noise.")
+    verdict = (f" **Within noise of {top}** (its difference of means lies inside the 95 % Welch t interval, "
+               "points: difference ≤ half-width): "
+               f"{', '.join(close)}." if close else f" Every architecture is clear of {top} beyond noise (95 % "
+               "Welch t interval).")
     if close and apart:
         verdict += f" Clear of it: {', '.join(apart)}."
     return text + verdict
@@ -547,8 +566,13 @@ def goals(snap: Snapshot, figures: Figures) -> str:
             if arch in long_archs:
                 at = [dict(snap.history(r.run_id, "test_seq_acc_by_len")).get(long_length) for r in seeds]
                 tested = [value for value in at if value is not None]
-                reached = (f"worst seed {pct(min(tested))}" if tested else
-                           f"length {long_length} not tested (add it to eval_lengths)")
+                trial_at = dict(snap.history(run.run_id, "test_seq_acc_by_len")).get(long_length)
+                if tested:
+                    reached = f"worst seed {pct(min(tested))}"
+                elif seeds or trial_at is None:
+                    reached = f"length {long_length} not tested (add it to eval_lengths)"
+                else:
+                    reached = f"best trial {pct(trial_at)} (no seeds)"
                 rows.append([f"addition {arch}: 100 % string acc at L={long_length}, trained on ≤ "
                              f"{run.param('max_train_length')}", reached,
                              _verdict(min(tested) >= 1 - 1e-9 if tested else None, len(tested)),
@@ -568,10 +592,13 @@ def goals(snap: Snapshot, figures: Figures) -> str:
                          f"{short_length}`)"])
     if not rows:
         return ""
-    missed = sum(row[2].startswith(("**no**", "no ")) for row in rows)
+    met = sum(row[2] == "**yes**" for row in rows)
+    missed = sum(row[2] == "**no**" for row in rows)
+    partial = sum(row[2].startswith(("yes (", "no (")) for row in rows)
     unmeasured = sum(row[2] == "not measured" for row in rows)
-    summary = (f"{len(rows) - missed - unmeasured} of {len(rows)} goals met, {missed} missed, {unmeasured} not "
-               "measured." if missed or unmeasured else f"All {len(rows)} goals met.")
+    summary = (f"All {len(rows)} goals met." if met == len(rows) else
+               f"{met} of {len(rows)} goals met, {missed} missed, {partial} on fewer than {GOAL_SEEDS} seeds, "
+               f"{unmeasured} not measured.")
     return "\n".join(["## Goals", "",
                       f"The reference goals (issue 8; means over {GOAL_SEEDS} seeds of the best configuration). "
                       + summary, "", table(["goal", "reached", "met?", "what was tried"], rows), ""])
@@ -960,7 +987,7 @@ def provenance(snap: Snapshot, figures: Figures) -> str:
         f"- Runs: {len(snap.runs)} (" + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + "; by suite: "
         + ", ".join(f"{k} {v}" for k, v in sorted(suites.items())) + ")",
         f"- Git commits of the runs (runs each): {values('git_commit')}",
-        f"- Wall time of the runs: {_span(snap.runs)}",
+        f"- First run start to last run end: {_span(snap.runs)}",
         f"- Preset: {values('preset', [r for r in snap.runs if r.role == 'study'])}",
         f"- Versions in the runs: python {values('python_version')}; torch {values('torch_version')}; "
         f"mlflow {values('mlflow_version')}; optuna {values('optuna_version')}; "
@@ -975,7 +1002,7 @@ def provenance(snap: Snapshot, figures: Figures) -> str:
 
 
 def _span(runs: list[RunRecord]) -> str:
-    """First run's start to last run's end: the wall time of the work in the store (sequential or not)."""
+    """First run's start to last run's end (includes any idle time between sessions)."""
     starts = [r.start_time for r in runs if r.start_time]
     ends = [r.end_time for r in runs if r.end_time]
     if not starts or not ends:

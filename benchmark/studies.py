@@ -12,7 +12,8 @@ Each layer may hold these tables (all optional except ``task`` at the top):
 - ``[budget]``  ``trials`` (finished trials the study should hold), ``epochs`` (per trial),
   ``timeout`` (seconds per session, 0 = none), ``train_size`` (training examples, 0 = task default).
 - ``[confirm]`` ``seeds`` (after the study, retrain its best configuration with this many fresh
-  seeds; 0 = none), ``epochs`` (train those seeds longer than the trials; 0 = as the trial) and,
+  seeds; 0 = none), ``epochs`` (train those seeds longer than the trials; 0 = as the trial),
+  ``train_size`` (their training examples, 0 = all; default as the trial) and,
   addition only, ``train_lengths`` (also retrain it on each single length, the notebook's
   fixed-length experiments); see ``benchmark.confirm``.
 - ``[sampler]`` ``type = "tpe"|"random"``, ``seed``, ``n_startup_trials``, ``multivariate``.
@@ -48,7 +49,7 @@ PRUNERS = {
     "none": set(),
 }
 BUDGET_KEYS = {"trials": int, "epochs": int, "timeout": float, "train_size": int}
-CONFIRM_KEYS = {"seeds", "epochs", "train_lengths"}
+CONFIRM_KEYS = {"seeds", "epochs", "train_size", "train_lengths"}
 LAYER_KEYS = {"space", "fixed", "budget", "sampler", "pruner", "confirm"}
 NOT_TUNABLE = {"task", "arch", "epochs"}  # set by the command and by the budget
 ENTRY_KEYS = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"},
@@ -97,6 +98,7 @@ class StudySpec:
     confirm_seeds: int = 0  # fresh-seed retrains of the best trial after the study (bench runs them)
     confirm_lengths: tuple[int, ...] = ()  # addition: also retrain the best trial on each single length
     confirm_epochs: int = 0  # epochs of those retrains; 0 = the trial's
+    confirm_train_size: int | None = None  # their training examples; None = the trial's, 0 = all
 
     @property
     def fixed_dict(self) -> dict[str, Any]:
@@ -119,6 +121,7 @@ class StudySpec:
                 "trials": self.trials, "epochs": self.epochs, "timeout": self.timeout,
                 "sampler": self.sampler_dict, "pruner": self.pruner_dict,
                 "confirm": {"seeds": self.confirm_seeds, "epochs": self.confirm_epochs,
+                            "train_size": self.confirm_train_size,
                             "train_lengths": list(self.confirm_lengths)}}
 
     def fingerprint(self) -> str:
@@ -292,7 +295,7 @@ def _check_layer(fail, where: tuple, layer: dict) -> None:
         key = where + ("confirm", name)
         if name not in CONFIRM_KEYS:
             fail(key, f"unknown confirm key; valid: {', '.join(sorted(CONFIRM_KEYS))}")
-        if name in ("seeds", "epochs"):
+        if name in ("seeds", "epochs", "train_size"):
             _check_number(fail, key, value, int)
             if value < 0:
                 fail(key, f"must be >= 0, got {value}")
@@ -455,7 +458,8 @@ def _build(fail, path: str, task: str, arch: str, preset: str, layers: list) -> 
                      timeout=float(budget.get("timeout", (None, 0))[1]), sampler=tuple(sorted(sampler.items())),
                      pruner=tuple(sorted(pruner.items())), confirm_seeds=confirm.get("seeds", (None, 0))[1],
                      confirm_lengths=tuple(confirm.get("train_lengths", (None, ()))[1]),
-                     confirm_epochs=confirm.get("epochs", (None, 0))[1])
+                     confirm_epochs=confirm.get("epochs", (None, 0))[1],
+                     confirm_train_size=confirm.get("train_size", (None, None))[1])
 
 
 def studies_dir() -> Path:

@@ -268,6 +268,7 @@ class Objective:
             raise TrialFailed(message) from error
         value = float(result.val["acc"])
         trial.set_user_attr("test_acc", float(result.test["acc"]))
+        trial.set_user_attr("val_loss", float(result.val["loss"]))  # breaks ties of value, as the report does
         trial.set_user_attr("best_epoch", result.best_epoch)
         tracker.set_tags({TAG_TRIAL_STATE: "COMPLETE"})
         tracker.finish("FINISHED")
@@ -491,10 +492,13 @@ def update_parent(client, parent_run_id: str, study) -> dict:
 
 
 def best_trial(study):
+    """Highest value; ties (common: many trials at 100 %) go to the lower validation loss, then the earlier
+    trial. The report, the parent run, the champion and ``rnnbench confirm`` all use this order."""
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    return min(complete, key=lambda t: (-t.value, t.user_attrs.get("val_loss", math.inf), t.number)) \
+        if complete else None
 
 
 def trial_counts(study) -> dict[str, int]:

@@ -72,7 +72,8 @@ def _confirm(store, create, study, task, arch, parent, seeds, lengths) -> None:
     trials = [(rid, r) for rid, r in store.runs.items() if r["tags"].get(TAG_STUDY) == study
               and r["tags"].get(TAG_TRIAL_STATE) == "COMPLETE"]
     best_id, best = min(trials, key=lambda item: (-item[1]["final"]["best_val_acc"],
-                                                  item[1]["final"]["best_val_loss"], item[0]))
+                                                  item[1]["final"]["best_val_loss"],
+                                                  int(item[1]["tags"][TAG_TRIAL]), item[0]))
     for length in (None, *lengths):
         for seed in confirm_seeds(seeds):
             config = best["config"].replace(seed=seed, train_lengths=(length,) if length else ())

@@ -30,9 +30,9 @@ def test_confirm_retrains_the_best_trial_with_fresh_seeds_under_the_study(tuned,
         assert run.data.tags["suite"] == "confirm" and run.data.tags["study_name"] == "addition-gru-quick"
         assert run.data.tags["confirm_of"] == trial_run.info.run_id
         assert run.data.tags["mlflow.parentRunId"] == parent
-        # Everything but the seed is the trial's configuration.
-        same = {k: v for k, v in run.data.params.items() if k != "seed"}
-        assert same == {k: v for k, v in trial_run.data.params.items() if k != "seed"}
+        # Everything but the seed (and the threads, torch's default unless --threads) is the trial's configuration.
+        same = {k: v for k, v in run.data.params.items() if k not in ("seed", "threads")}
+        assert same == {k: v for k, v in trial_run.data.params.items() if k not in ("seed", "threads")}
         assert "test_acc" in run.data.metrics
     assert "over 2 seed(s)" in out
 
@@ -94,13 +94,17 @@ def test_bench_confirms_each_study_when_asked(tmp_path, tracking_uri):
     studies = tmp_path / "studies"
     studies.mkdir()
     text = TINY.format(pruner="none", epochs=1, train_size=100).replace(
-        "[presets.quick.budget]", "[presets.quick.confirm]\nseeds = 2\ntrain_lengths = [3]\n\n[presets.quick.budget]")
+        "[presets.quick.budget]", "[presets.quick.confirm]\nseeds = 2\nepochs = 2\ntrain_size = 60\n"
+        "train_lengths = [3]\n\n[presets.quick.budget]")
     (studies / "addition.toml").write_text(text)
     assert cli.main(["bench", "--preset", "quick", "--archs", "gru", "--tasks", "addition", "--studies-dir",
                      str(studies), "--tracking-uri", tracking_uri, "--out", str(tmp_path / "rep"), "--quiet"]) == 0
     made = runs(tracking_uri, "confirm")
     assert len(made) == 4  # 2 seeds on lengths 1..6, 2 seeds on length 3 only
     assert sorted(r.data.tags.get("confirm_train_length", "-") for r in made) == ["-", "-", "3", "3"]
+    # [confirm] epochs and train_size apply; the seeds use torch's threads, not a worker's share.
+    assert {(r.data.params["epochs"], r.data.params["train_size"], r.data.params["threads"]) for r in made} == {
+        ("2", "60", "0")}
     assert "± " in (tmp_path / "rep" / "report.md").read_text()
 
 
@@ -110,9 +114,33 @@ def test_config_round_trips_through_run_params():
     assert TrainConfig.from_params(config.to_params()) == config
 
 
-def test_within_noise_uses_two_standard_errors():
+def test_within_noise_is_a_welch_t_interval():
     same, diff, band = confirm.within_noise([0.990, 0.992, 0.991], [0.989, 0.991, 0.993])
     assert same and diff == pytest.approx(0.0) and band > 0
     apart, diff, band = confirm.within_noise([0.990, 0.991, 0.992], [0.980, 0.981, 0.982])
-    # Hand-computed: means 0.991 / 0.981, stds 0.001 each: band = 2 * sqrt(2 * 1e-6 / 3) = 0.001633.
-    assert not apart and diff == pytest.approx(0.010) and band == pytest.approx(0.0016330, rel=1e-4)
+    # Hand-computed: stds 0.001 each, n = 3: se = sqrt(2 * 1e-6 / 3) = 8.165e-4, Welch df = 4, t = 2.776.
+    assert not apart and diff == pytest.approx(0.010) and band == pytest.approx(2.776 * 8.165e-4, rel=1e-3)
+    # 0.002 apart is inside that interval (0.00227): not resolved by 3 seeds.
+    assert confirm.within_noise([0.990, 0.991, 0.992], [0.988, 0.989, 0.990])[0]
+    assert confirm.within_noise([1.0, 1.0], [1.0, 1.0]) == (True, 0.0, 0.0)
+    assert not confirm.within_noise([1.0, 1.0], [0.99, 0.99])[0]  # no spread: any difference is real
+    assert confirm.t_975(4.0) == 2.776 and confirm.t_975(4.9) == 2.776 and confirm.t_975(500) == 1.96
+
+
+def test_best_trial_order_is_the_reports(tmp_path):
+    """Ties on validation accuracy (every trial at 100 %) go to the lower validation loss, then the earlier trial,
+    in Optuna's best_trial (what confirm retrains) and in the report's ranking alike."""
+    import optuna
+
+    from benchmark.report import RunRecord, best_of
+    from benchmark.tuning import best_trial
+
+    study = optuna.create_study(direction="maximize")
+    values = [(0, 1.0, 0.30), (1, 1.0, 0.10), (2, 0.99, 0.01), (3, 1.0, 0.10)]
+    for _number, value, loss in values:
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"val_loss": loss}))
+    records = [RunRecord(f"run-{9 - n}", "addition", "FINISHED", 0,
+                         {"role": "trial", "optuna.state": "COMPLETE", "trial_number": str(n)}, {},
+                         {"best_val_acc": v, "best_val_loss": loss}) for n, v, loss in values]
+    assert best_trial(study).number == 1
+    assert best_of(records).trial_number == 1  # not run-6 (trial 3), whose run id sorts first

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fake_store import build_store
 
-from benchmark import cli, report
+from benchmark import cli, confirm, report
 
 ARCHS = ("lstm", "gru", "bilstm")
 
@@ -42,7 +42,7 @@ def expected_best(store, task: str, arch: str) -> dict:
                 and r["tags"].get("role") == "trial" and r["tags"].get("optuna.state") == "COMPLETE"
                 and r["status"] == "FINISHED"]
     rid, run = min(eligible, key=lambda item: (-item[1]["final"]["best_val_acc"], item[1]["final"]["best_val_loss"],
-                                               item[0]))
+                                               int(item[1]["tags"]["trial_number"]), item[0]))
     return {"run_id": rid, **run}
 
 
@@ -249,8 +249,7 @@ def test_comparison_shows_seed_mean_and_std_and_flags_noise(confirmed):
             if arch == top:
                 continue
             a, b = seed_values(store, task, top), seed_values(store, task, arch)
-            band = 2 * (statistics.stdev(a) ** 2 / 3 + statistics.stdev(b) ** 2 / 3) ** 0.5
-            close = abs(means[top] - means[arch]) <= band
+            close = confirm.within_noise(a, b)[0]  # its arithmetic is checked by hand in test_confirm.py
             listed = section.split("Within noise of", 1)[1].split("Clear of it", 1)[0] if "Within noise of" in \
                 section else ""
             assert (f"{arch} (" in listed) == close, (arch, listed)
@@ -286,3 +285,18 @@ def test_length_section_draws_seed_means_and_fixed_length_runs(confirmed):
     for arch in ARCHS:
         assert f"| {arch} | 3 only | mean of 3 seeds |" in section
         assert f"| {arch} | 1..20 | mean of 3 seeds |" in section
+
+
+def test_seeds_of_other_epochs_are_not_pooled_and_a_repeated_seed_counts_once(confirmed):
+    from benchmark.report import RunRecord, Snapshot, confirmations
+
+    def record(run_id, seed, epochs, start, acc=0.9):
+        return RunRecord(run_id, "mnist", "FINISHED", start, {"suite": "confirm", "role": "confirm", "seed": seed,
+                                                              "confirm_of": "T"},
+                         {"epochs": epochs, "train_size": "0"}, {"test_acc": acc})
+
+    runs = [record("a", "1001", "12", 1), record("b", "1002", "12", 2), record("c", "1001", "5", 3),
+            record("d", "1001", "12", 4, acc=0.95)]
+    snap = Snapshot("sqlite://", ["mnist"], runs, {}, "")
+    chosen = confirmations(snap, RunRecord("T", "mnist", "FINISHED", 0, {}, {}, {}))
+    assert [r.run_id for r in chosen] == ["d", "b"]  # the 12-epoch group; seed 1001's latest run

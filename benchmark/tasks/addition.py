@@ -10,7 +10,9 @@ zeros and masked, so padding never counts in losses or metrics.
 Splits: ``train`` has ``train_size`` strings with lengths drawn uniformly from
 ``train_lengths`` (default 1..max_train_length); ``val`` has 50 strings per
 training length (so a model trained on length 3 only is selected without seeing
-any other length); both follow ``config.seed``. ``test`` has 100
+any other length; at length 3 there are only 16 operand pairs, so that validation
+set repeats training strings: it measures fit, not generalisation, which only the
+test set does); both follow ``config.seed``. ``test`` has 100
 strings per length 1..max_train_length plus 100 per generalisation length, and
 uses a fixed seed so that every run is scored on the same strings.
 """
