@@ -6,9 +6,12 @@ Example: rnnbench train --task addition --arch lstm --hidden-size 10 --lr 0.01 -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import typing
 
 from .config import TASK_DEFAULTS, ConfigError, TrainConfig
@@ -471,11 +474,30 @@ def cmd_server(args: argparse.Namespace) -> int:
                  host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, timeout, a scheduler stopping the job) ends a command the way Ctrl-C does: the running
+    trial is failed and its run closed, worker processes are told, nothing stays RUNNING."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
     except ConfigError as error:
         print(f"rnnbench {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ Registries need a database-backed store (the default SQLite store is one).
 
 from __future__ import annotations
 
+import time
+
 from .config import ConfigError
 from .tracking import CHECKPOINT_ARTIFACT, client_for
 
@@ -63,8 +65,23 @@ def register_champion(run_id: str, tracking_uri: str | None = None, name: str | 
         tags.update({"format": "rnnbench-checkpoint/1", "checkpoint": CHECKPOINT_ARTIFACT})
         version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{CHECKPOINT_FOLDER}",
                                               run_id=run_id, tags=tags)
-    client.set_registered_model_alias(name, alias, version.version)
+    _set_alias(client, name, alias, version.version)
     return {"name": name, "version": int(version.version), "alias": alias, "run_id": run_id, "created": created}
+
+
+def _set_alias(client, name: str, alias: str, version) -> None:
+    """Set (or move) the alias. Two sessions finishing at once may both insert it; on PostgreSQL the loser gets a
+    unique-key violation, and the retry then finds the alias and moves it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as error:
+            if attempt == 2 or not any(s in str(error) for s in ("UniqueViolation", "already exists", "UNIQUE")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, str | None]:

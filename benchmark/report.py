@@ -711,6 +711,10 @@ def _length_series(snap: Snapshot, run: RunRecord, length: int | None = None) ->
         "best trial"
 
 
+def _arch_key(arch: str) -> tuple:
+    return (ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER), arch)
+
+
 def _fixed_lengths(snap: Snapshot, run: RunRecord) -> list[int]:
     return sorted({int(r.tags[TAG_CONFIRM_LENGTH]) for r in snap.runs if r.suite == "confirm"
                    and r.tags.get(TAG_CONFIRM_OF) == run.run_id and r.tags.get(TAG_CONFIRM_LENGTH, "").isdigit()})
@@ -721,13 +725,14 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
     if "addition" not in _tasks(snap):
         return ""
     bits, seqs, train_max, fixed_bits, fixed_seqs = {}, {}, set(), {}, {}
-    rows = []
+    rows, regime = [], {}  # label -> (arch, training length or 0 for the 1..max runs), for line styles
     for arch in _archs(snap, "addition"):
         run = best_run(snap, "addition", arch)
         if run is None:
             continue
         bit, seq, what = _length_series(snap, run)
         bits[f"{arch} ({what})"], seqs[f"{arch} ({what})"] = bit, seq
+        regime[f"{arch} ({what})"] = (arch, 0)
         train_max.add(run.param("max_train_length"))
         span = f"1..{run.param('max_train_length')}"
         if bit:
@@ -739,6 +744,7 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
             if fbit:
                 label = f"{arch} trained on L={length} ({fwhat})"
                 fixed_bits[label], fixed_seqs[label] = fbit, fseq
+                regime[label] = (arch, length)
                 rows.append([arch, f"{length} only", fwhat, mean_pm(seed_accs(snap, run, length)),
                              str(fbit[-1][0]), pct(fbit[-1][1]), pct(dict(fseq).get(fbit[-1][0]))])
     if not any(bits.values()):
@@ -755,11 +761,17 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
     fig = accuracy_by_length(bits, seqs, longest, f"Addition: accuracy against string length, up to {reach}")
     out += [figures.image(fig, "addition_accuracy_by_length", "accuracy against length"), ""]
     if fixed_bits:
-        fixed_archs = {label.split(" ")[0] for label in fixed_bits}
-        both_bits = {**{k: v for k, v in bits.items() if k.split(" ")[0] in fixed_archs}, **fixed_bits}
+        fixed_archs = sorted({regime[label][0] for label in fixed_bits}, key=_arch_key)
+        both_bits = {**{k: v for k, v in bits.items() if regime[k][0] in fixed_archs}, **fixed_bits}
         both_seqs = {**{k: v for k, v in seqs.items() if k in both_bits}, **fixed_seqs}
+        # One colour per architecture, one dash pattern per training regime.
+        dashes = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
+        lengths = sorted({regime[label][1] for label in both_bits})
+        styles = {label: {"color": f"C{fixed_archs.index(regime[label][0]) % 10}",
+                          "ls": dashes[lengths.index(regime[label][1]) % len(dashes)]} for label in both_bits}
         fig = accuracy_by_length(both_bits, both_seqs, None,
-                                 "Addition: trained on one length only (the notebook's experiments) vs 1..20")
+                                 "Addition: trained on one length only (the notebook's experiments) vs 1..20",
+                                 styles=styles)
         out += ["The notebook's fixed-length experiments: the same configurations trained on strings of one "
                 "length only, tested on every length.", "",
                 figures.image(fig, "addition_fixed_length_by_length", "fixed-length training against length"), ""]

@@ -25,13 +25,18 @@ def _grid(ax) -> None:
     ax.grid(alpha=0.4)  # major ticks only: minor ticks triple the drawing time
 
 
-def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, title: str):
-    """Bit and whole-string accuracy against string length, one line per label, log-scaled lengths."""
+def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, title: str,
+                       styles: dict[str, dict] | None = None):
+    """Bit and whole-string accuracy against string length, one line per label, log-scaled lengths.
+
+    ``styles`` maps a label to matplotlib line keywords (e.g. one colour per architecture, one dash
+    pattern per training regime)."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharex=True)
     for ax, series, name in ((axes[0], bit, "bit accuracy (%)"), (axes[1], seq, "whole-string accuracy (%)")):
         for label, points in series.items():
             if points:
-                ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-", ms=3, lw=1.2, label=label)
+                style = {"marker": "o", "ms": 3, "lw": 1.2, **(styles or {}).get(label, {})}
+                ax.plot([p[0] for p in points], [100 * p[1] for p in points], label=label, **style)
         if max_train_length:
             ax.axvline(max_train_length, color="gray", ls="--", lw=0.8)
         ax.set(xscale="log", xlabel="string length L (log scale)", ylabel=name)

@@ -268,7 +268,7 @@ class Objective:
             raise TrialFailed(message) from error
         value = float(result.val["acc"])
         trial.set_user_attr("test_acc", float(result.test["acc"]))
-        trial.set_user_attr("val_loss", float(result.val["loss"]))  # breaks ties of value, as the report does
+        trial.set_user_attr("val_loss", float(result.val.get("loss", math.inf)))  # ties of value, as the report
         trial.set_user_attr("best_epoch", result.best_epoch)
         tracker.set_tags({TAG_TRIAL_STATE: "COMPLETE"})
         tracker.finish("FINISHED")
@@ -701,8 +701,9 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
 
         try:
             register_champion(best.user_attrs["mlflow_run_id"], tracking_uri)
-        except ConfigError as problem:  # e.g. a run without a checkpoint: the study itself still succeeded
-            print(f"study {name}: best model not registered: {problem}", file=sys.stderr)
+        except Exception as problem:  # no checkpoint, a registry error: the study itself still succeeded
+            print(f"study {name}: best model not registered: {type(problem).__name__}: {problem}".splitlines()[0],
+                  file=sys.stderr)
     return StudyResult(name, spec, parent, summary["counts"], best.value if best else None,
                        best.user_attrs.get("test_acc") if best else None, dict(best.params) if best else {},
                        best.user_attrs.get("mlflow_run_id") if best else None, time.perf_counter() - started, status)

@@ -2,10 +2,10 @@
 
 Example: python benchmarks/report_scale.py --runs 500 --store /tmp/report_scale
 
-Builds the store once (12 studies: 2 tasks x 6 architectures, each with pruned and failed trials,
-plus the notebook's reproduce runs; see tests/fake_store.py), reuses it when --store already holds
-one, then runs the real command in a fresh process `--repeat` times and prints the wall times, and
-a breakdown in CPU seconds (load, sections here, sections in the forked child).
+Builds the store once (12 studies: 2 tasks x 6 architectures, each with pruned and failed trials and
+3 seed confirmations of its best trial, plus the notebook's reproduce runs; see tests/fake_store.py),
+reuses it when --store already holds one, then runs the real command in a fresh process `--repeat`
+times and prints the wall times, and a breakdown in CPU seconds (load, sections here, sections in the forked child).
 """
 
 from __future__ import annotations
@@ -41,11 +41,14 @@ def main() -> int:
 
         (folder / "mlruns").mkdir(parents=True, exist_ok=True)
         studies = 2 * len(QUALITY)
-        trials = max(3, math.ceil((args.runs - 8) / studies) - 1)  # minus the parent run per study
+        # Per study: the parent run and 3 seed confirmations; addition also 3 seeds trained on length 3 only.
+        per_study = 1 + 3 + 3 * len(QUALITY) / studies
+        trials = max(3, math.ceil((args.runs - 8) / studies - per_study))
         start = time.perf_counter()
-        store = build_store(uri, trials=trials, epochs=args.epochs, iterations=args.iterations)
-        print(f"built {len(store.runs)} runs ({studies} studies x {trials} trials + parents + reproduce) "
-              f"in {time.perf_counter() - start:.0f} s under {folder}")
+        store = build_store(uri, trials=trials, epochs=args.epochs, iterations=args.iterations, confirm_seeds=3,
+                            confirm_lengths=(3,))
+        print(f"built {len(store.runs)} runs ({studies} studies x {trials} trials + parents + seed confirmations + "
+              f"reproduce) in {time.perf_counter() - start:.0f} s under {folder}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     times, cpu = [], []
     for i in range(args.repeat):

@@ -83,3 +83,30 @@ def test_bad_registrations(store):
         register_champion("f" * 32, uri)
     assert parse_reference("a-b@champion") == ("a-b", "champion", None)
     assert parse_reference("a-b/3") == ("a-b", None, "3")
+
+
+def test_alias_race_on_postgres_is_retried_not_fatal(monkeypatch):
+    """Two sessions registering at once: the loser's insert of the alias violates the unique key; it retries."""
+    from mlflow.exceptions import MlflowException
+
+    from benchmark import registry
+
+    calls = []
+
+    class Client:
+        def set_registered_model_alias(self, name, alias, version):
+            calls.append(version)
+            if len(calls) == 1:
+                raise MlflowException("(psycopg.errors.UniqueViolation) duplicate key value violates unique "
+                                      "constraint \"registered_model_alias_pk\"")
+
+    monkeypatch.setattr(registry.time, "sleep", lambda seconds: None)
+    registry._set_alias(Client(), "addition-gru", "champion", "3")
+    assert calls == ["3", "3"]
+
+    class Broken:
+        def set_registered_model_alias(self, name, alias, version):
+            raise MlflowException("RESOURCE_DOES_NOT_EXIST: no model")
+
+    with pytest.raises(MlflowException, match="no model"):  # other errors are not swallowed
+        registry._set_alias(Broken(), "addition-gru", "champion", "3")

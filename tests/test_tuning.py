@@ -232,6 +232,18 @@ def test_ctrl_c_fails_trial_kills_runs_exits_130_and_resumes(tmp_path, tracking_
     assert {r.data.tags["mlflow.parentRunId"] for r in runs(tracking_uri, "trial")} == {parent.info.run_id}
 
 
+def test_sigterm_ends_like_ctrl_c_and_reaches_the_workers(tmp_path, tracking_uri):
+    process, _ = _start_and_wait_for_trial(tmp_path, tracking_uri, "--workers", "2")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert not [r for r in runs(tracking_uri, "trial") + runs(tracking_uri, "study") if r.info.status == "RUNNING"]
+    assert all(t.state.name != "RUNNING" for t in load(tmp_path).trials)
+    # No orphaned worker keeps training after its launcher was stopped.
+    assert not subprocess.run(["pgrep", "-f", f"tune {study_file(tmp_path, epochs=200, train_size=2000)}"],
+                              capture_output=True).stdout
+
+
 def test_killed_worker_trial_is_failed_and_retried_on_next_start(tmp_path, tracking_uri):
     process, command = _start_and_wait_for_trial(tmp_path, tracking_uri)
     process.kill()
