@@ -342,6 +342,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
     _warn_password_on_argv(args)
     if args.worker is not None:
+        # The launcher stops its workers with SIGINT. A launcher started in the background by a script
+        # (`cmd &`, nohup) passes on an ignored SIGINT, and Python then never raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         run_worker(spec, args.study_name, os.environ[WORKER_STORAGE_ENV], args.tracking_uri, spec.trials,
                    spec.timeout, threads=args.threads, quiet=args.quiet)
         return 0

@@ -190,11 +190,13 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path, tracking_uri):
     assert parent.info.status == "FINISHED"
 
 
-def _start_and_wait_for_trial(tmp_path, tracking_uri, *extra):
+def _start_and_wait_for_trial(tmp_path, tracking_uri, *extra, ignore_sigint=False):
     path = study_file(tmp_path, epochs=200, train_size=2000)  # a trial that would run for minutes
     command = [sys.executable, "-m", "benchmark", "tune", path, "--arch", "gru", "--tracking-uri", tracking_uri,
                "--trials", "2", "--quiet", *extra]
-    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=ignore)
     deadline = time.time() + 120
     journal = tmp_path / "mlruns" / "optuna.journal"
     while time.time() < deadline:  # poll Optuna, not MLflow: never race the child's store creation
@@ -233,7 +235,8 @@ def test_ctrl_c_fails_trial_kills_runs_exits_130_and_resumes(tmp_path, tracking_
 
 
 def test_sigterm_ends_like_ctrl_c_and_reaches_the_workers(tmp_path, tracking_uri):
-    process, _ = _start_and_wait_for_trial(tmp_path, tracking_uri, "--workers", "2")
+    # Started the way `bench ... &` in a script starts it: SIGINT ignored, inherited by the workers.
+    process, _ = _start_and_wait_for_trial(tmp_path, tracking_uri, "--workers", "2", ignore_sigint=True)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
