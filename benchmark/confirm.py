@@ -121,6 +121,7 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
     # Not the trial's threads: a worker of N had cores // N; the seeds run one at a time.
     base = base.replace(threads=threads)
     parent = study.user_attrs.get(ATTR_PARENT)
+    experiment = client.get_experiment(trial_run.info.experiment_id).name  # the study's: seeds sit beside it
     done = finished_confirmations(client, trial_run.info.experiment_id, trial_run.info.run_id, train_length,
                                   base)
     size = f", {base.train_size} examples" if base.train_size else ", all training examples"
@@ -145,7 +146,7 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         if train_length is not None:
             tags[TAG_CONFIRM_LENGTH] = str(train_length)
         suffix = f"-len{train_length}" if train_length else ""
-        tracker = RunTracker.start(config, experiment=_experiment_name(client, trial_run), tags=tags,
+        tracker = RunTracker.start(config, experiment=experiment, tags=tags,
                                    parent_run_id=parent, run_name=f"{name}/confirm{suffix}-seed{seed}", client=client)
         try:
             result = fit(config, tracker=tracker, quiet=True, task_data=task_data)
@@ -178,10 +179,6 @@ def finished_confirmations(client, experiment_id: str, trial_run_id: str, train_
     return {int(r.data.tags.get("seed", -1)): r for r in runs if r.data.tags.get(TAG_CONFIRM_LENGTH) == wanted
             and r.data.params.get("epochs") == str(config.epochs)
             and r.data.params.get("train_size") == str(config.train_size)}
-
-
-def _experiment_name(client, run) -> str:
-    return client.get_experiment(run.info.experiment_id).name
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

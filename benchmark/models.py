@@ -34,14 +34,15 @@ IMPLS = ("auto", "native", "aten", "loop")  # aten: the nn module with oneDNN of
 # What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs
 # native. "aten" is the same nn module with oneDNN switched off for its call, so PyTorch's own ATen
 # kernels run: oneDNN's RNN training path on this AMD processor is its slow reference kernel.
-# Evidence, idle machine (load < 1.5), AMD EPYC Zen 3, torch 2.14.1, 2 threads, hidden 128, batch 500,
-# 28 steps, samples/s of one train step, best of 3-5 interleaved rounds (rnnbench perf, /tmp levers script):
-#   LSTM    native 4,168-4,722 | aten 4,805-5,250 (+11..15 %) | loop 4,400
-#   GRU     native 6,347-7,239 | aten 6,701-7,455 (+1..17 %)  | loop 6,534
-#   BiLSTM  native 2,052-2,292 | aten 2,071-2,630 (+1..17 %)  | loop 1,801
-#   BiGRU   native 2,942-3,676 | aten 3,075-3,749 (+2..5 %)   | loop 2,625
-#   RNN     native 17,184      | aten 18,111 (+5 %)           | loop 18,554; BiRNN native 8,778 | aten 8,097
-# aten was never slower for LSTM/GRU in 7 side-by-side rounds; for the plain RNN it goes either way.
+# Evidence, idle machine (load < 1.8), AMD EPYC Zen 3, torch 2.14.1, 2 threads, hidden 128, batch 500,
+# 28 steps, samples/s of one train step; 4 side-by-side runs (2 of `rnnbench perf`, 2 of a script
+# timing the same train_step; best of 2-5 interleaved rounds each), ranges over those runs:
+#   LSTM    native 4,168-5,415 | aten 4,805-5,994 (+11..15 %) | loop 4,400-5,217
+#   GRU     native 6,347-8,051 | aten 6,701-8,192 (+1..17 %)  | loop 6,534-7,655
+#   BiLSTM  native 2,052-2,418 | aten 2,071-2,942 (+1..22 %)  | loop 1,801-2,364
+#   BiGRU   native 2,942-3,877 | aten 3,075-4,086 (+2..5 %)   | loop 2,625-3,476
+#   RNN     native 17,184-23,616 | aten 18,111-23,822 (+1..5 %); BiRNN native 8,778-11,067 | aten 8,097-10,348
+# aten was never slower for LSTM/GRU in those 4 runs; for the plain RNN it goes either way.
 # Earlier, under load (2 threads, load ~3.5-10 on 2 cores), the cell loop fell to a third of nn.LSTM (each
 # per-step op synchronises the threads; the fused kernels do not): the loop stays opt-in.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.

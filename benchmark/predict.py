@@ -223,16 +223,15 @@ def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, she
 
 def best_mnist_run(client) -> tuple[str, dict] | None:
     """(run id, its tags) of the finished MNIST run with the best validation accuracy, in any experiment."""
+    from .report import RunRecord, best_of
     from .reproduce import _search
 
     experiments = [e.name for e in client.search_experiments()]
     runs = _search(client, experiments, "tags.task = 'mnist' and attributes.status = 'FINISHED'")
-    # Trials and plain runs; not study parents, nor seed confirmations (each validated on its own split).
-    runs = [r for r in runs if "best_val_acc" in r.data.metrics and r.data.tags.get("role") not in ("study", "confirm")]
-    if not runs:
-        return None
-    best = max(runs, key=lambda r: (r.data.metrics["best_val_acc"], -r.data.metrics.get("best_val_loss", 0.0)))
-    return best.info.run_id, best.data.tags
+    # Trials and plain runs, in the report's order; not study parents (they repeat their best trial's metrics)
+    # nor seed confirmations (each validated on its own split).
+    best = best_of(RunRecord.from_mlflow(r, "") for r in runs if r.data.tags.get("role", "run") in ("trial", "run"))
+    return (best.run_id, dict(best.tags)) if best else None
 
 
 def digits_section(source, figures_dir, *, run_id: str | None = None, count: int = 20, seed: int = 0,

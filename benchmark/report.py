@@ -85,6 +85,12 @@ class RunRecord:
     metrics: Mapping[str, float]  # latest value of each metric, as search_runs returns it
     end_time: int = 0  # ms; 0 while running
 
+    @classmethod
+    def from_mlflow(cls, run, experiment: str) -> RunRecord:
+        return cls(run_id=run.info.run_id, experiment=experiment, status=run.info.status,
+                   start_time=run.info.start_time or 0, end_time=run.info.end_time or 0, tags=dict(run.data.tags),
+                   params=dict(run.data.params), metrics=dict(run.data.metrics))
+
     @property
     def task(self) -> str:
         return self.tags.get("task", "")
@@ -152,6 +158,24 @@ class Snapshot:
     generated_at: str | None = None
     client: Any = None
     _histories: dict = field(default_factory=dict)
+    _confirm_groups: dict | None = None
+
+    def _confirm_index(self) -> dict[tuple, list[RunRecord]]:
+        """(trial run id, training length or None) -> its finished confirm runs, oldest first; built once."""
+        if self._confirm_groups is None:
+            self._confirm_groups = defaultdict(list)
+            for r in sorted(self.runs, key=lambda r: (r.start_time, r.run_id)):
+                if r.suite == "confirm" and r.status == "FINISHED" and r.metric("test_acc") is not None:
+                    self._confirm_groups[r.tags.get(TAG_CONFIRM_OF), r.tags.get(TAG_CONFIRM_LENGTH)].append(r)
+        return self._confirm_groups
+
+    def confirm_runs(self, trial_run_id: str, length: str | None) -> list[RunRecord]:
+        return self._confirm_index().get((trial_run_id, length), [])
+
+    def confirm_lengths(self, trial_run_id: str) -> list[int]:
+        """The single training lengths this trial was also retrained on (addition)."""
+        return sorted(int(length) for of, length in self._confirm_index() if of == trial_run_id
+                      and length is not None and length.isdigit())
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) sorted by step; the last value logged at a step wins. Cached."""
@@ -206,10 +230,7 @@ def load_snapshot(tracking_uri: str | None = None, experiments: Iterable[str] | 
         token = None
         while True:  # a page of up to PAGE_SIZE runs per call, never one call per run
             page = client.search_runs(list(by_id), max_results=PAGE_SIZE, page_token=token)
-            runs += [RunRecord(run_id=r.info.run_id, experiment=by_id[r.info.experiment_id], status=r.info.status,
-                               start_time=r.info.start_time or 0, end_time=r.info.end_time or 0,
-                               tags=dict(r.data.tags),
-                               params=dict(r.data.params), metrics=dict(r.data.metrics)) for r in page]
+            runs += [RunRecord.from_mlflow(r, by_id[r.info.experiment_id]) for r in page]
             token = page.token
             if not token:
                 break
@@ -321,12 +342,9 @@ def confirmations(snap: Snapshot, run: RunRecord, length: int | None = None) -> 
     Seeds trained differently (other epochs or training size) are not pooled: the largest such group
     counts (ties: more epochs). A seed run twice (two sessions racing) counts once, its latest run.
     """
-    wanted = None if length is None else str(length)
     groups: dict[tuple, dict[str, RunRecord]] = defaultdict(dict)
-    for r in sorted(snap.runs, key=lambda r: (r.start_time, r.run_id)):
-        if (r.suite == "confirm" and r.status == "FINISHED" and r.tags.get(TAG_CONFIRM_OF) == run.run_id
-                and r.tags.get(TAG_CONFIRM_LENGTH) == wanted and r.metric("test_acc") is not None):
-            groups[r.param("epochs"), r.param("train_size")][r.tags.get("seed", r.run_id)] = r
+    for r in snap.confirm_runs(run.run_id, None if length is None else str(length)):
+        groups[r.param("epochs"), r.param("train_size")][r.tags.get("seed", r.run_id)] = r
     if not groups:
         return []
     chosen = max(groups, key=lambda key: (len(groups[key]), int(key[0]) if key[0].isdigit() else 0, key))
@@ -715,11 +733,6 @@ def _arch_key(arch: str) -> tuple:
     return (ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER), arch)
 
 
-def _fixed_lengths(snap: Snapshot, run: RunRecord) -> list[int]:
-    return sorted({int(r.tags[TAG_CONFIRM_LENGTH]) for r in snap.runs if r.suite == "confirm"
-                   and r.tags.get(TAG_CONFIRM_OF) == run.run_id and r.tags.get(TAG_CONFIRM_LENGTH, "").isdigit()})
-
-
 def length_plots(snap: Snapshot, figures: Figures) -> str:
     """Item 2 and the headline: bit and whole-string accuracy against length, as far as the runs were tested."""
     if "addition" not in _tasks(snap):
@@ -739,7 +752,7 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
             accs = seed_accs(snap, run) or [run.metric("test_acc")]
             rows.append([arch, span, what, mean_pm(accs), str(bit[-1][0]), pct(bit[-1][1]),
                          pct(dict(seq).get(bit[-1][0]))])
-        for length in _fixed_lengths(snap, run):
+        for length in snap.confirm_lengths(run.run_id):
             fbit, fseq, fwhat = _length_series(snap, run, length)
             if fbit:
                 label = f"{arch} trained on L={length} ({fwhat})"
