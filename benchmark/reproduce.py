@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -279,41 +278,45 @@ def _search(client, experiment_names: list[str], filter_string: str) -> list:
             return runs
 
 
-def tuned_best(client) -> dict[tuple[str, str], tuple[float, str]]:
-    """(task, arch) -> (test accuracy %, run id) of the tuned trial with the best validation accuracy."""
-    from mlflow.exceptions import MlflowException
+def tuned_best(snap) -> dict[tuple[str, str], tuple[float, str]]:
+    """(task, arch) -> (test accuracy %, run id) of the tuned trial the report ranks first (``report.best_of``)."""
+    from .report import best_of
 
-    try:
-        experiments = [e.name for e in client.search_experiments()]
-    except MlflowException:
-        return {}
-    trials = _search(client, experiments, f"tags.{TAG_SUITE} = 'tune' and tags.{TAG_ROLE} = 'trial' and "
-                                          "attributes.status = 'FINISHED'")
-    best: dict[tuple[str, str], tuple[tuple[float, float], float, str]] = {}
-    for run in trials:
-        metrics, tags = run.data.metrics, run.data.tags
-        if "test_acc" not in metrics or "best_val_acc" not in metrics:
-            continue
-        key = (tags.get("task", ""), tags.get("arch", ""))
-        score = (metrics["best_val_acc"], -metrics.get("best_val_loss", math.inf))
-        if key not in best or score > best[key][0]:
-            best[key] = (score, 100 * metrics["test_acc"], run.info.run_id)
-    return {key: (acc, run_id) for key, (_, acc, run_id) in best.items()}
+    best = {}
+    for task, arch in sorted({(r.task, r.arch) for r in snap.runs if r.role == "trial"}):
+        run = best_of(snap.trials(task, arch))
+        if run is not None and run.metric("test_acc") is not None:
+            best[task, arch] = (100 * run.metric("test_acc"), run.run_id)
+    return best
 
 
-def reproduce_section(source, figures_dir) -> str:
-    """Markdown: the notebook's numbers, ours (mean over seeds) and the tuned best, plus redrawn figures."""
-    client = client_from(source)
-    figures_dir = Path(figures_dir)
-    runs = _search(client, [EXPERIMENT], f"tags.{TAG_SUITE} = 'reproduce' and attributes.status = 'FINISHED'")
+def _finished_by_ref(snap) -> dict[str, list]:
+    """Finished reproduce runs with a test accuracy, by notebook experiment id."""
     by_ref: dict[str, list] = {}
-    for run in runs:
-        if run.data.tags.get(TAG_REF) in BY_ID and "test_acc" in run.data.metrics:
-            by_ref.setdefault(run.data.tags[TAG_REF], []).append(run)
+    for run in snap.runs:
+        if (run.suite == "reproduce" and run.status == "FINISHED" and run.tags.get(TAG_REF) in BY_ID
+                and run.metric("test_acc") is not None):
+            by_ref.setdefault(run.tags[TAG_REF], []).append(run)
+    return by_ref
+
+
+def prefetch_curves(snap) -> None:
+    """Cache the accuracy-by-length curves reproduce_section draws (so it can run where the store is not)."""
+    for ref, runs in _finished_by_ref(snap).items():
+        if BY_ID[ref].figure:
+            for run in runs:
+                snap.history(run.run_id, "test_bit_acc_by_len")
+
+
+def reproduce_section(snap, figures_dir) -> str:
+    """Markdown from a report Snapshot: the notebook's numbers, ours (mean over seeds) and the tuned best,
+    plus redrawn figures. The runs come from the snapshot's one bulk load; only curves are fetched."""
+    figures_dir = Path(figures_dir)
+    by_ref = _finished_by_ref(snap)
     lines = ["## The notebook, reproduced", ""]
     if not by_ref:
         return "\n".join(lines + ["No reproduction runs yet: run `rnnbench reproduce`.", ""])
-    tuned = tuned_best(client)
+    tuned = tuned_best(snap)
     lines += ["Each row re-runs one of the course notebook's configurations exactly (`rnnbench reproduce`);",
               "'ours' is the mean test accuracy over the seeds run, 'tuned' the test accuracy of the tuned",
               "trial with the best validation accuracy for that task and architecture (Optuna studies train",
@@ -326,7 +329,7 @@ def reproduce_section(source, figures_dir) -> str:
         found = by_ref.get(experiment.id)
         if not found:
             continue
-        values = [100 * r.data.metrics["test_acc"] for r in found]
+        values = [100 * r.metric("test_acc") for r in found]
         ours = statistics.fmean(values)
         spread = f"{len(values)} ({min(values):.1f}..{max(values):.1f})" if len(values) > 1 else "1"
         tuned_cell = "—"
@@ -346,12 +349,12 @@ def reproduce_section(source, figures_dir) -> str:
         if not members:
             continue
         path = figures_dir / f"reproduce_{figure}.png"
-        _accuracy_by_length_figure(client, members, by_ref, title, path)
+        _accuracy_by_length_figure(snap, members, by_ref, title, path)
         lines += [f"![{title}]({path.parent.name}/{path.name})", ""]
     return "\n".join(lines)
 
 
-def _accuracy_by_length_figure(client, members, by_ref, title, path: Path) -> None:
+def _accuracy_by_length_figure(snap, members, by_ref, title, path: Path) -> None:
     """Mean bit accuracy per length over the seeds (thick) and each seed (thin), lengths 1..20 + generalisation."""
     from .plots import plt, save_figure
 
@@ -359,12 +362,12 @@ def _accuracy_by_length_figure(client, members, by_ref, title, path: Path) -> No
     for colour, experiment in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], members, strict=False):
         curves: dict[int, list[float]] = {}
         for run in by_ref[experiment.id]:
-            history = sorted(client.get_metric_history(run.info.run_id, "test_bit_acc_by_len"), key=lambda m: m.step)
-            for metric in history:
-                curves.setdefault(metric.step, []).append(100 * metric.value)
+            history = snap.history(run.run_id, "test_bit_acc_by_len")
+            for step, value in history:
+                curves.setdefault(step, []).append(100 * value)
             if len(by_ref[experiment.id]) > 1:
-                ax.plot([m.step for m in history], [100 * m.value for m in history], "-", color=colour, lw=0.6,
-                        alpha=0.35)
+                ax.plot([step for step, _ in history], [100 * value for _, value in history], "-", color=colour,
+                        lw=0.6, alpha=0.35)
         lengths = sorted(curves)
         seeds = len(by_ref[experiment.id])
         ax.plot(lengths, [statistics.fmean(curves[n]) for n in lengths], "o-", ms=3, color=colour,

@@ -255,6 +255,24 @@ def test_comparison_shows_seed_mean_and_std_and_flags_noise(confirmed):
             assert (f"{arch} (" in listed) == close, (arch, listed)
 
 
+def test_findings_and_notebook_delta_use_seed_means_when_every_arch_has_seeds(confirmed):
+    import statistics
+
+    store, markdown, _ = confirmed
+    for task, metric in (("mnist", "test accuracy"), ("addition", "mean bit accuracy")):
+        means = {arch: statistics.fmean(seed_values(store, task, arch)) for arch in ARCHS}
+        ranked = sorted(means, key=lambda arch: (-means[arch], ARCHS.index(arch)))
+        top = f"{100 * means[ranked[0]]:.2f} % {metric}"
+        if 100 * (means[ranked[0]] - means[ranked[1]]) < report.TIE_POINTS:
+            assert f"at {top} (mean of 3 seeds)" in markdown
+        else:
+            assert f"- **{task}**: {ranked[0]} wins with {top} (mean of 3 seeds)" in markdown
+        rows = comparison_table(markdown, task)
+        for arch in ARCHS:
+            ref = report.NOTEBOOK_REFERENCE[task].get(arch)
+            assert rows[arch]["Δ"] == (f"{100 * means[arch] - ref:+.2f}" if ref else "—")
+
+
 def test_goals_say_plainly_what_was_met(confirmed):
     import statistics
 
@@ -300,3 +318,16 @@ def test_seeds_of_other_epochs_are_not_pooled_and_a_repeated_seed_counts_once(co
     snap = Snapshot("sqlite://", ["mnist"], runs, {}, "")
     chosen = confirmations(snap, RunRecord("T", "mnist", "FINISHED", 0, {}, {}, {}))
     assert [r.run_id for r in chosen] == ["d", "b"]  # the 12-epoch group; seed 1001's latest run
+
+
+def test_offline_sections_never_reach_the_store_for_a_history(generated, tmp_path):
+    import dataclasses
+
+    _, _, snap = generated
+    forked = dataclasses.replace(snap, client=None, _histories={})  # what the forked child sees
+    with pytest.raises(RuntimeError, match="not prefetched"):
+        forked.history(snap.runs[0].run_id, "val_acc")
+    report.reproduction.prefetch(snap)  # in the parent, before the fork
+    forked._histories = dict(snap._histories)
+    markdown = report.reproduction(forked, report.Figures(tmp_path / "figures"))
+    assert "reproduce_length.png" in markdown and (tmp_path / "figures" / "reproduce_length.png").exists()

@@ -6,6 +6,7 @@ from PIL import Image
 
 from benchmark import cli
 from benchmark.config import ConfigError
+from benchmark.report import Snapshot, load_snapshot
 from benchmark.reproduce import (
     BY_ID,
     EXPERIMENT,
@@ -18,7 +19,7 @@ from benchmark.reproduce import (
     reproduce_section,
     select,
 )
-from benchmark.tracking import client_for
+from benchmark.tracking import TAG_TRIAL_STATE, client_for
 
 TINY = {"train_size": 40, "max_train_length": 6, "eval_lengths": (9,)}
 
@@ -107,12 +108,13 @@ def test_mnist_runs_and_report_section(tracking_uri, tmp_path):
     client = client_for(tracking_uri)
     # A tuned trial for addition x lstm shows up in the 'tuned' column; a study parent run does not.
     experiment = client.create_experiment("addition")
-    trial = client.create_run(experiment, tags={"suite": "tune", "role": "trial", "task": "addition", "arch": "lstm"})
+    trial = client.create_run(experiment, tags={"suite": "tune", "role": "trial", "task": "addition", "arch": "lstm",
+                                                  TAG_TRIAL_STATE: "COMPLETE"})
     for key, value in {"test_acc": 0.9987, "best_val_acc": 0.999, "best_val_loss": 0.01}.items():
         client.log_metric(trial.info.run_id, key, value)
     client.set_terminated(trial.info.run_id)
 
-    markdown = reproduce_section(tracking_uri, tmp_path / "figures")
+    markdown = reproduce_section(load_snapshot(tracking_uri, timestamp=False), tmp_path / "figures")
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 3
     gru = next(line for line in rows if line.startswith("| GRU"))
@@ -122,4 +124,5 @@ def test_mnist_runs_and_report_section(tracking_uri, tmp_path):
     assert (tmp_path / "figures" / "reproduce_hidden.png").exists()
     assert Image.open(tmp_path / "figures" / "reproduce_hidden.png").size[0] > 300
     assert "reproduce_hidden.png" in markdown and "reproduce_length" not in markdown
-    assert "No reproduction runs" in reproduce_section(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "f")
+    nothing = Snapshot(tracking_uri=tracking_uri, experiments=[], runs=[], studies={}, storage_note="")
+    assert "No reproduction runs" in reproduce_section(nothing, tmp_path / "f")
