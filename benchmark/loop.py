@@ -5,9 +5,11 @@ Example: rnnbench train --task mnist --arch lstm --impl loop
 ``loop_forward(rnn, x, lengths)`` computes what ``rnn`` itself computes (same
 parameters, same equations, same outputs and gradients within float tolerance)
 with one fused input projection for every time step and both directions
-(``x @ W_ih^T`` as a single matmul), then one recurrent matmul (``addmm``) and
-the gate nonlinearities per step. The nn module stays the parameter holder, so
-state dicts and checkpoints are the same for every implementation.
+(``x @ W_ih^T`` as a single matmul), then the recurrent matmul (``addmm``) and
+the gate nonlinearities per step. LSTM and GRU run their steps in an autograd
+Function with a hand-written backward (no graph per step, W_hh's gradient as
+one GEMM over all steps). The nn module stays the parameter holder, so state
+dicts and checkpoints are the same for every implementation.
 
 Right-padded variable lengths (``lengths``, CPU int64) follow packing's
 semantics: a sequence's state stops changing after its last real step (so
@@ -21,8 +23,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-FUSED_LSTM = True  # LSTM through _LSTMLayer's hand-written backward rather than autograd per step
 
 
 def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -54,7 +54,9 @@ def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None) -> t
         w_ih = torch.cat([p["w_ih"] for p in params]) if directions == 2 else params[0]["w_ih"]
         bias = torch.cat([_input_bias(rnn.mode, p) for p in params]) if directions == 2 \
             else _input_bias(rnn.mode, params[0])
-        projected = F.linear(seq, w_ih, bias).chunk(directions, dim=-1)
+        projected = F.linear(seq, w_ih, bias)
+        # One direction: no chunk, whose backward would copy the whole gradient once more.
+        projected = projected.chunk(directions, dim=-1) if directions == 2 else (projected,)
         outputs = []
         for direction, p in enumerate(params):
             inputs = projected[direction] if direction == 0 else reverse(projected[direction])
@@ -76,16 +78,20 @@ def _parameters(rnn: nn.RNNBase, suffix: str) -> dict[str, Tensor | None]:
 
 
 def _input_bias(mode: str, p: dict) -> Tensor | None:
-    """Bias folded into the input projection: b_ih + b_hh for LSTM/RNN; b_ih alone for GRU, whose b_hh
-    rides on the recurrent matmul because r gates h W_hn + b_hn."""
+    """Bias folded into the input projection: b_ih + b_hh for LSTM/RNN; for GRU b_ih + b_hh's r and z parts,
+    since b_hn sits inside r ⊙ (h W_hn^T + b_hn) and stays with the recurrent matmul."""
     if p["b_ih"] is None:
         return None
-    return p["b_ih"] if mode == "GRU" else p["b_ih"] + p["b_hh"]
+    if mode != "GRU":
+        return p["b_ih"] + p["b_hh"]
+    hidden = p["b_hh"].numel() // 3
+    return p["b_ih"] + torch.cat([p["b_hh"][: 2 * hidden], p["b_hh"].new_zeros(hidden)])
 
 
 class _LSTMLayer(torch.autograd.Function):
     """One LSTM direction over projected inputs with hand-written BPTT: per step one addmm forward and
-    one mm backward, no autograd graph, and W_hh's gradient as a single large GEMM over all steps."""
+    one mm backward, no autograd graph, sigmoid/tanh backward as single kernels, and W_hh's gradient as
+    a single large GEMM over all steps."""
 
     @staticmethod
     def forward(ctx, gates_x: Tensor, w_hh: Tensor, mask: Tensor | None, first_partial: int) -> Tensor:
@@ -94,6 +100,7 @@ class _LSTMLayer(torch.autograd.Function):
         acts = torch.empty_like(gates_x)  # i, f, g, o after their nonlinearities
         hs = gates_x.new_empty(steps, batch, hidden)
         cs = gates_x.new_empty(steps, batch, hidden)
+        tanh_cs = gates_x.new_empty(steps, batch, hidden)  # kept: backward needs tanh(c) again
         h = c = gates_x.new_zeros(batch, hidden)
         w_t = w_hh.t()
         for t in range(steps):
@@ -102,26 +109,32 @@ class _LSTMLayer(torch.autograd.Function):
             a[:, 2 * hidden: 3 * hidden].tanh_()
             a[:, 3 * hidden:].sigmoid_()
             i, f, g, o = a.chunk(4, 1)
-            if mask is not None and t >= first_partial:  # finished sequences keep their state
+            masked = mask is not None and t >= first_partial  # finished sequences keep their state
+            if masked:
                 torch.where(mask[t], torch.addcmul(f * c, i, g), c, out=cs[t])
-                torch.where(mask[t], o * cs[t].tanh(), h, out=hs[t])
             else:
                 torch.addcmul(f * c, i, g, out=cs[t])
-                torch.mul(o, cs[t].tanh(), out=hs[t])
+            torch.tanh(cs[t], out=tanh_cs[t])
+            if masked:
+                torch.where(mask[t], o * tanh_cs[t], h, out=hs[t])
+            else:
+                torch.mul(o, tanh_cs[t], out=hs[t])
             h, c = hs[t], cs[t]
-        ctx.save_for_backward(acts, hs, cs, w_hh, mask)
+        ctx.save_for_backward(acts, hs, cs, tanh_cs, w_hh, mask)
         ctx.first_partial = first_partial
         return hs
 
     @staticmethod
     def backward(ctx, d_hs: Tensor):
-        acts, hs, cs, w_hh, mask = ctx.saved_tensors
+        acts, hs, cs, tanh_cs, w_hh, mask = ctx.saved_tensors
         steps, batch, hidden = hs.shape
+        sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), one kernel
+        tanh_backward = torch.ops.aten.tanh_backward.grad_input  # grad * (1 - y²)
         d_gates = torch.empty_like(acts)
         dh = hs.new_zeros(batch, hidden)
         dc = hs.new_zeros(batch, hidden)
         for t in reversed(range(steps)):
-            dh = dh + d_hs[t]
+            dh += d_hs[t]
             masked = mask is not None and t >= ctx.first_partial
             if masked:  # rows past their end pass the gradient straight to the previous step
                 keep = ~mask[t]
@@ -129,15 +142,14 @@ class _LSTMLayer(torch.autograd.Function):
                 dh, dc = dh * mask[t], dc * mask[t]
             i, f, g, o = acts[t].chunk(4, 1)
             di, df, dg, do = d_gates[t].chunk(4, 1)
-            tanh_c = cs[t].tanh()
-            dc = torch.addcmul(dc, dh * o, 1 - tanh_c * tanh_c)
-            torch.mul(dh * tanh_c, o * (1 - o), out=do)
-            torch.mul(dc * g, i * (1 - i), out=di)
+            dc = dc + torch.ops.aten.tanh_backward(dh * o, tanh_cs[t])
+            sigmoid_backward(dh * tanh_cs[t], o, grad_input=do)
+            sigmoid_backward(dc * g, i, grad_input=di)
             if t > 0:
-                torch.mul(dc * cs[t - 1], f * (1 - f), out=df)
+                sigmoid_backward(dc * cs[t - 1], f, grad_input=df)
             else:
                 df.zero_()
-            torch.mul(dc * i, 1 - g * g, out=dg)
+            tanh_backward(dc * i, g, grad_input=dg)
             dc = dc * f
             dh = torch.mm(d_gates[t], w_hh)
             if masked:
@@ -147,41 +159,90 @@ class _LSTMLayer(torch.autograd.Function):
         return d_gates, d_w, None, None
 
 
+class _GRULayer(torch.autograd.Function):
+    """One GRU direction with hand-written BPTT, as _LSTMLayer. ``gates_x`` is x W_ih^T + b_ih with b_hh's r
+    and z parts folded in (see _input_bias); b_hn stays here, inside r ⊙ (h W_hn^T + b_hn):
+    r, z = σ(gates_x[r, z] + h W_h[r, z]^T), n = tanh(gates_x[n] + r ⊙ (h W_hn^T + b_hn)), h' = n + z ⊙ (h − n).
+    Per step two addmm forward and two backward (r, z apart from n, so no gradient is copied or concatenated)
+    and sigmoid/tanh backward as single kernels."""
+
+    @staticmethod
+    def forward(ctx, gates_x: Tensor, w_hh: Tensor, b_hn: Tensor, mask: Tensor | None, first_partial: int) -> Tensor:
+        steps, batch, width = gates_x.shape
+        hidden = width // 3
+        acts = torch.empty_like(gates_x)  # r, z, n after their nonlinearities
+        hidden_n = gates_x.new_empty(steps, batch, hidden)  # h W_hn^T + b_hn, which r multiplies
+        hs = gates_x.new_empty(steps, batch, hidden)
+        h = gates_x.new_zeros(batch, hidden)
+        w_rz_t, w_n_t = w_hh[: 2 * hidden].t(), w_hh[2 * hidden:].t()
+        for t in range(steps):
+            rz = torch.addmm(gates_x[t, :, : 2 * hidden], h, w_rz_t, out=acts[t, :, : 2 * hidden]).sigmoid_()
+            torch.addmm(b_hn, h, w_n_t, out=hidden_n[t])
+            n = torch.addcmul(gates_x[t, :, 2 * hidden:], rz[:, :hidden], hidden_n[t], out=acts[t, :, 2 * hidden:])
+            n.tanh_()
+            if mask is not None and t >= first_partial:  # finished sequences keep their state
+                torch.where(mask[t], torch.addcmul(n, rz[:, hidden:], h - n), h, out=hs[t])
+            else:
+                torch.addcmul(n, rz[:, hidden:], h - n, out=hs[t])
+            h = hs[t]
+        ctx.save_for_backward(acts, hidden_n, hs, w_hh, mask)
+        ctx.first_partial = first_partial
+        return hs
+
+    @staticmethod
+    def backward(ctx, d_hs: Tensor):
+        acts, hidden_n, hs, w_hh, mask = ctx.saved_tensors
+        steps, batch, hidden = hs.shape
+        sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), one kernel
+        tanh_backward = torch.ops.aten.tanh_backward.grad_input  # grad * (1 - y²)
+        d_gates = torch.empty_like(acts)  # at the pre-activations of r, z, n: the gradient of gates_x
+        d_hidden_n = torch.empty_like(hs)  # at h W_hn^T + b_hn: r ⊙ dn
+        w_rz, w_n = w_hh[: 2 * hidden], w_hh[2 * hidden:]
+        zeros = hs.new_zeros(batch, hidden)
+        dh = hs.new_zeros(batch, hidden)
+        for t in reversed(range(steps)):
+            dh += d_hs[t]
+            masked = mask is not None and t >= ctx.first_partial
+            if masked:  # rows past their end pass the gradient straight to the previous step
+                dh_pass = dh * ~mask[t]
+                dh = dh * mask[t]
+            r, z, n = acts[t].chunk(3, 1)
+            h_prev = hs[t - 1] if t > 0 else zeros
+            dh_z = dh * z
+            dn = tanh_backward(dh - dh_z, n, grad_input=d_gates[t, :, 2 * hidden:])
+            sigmoid_backward(dh * (h_prev - n), z, grad_input=d_gates[t, :, hidden: 2 * hidden])
+            torch.mul(dn, r, out=d_hidden_n[t])
+            sigmoid_backward(dn * hidden_n[t], r, grad_input=d_gates[t, :, :hidden])
+            dh = torch.addmm(dh_z, d_gates[t, :, : 2 * hidden], w_rz).addmm_(d_hidden_n[t], w_n)
+            if masked:
+                dh += dh_pass
+        # W_hh's gradient as two large GEMMs over every step; h_0 = 0 adds nothing, so step 0 is left out.
+        previous = hs[:-1].reshape(-1, hidden)
+        d_w = torch.cat([torch.mm(d_gates[1:, :, : 2 * hidden].reshape(-1, 2 * hidden).t(), previous),
+                         torch.mm(d_hidden_n[1:].reshape(-1, hidden).t(), previous)])
+        return d_gates, d_w, d_hidden_n.sum((0, 1)), None, None
+
+
 def _run(mode: str, inputs: Tensor, p: dict, hidden: int, batch: int, mask: Tensor | None,
          first_partial: int) -> tuple[Tensor, Tensor]:
     """One direction of one layer over time-major projected inputs [T, B, G*H]."""
-    w_hh_t = p["w_hh"].t()
-    h = inputs.new_zeros(batch, hidden)
-    c = inputs.new_zeros(batch, hidden) if mode == "LSTM" else None
     if mode == "GRU":
-        b_hh = p["b_hh"] if p["b_hh"] is not None else inputs.new_zeros(3 * hidden)
-    if mode == "LSTM" and FUSED_LSTM:
+        b_hn = p["b_hh"][2 * hidden:] if p["b_hh"] is not None else inputs.new_zeros(hidden)
+        hs = _GRULayer.apply(inputs, p["w_hh"], b_hn, mask, first_partial)
+        return hs, hs[-1]
+    if mode == "LSTM":
         hs = _LSTMLayer.apply(inputs, p["w_hh"], mask, first_partial)
         return hs, hs[-1]
+    # The plain RNN: one op per step, autograd is as fast as a hand-written backward would be.
+    w_hh_t = p["w_hh"].t()
+    h = inputs.new_zeros(batch, hidden)
     outputs = []
     # unbind, not inputs[t]: its backward stacks the step gradients once instead of T full-size adds.
     for t, step in enumerate(inputs.unbind(0)):
-        if mode == "LSTM":
-            # chunk, not slicing: its backward is one cat, where each slice's backward zero-fills a
-            # full-width gradient and adds it up (measured: a fifth of the step).
-            i, f, g, o = torch.addmm(step, h, w_hh_t).chunk(4, 1)
-            new_c = torch.addcmul(f.sigmoid() * c, i.sigmoid(), g.tanh())
-            new_h = o.sigmoid() * new_c.tanh()
-        elif mode == "GRU":
-            x_rz, x_n = step.split([2 * hidden, hidden], 1)
-            h_rz, h_n = torch.addmm(b_hh, h, w_hh_t).split([2 * hidden, hidden], 1)
-            r, z = (x_rz + h_rz).sigmoid().chunk(2, 1)
-            n = torch.addcmul(x_n, r, h_n).tanh()
-            new_h = torch.addcmul(n, z, h - n)
-        else:
-            pre = torch.addmm(step, h, w_hh_t)
-            new_h = pre.tanh() if mode == "RNN_TANH" else pre.relu()
+        pre = torch.addmm(step, h, w_hh_t)
+        new_h = pre.tanh() if mode == "RNN_TANH" else pre.relu()
         if mask is not None and t >= first_partial:  # freeze finished sequences
             new_h = torch.where(mask[t], new_h, h)
-            if c is not None:
-                new_c = torch.where(mask[t], new_c, c)
         h = new_h
-        if c is not None:
-            c = new_c
         outputs.append(h)
     return torch.stack(outputs), h

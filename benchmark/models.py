@@ -42,7 +42,12 @@ IMPLS = ("auto", "native", "aten", "loop")  # aten: the nn module with oneDNN of
 #   BiLSTM  native 2,052-2,418 | aten 2,071-2,942 (+1..22 %)  | loop 1,801-2,364
 #   BiGRU   native 2,942-3,877 | aten 3,075-4,086 (+2..5 %)   | loop 2,625-3,476
 #   RNN     native 17,184-23,616 | aten 18,111-23,822 (+1..5 %); BiRNN native 8,778-11,067 | aten 8,097-10,348
-# aten was never slower for LSTM/GRU in those 4 runs; for the plain RNN it goes either way.
+# aten was never slower for LSTM/GRU in those 4 runs; for the plain RNN it goes either way. The loop's
+# hand-written GRU backward (and the LSTM's sigmoid/tanh backward kernels) did not change that: idle, best of
+# 4 interleaved rounds, loop/aten gru 0.91, bigru 0.80, lstm 0.98, bilstm 0.79 (some 20 Python-level ops
+# per step forward and backward cost more than the ATen cell saves). Also tried, not kept: each batch split
+# into 2 slices trained in 2 threads of 1 intra-op thread each (no per-op thread barrier): per arch anywhere
+# from -23 % to +13 % over 3 side-by-side runs, no consistent winner.
 # Earlier, under load (2 threads, load ~3.5-10 on 2 cores), the cell loop fell to a third of nn.LSTM (each
 # per-step op synchronises the threads; the fused kernels do not): the loop stays opt-in.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
