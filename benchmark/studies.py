@@ -18,8 +18,9 @@ Each layer may hold these tables (all optional except ``task`` at the top):
   fixed-length experiments); see ``benchmark.confirm``.
 - ``[sampler]`` ``type = "tpe"|"random"``, ``seed``, ``n_startup_trials``, ``multivariate``.
 - ``[pruner]``  ``type = "median"`` (``n_startup_trials``, ``n_warmup_steps``, ``interval_steps``),
-  ``"hyperband"`` (``min_resource``, ``reduction_factor``) or ``"none"``; a layer naming a
-  ``type`` replaces the whole pruner table.
+  ``"hyperband"`` (``min_resource``, ``reduction_factor``), ``"successive_halving"`` (Hyperband's
+  most aggressive bracket alone: ``min_resource``, ``reduction_factor``, ``min_early_stopping_rate``)
+  or ``"none"``; a layer naming a ``type`` replaces the whole pruner table.
 
 ``parse_study_file`` checks every preset x architecture of a file up front: an unknown
 key, a wrong type or an empty range is one ``StudyFileError`` line
@@ -46,6 +47,7 @@ SAMPLERS = {"tpe": {"seed", "n_startup_trials", "multivariate"}, "random": {"see
 PRUNERS = {
     "median": {"n_startup_trials", "n_warmup_steps", "interval_steps"},
     "hyperband": {"min_resource", "reduction_factor"},
+    "successive_halving": {"min_resource", "reduction_factor", "min_early_stopping_rate"},
     "none": set(),
 }
 BUDGET_KEYS = {"trials": int, "epochs": int, "timeout": float, "train_size": int}

@@ -155,6 +155,8 @@ def make_pruner(spec: StudySpec):
         return optuna.pruners.MedianPruner(**settings)
     if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(max_resource=spec.epochs, **settings)
+    if kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**settings)
     return optuna.pruners.NopPruner()
 
 

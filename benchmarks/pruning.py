@@ -4,9 +4,9 @@ Example: RNNBENCH_DATA=/work/main/data PYTHONPATH=. python benchmarks/pruning.py
 
 The sessions run one after the other in this process, into a throwaway tracking store and journal,
 with the same sampler seed and the same wall-clock budget: first without pruning, then once per
-pruner (``file``: the study file's own for the preset; ``median`` and ``hyperband``: the settings
-in PRUNERS). It prints finished (complete + pruned) trials per hour and the best validation
-accuracy of each, and each pruner's ratio / difference against no pruning.
+pruner (``file``: the study file's own for the preset; the others: the settings in PRUNERS). It
+prints finished (complete + pruned) trials per hour and the best validation accuracy of each, and
+each pruner's ratio / difference against no pruning.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ PRUNERS = {
     "median": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
     # Successive halving over epochs 1, 3, 9.. (capped at --epochs): a third of the trials go on at each rung.
     "hyperband": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3},
+    # Hyperband's first bracket alone: every trial is judged at epoch 1, the survivors again at epoch 3.
+    "successive_halving": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
 }
 
 

@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from benchmark import cli, train, tuning
+from benchmark.studies import load_study
 from benchmark.tracking import client_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -310,3 +311,17 @@ def test_study_registers_its_best_model_as_champion(tmp_path, tracking_uri):
                      "--tracking-uri", tracking_uri, "--quiet"]) == 0
     best = max(load(tmp_path).trials, key=lambda t: t.value)
     assert resolve_model("addition-gru@champion", tracking_uri)["run_id"] == best.user_attrs["mlflow_run_id"]
+
+
+@pytest.mark.parametrize(("settings", "kind"), [
+    ({"type": "median", "n_warmup_steps": 1}, optuna.pruners.MedianPruner),
+    ({"type": "hyperband", "min_resource": 1, "reduction_factor": 3}, optuna.pruners.HyperbandPruner),
+    ({"type": "successive_halving", "min_resource": 1, "reduction_factor": 3}, optuna.pruners.SuccessiveHalvingPruner),
+    ({"type": "none"}, optuna.pruners.NopPruner),
+])
+def test_every_study_file_pruner_builds_its_optuna_pruner(tmp_path, settings, kind):
+    import dataclasses
+
+    spec = load_study(study_file(tmp_path), "lstm")
+    pruner = tuning.make_pruner(dataclasses.replace(spec, pruner=tuple(sorted(settings.items()))))
+    assert type(pruner) is kind
