@@ -10,7 +10,8 @@ come from the runs' tags (schema at the top of ``benchmark.tracking``).
 The report is the ordered list ``SECTIONS``: each section is a function of a loaded ``Snapshot`` and
 a ``Figures`` folder that returns markdown (or "" to leave itself out), so new sections plug in
 without touching the others; sections marked ``@offline`` (no store access) are drawn in a forked
-process on the second core while the rest fetch histories. Everything is sorted and formatted with
+process on the second core (``OfflineWorker``, forked before the store is read so that it imports the
+plotting libraries meanwhile) while the rest fetch histories. Everything is sorted and formatted with
 fixed precision: the same store gives byte-identical markdown, apart from the one generation-time line
 (``--no-timestamp``).
 
@@ -23,6 +24,8 @@ best finished ``rnnbench train`` run stands in, marked "run". Test numbers are r
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -1089,53 +1092,117 @@ SECTIONS: list[Section] = [comparison, goals, findings, length_plots, learning_c
 # ----------------------------------------------------------------------------------------- generate
 
 
-def render(snap: Snapshot, figures: Figures, sections: list[Section] | None = None) -> str:
+def render(snap: Snapshot, figures: Figures, sections: list[Section] | None = None,
+           worker: OfflineWorker | None = None) -> str:
     finished = sum(r.status == "FINISHED" for r in snap.runs)
     parts = ["# rnnbench report", "",
              f"{len(snap.runs)} runs ({finished} finished) in {', '.join(snap.experiments)}; "
              f"tasks: {', '.join(_tasks(snap)) or 'none with a finished run'}.", ""]
     sections = SECTIONS if sections is None else sections
-    texts = _run_sections(snap, figures, sections)
+    texts = _run_sections(snap, figures, sections, worker)
     parts += [text.rstrip("\n") + "\n" for text in texts if text]
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
-def _run_sections(snap: Snapshot, figures: Figures, sections: list[Section]) -> list[str]:
-    """Every section's markdown, in order. Offline sections run in one forked child where fork exists and
-    more than one core is available (the figures are the cost; the markdown is the same either way)."""
-    import multiprocessing
+# What the offline sections import (matplotlib; Optuna and scikit-learn for fANOVA): the worker loads them
+# while this process imports MLflow and reads the store.
+OFFLINE_IMPORTS = ("benchmark.report_figures", "optuna", "sklearn")
 
+
+class OfflineWorker:
+    """A forked process that draws the ``@offline`` sections on the second core.
+
+    Forked before the store is read (``write_report``), it imports OFFLINE_IMPORTS while this process
+    imports MLflow and loads the runs; then it receives the snapshot through a pipe, without its client
+    (an inherited SQLite connection must not serve two processes), and sends back markdown. One job.
+    """
+
+    def __init__(self):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        job_receiver, self._job_sender = context.Pipe(duplex=False)
+        self._result_receiver, result_sender = context.Pipe(duplex=False)
+        self._process = context.Process(target=self._serve, args=(job_receiver, result_sender), daemon=True)
+        self._process.start()
+        job_receiver.close()
+        result_sender.close()
+        self._submitted = False
+
+    @staticmethod
+    def available() -> bool:
+        import multiprocessing
+
+        return (os.cpu_count() or 1) >= 2 and "fork" in multiprocessing.get_all_start_methods()
+
+    @staticmethod
+    def _serve(jobs, results) -> None:
+        import importlib
+
+        for name in OFFLINE_IMPORTS:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+        try:
+            job = jobs.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        snap, folder, sections = job
+        figures = Figures(folder)
+        try:
+            results.send(("ok", [section(snap, figures) for section in sections], figures.written))
+        except BaseException as error:  # report it to the parent rather than die silently
+            results.send(("error", f"{type(error).__name__}: {error}", []))
+
+    def submit(self, snap: Snapshot, figures: Figures, sections: list[Section]) -> None:
+        self._job_sender.send((dataclasses.replace(snap, client=None), figures.folder, sections))
+        self._submitted = True
+
+    def result(self) -> tuple[list[str], list[str]]:
+        """The sections' markdown in order, and the figures they wrote."""
+        try:
+            status, texts, written = self._result_receiver.recv()
+        except EOFError:
+            raise RuntimeError("the report's offline sections died without an answer") from None
+        if status != "ok":
+            raise RuntimeError(f"report section failed: {texts}")
+        return texts, written
+
+    def close(self) -> None:
+        if not self._submitted:
+            with contextlib.suppress(OSError):
+                self._job_sender.send(None)
+        self._job_sender.close()
+        self._result_receiver.close()
+        self._process.join()
+
+    def __enter__(self) -> OfflineWorker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _run_sections(snap: Snapshot, figures: Figures, sections: list[Section],
+                  worker: OfflineWorker | None = None) -> list[str]:
+    """Every section's markdown, in order; the offline ones in an OfflineWorker where one can run (the
+    figures are the cost; the markdown is the same either way)."""
     background = [s for s in sections if getattr(s, "offline", False)]
-    if (len(background) in (0, len(sections)) or (os.cpu_count() or 1) < 2
-            or "fork" not in multiprocessing.get_all_start_methods()):
+    if len(background) in (0, len(sections)) or not OfflineWorker.available():
         return [section(snap, figures) for section in sections]
-    from . import report_figures  # noqa: F401  (matplotlib, imported once before the fork rather than in both)
-
     for section in background:
         if section.prefetch:
             section.prefetch(snap)
-    context = multiprocessing.get_context("fork")
-    receive, send = context.Pipe(duplex=False)
-
-    def child() -> None:  # forked: shares the loaded snapshot, never touches the store
-        snap.client = None  # an inherited SQLite connection must not be used from two processes
-        try:
-            send.send(("ok", [section(snap, figures) for section in background], figures.written))
-        except BaseException as error:  # report it to the parent rather than die silently
-            send.send(("error", f"{type(error).__name__}: {error}", []))
-
-    process = context.Process(target=child, daemon=True)
-    process.start()
-    send.close()
+    own = worker is None
+    worker = worker or OfflineWorker()
     try:
+        worker.submit(snap, figures, background)
         texts = {s: s(snap, figures) for s in sections if s not in background}
-        status, result, written = receive.recv()
-    except EOFError:
-        raise RuntimeError("the report's background sections died without an answer") from None
+        result, written = worker.result()
     finally:
-        process.join()
-    if status != "ok":
-        raise RuntimeError(f"report section failed: {result}")
+        if own:
+            worker.close()
     texts.update(zip(background, result, strict=True))
     figures.written = sorted(set(figures.written) | set(written))
     return [texts[s] for s in sections]
@@ -1144,10 +1211,11 @@ def _run_sections(snap: Snapshot, figures: Figures, sections: list[Section]) -> 
 def write_report(out: Path | str = "reports", *, tracking_uri: str | None = None, storage: str | None = None,
                  experiments: Iterable[str] | None = None, timestamp: bool = True) -> tuple[Path, Snapshot, Figures]:
     """Load the store, render every section, write report.md atomically; returns its path."""
-    snap = load_snapshot(tracking_uri, experiments, storage, timestamp=timestamp)
     out = Path(out)
-    figures = Figures(out / "figures")
-    markdown = render(snap, figures)
+    with OfflineWorker() if OfflineWorker.available() else contextlib.nullcontext() as worker:
+        snap = load_snapshot(tracking_uri, experiments, storage, timestamp=timestamp)
+        figures = Figures(out / "figures")
+        markdown = render(snap, figures, worker=worker)
     path = out / "report.md"
     write_atomic(path, markdown)
     return path, snap, figures
