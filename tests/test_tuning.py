@@ -195,9 +195,11 @@ def _start_and_wait_for_trial(tmp_path, tracking_uri, *extra, ignore_sigint=Fals
     path = study_file(tmp_path, epochs=200, train_size=2000)  # a trial that would run for minutes
     command = [sys.executable, "-m", "benchmark", "tune", path, "--arch", "gru", "--tracking-uri", tracking_uri,
                "--trials", "2", "--quiet", *extra]
-    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    # An ignored SIGINT is inherited across exec: set it either way, or a test run started in the background
+    # (`nohup pytest &` ignores SIGINT) would start a child that Ctrl-C cannot reach.
+    disposition = signal.SIG_IGN if ignore_sigint else signal.SIG_DFL
     process = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=ignore)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
     deadline = time.time() + 120
     journal = tmp_path / "mlruns" / "optuna.journal"
     while time.time() < deadline:  # poll Optuna, not MLflow: never race the child's store creation
