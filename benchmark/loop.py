@@ -24,6 +24,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# One kernel each for grad * y * (1 - y) and grad * (1 - y²), where composing them would take three or four.
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
+_tanh_backward = torch.ops.aten.tanh_backward.grad_input
+
+
+def _hold_finished(running: Tensor, *grads: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Backward through a step where rows with ``running`` False kept their state: their gradients pass
+    straight to the previous step (second list), the step's own gradients are zero for them (first list)."""
+    return [g * running for g in grads], [g * ~running for g in grads]
+
 
 def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """x [B, T, F] (batch first) -> output [B, T, D*H] (zeros at padding), h_n [L*D, B, H] (as ``rnn``)."""
@@ -128,28 +138,24 @@ class _LSTMLayer(torch.autograd.Function):
     def backward(ctx, d_hs: Tensor):
         acts, hs, cs, tanh_cs, w_hh, mask = ctx.saved_tensors
         steps, batch, hidden = hs.shape
-        sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), one kernel
-        tanh_backward = torch.ops.aten.tanh_backward.grad_input  # grad * (1 - y²)
         d_gates = torch.empty_like(acts)
         dh = hs.new_zeros(batch, hidden)
         dc = hs.new_zeros(batch, hidden)
         for t in reversed(range(steps)):
             dh += d_hs[t]
             masked = mask is not None and t >= ctx.first_partial
-            if masked:  # rows past their end pass the gradient straight to the previous step
-                keep = ~mask[t]
-                dh_pass, dc_pass = dh * keep, dc * keep
-                dh, dc = dh * mask[t], dc * mask[t]
+            if masked:
+                (dh, dc), (dh_pass, dc_pass) = _hold_finished(mask[t], dh, dc)
             i, f, g, o = acts[t].chunk(4, 1)
             di, df, dg, do = d_gates[t].chunk(4, 1)
             dc = dc + torch.ops.aten.tanh_backward(dh * o, tanh_cs[t])
-            sigmoid_backward(dh * tanh_cs[t], o, grad_input=do)
-            sigmoid_backward(dc * g, i, grad_input=di)
+            _sigmoid_backward(dh * tanh_cs[t], o, grad_input=do)
+            _sigmoid_backward(dc * g, i, grad_input=di)
             if t > 0:
-                sigmoid_backward(dc * cs[t - 1], f, grad_input=df)
+                _sigmoid_backward(dc * cs[t - 1], f, grad_input=df)
             else:
                 df.zero_()
-            tanh_backward(dc * i, g, grad_input=dg)
+            _tanh_backward(dc * i, g, grad_input=dg)
             dc = dc * f
             dh = torch.mm(d_gates[t], w_hh)
             if masked:
@@ -193,8 +199,6 @@ class _GRULayer(torch.autograd.Function):
     def backward(ctx, d_hs: Tensor):
         acts, hidden_n, hs, w_hh, mask = ctx.saved_tensors
         steps, batch, hidden = hs.shape
-        sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # grad * y * (1 - y), one kernel
-        tanh_backward = torch.ops.aten.tanh_backward.grad_input  # grad * (1 - y²)
         d_gates = torch.empty_like(acts)  # at the pre-activations of r, z, n: the gradient of gates_x
         d_hidden_n = torch.empty_like(hs)  # at h W_hn^T + b_hn: r ⊙ dn
         w_rz, w_n = w_hh[: 2 * hidden], w_hh[2 * hidden:]
@@ -203,16 +207,15 @@ class _GRULayer(torch.autograd.Function):
         for t in reversed(range(steps)):
             dh += d_hs[t]
             masked = mask is not None and t >= ctx.first_partial
-            if masked:  # rows past their end pass the gradient straight to the previous step
-                dh_pass = dh * ~mask[t]
-                dh = dh * mask[t]
+            if masked:
+                (dh,), (dh_pass,) = _hold_finished(mask[t], dh)
             r, z, n = acts[t].chunk(3, 1)
             h_prev = hs[t - 1] if t > 0 else zeros
             dh_z = dh * z
-            dn = tanh_backward(dh - dh_z, n, grad_input=d_gates[t, :, 2 * hidden:])
-            sigmoid_backward(dh * (h_prev - n), z, grad_input=d_gates[t, :, hidden: 2 * hidden])
+            dn = _tanh_backward(dh - dh_z, n, grad_input=d_gates[t, :, 2 * hidden:])
+            _sigmoid_backward(dh * (h_prev - n), z, grad_input=d_gates[t, :, hidden: 2 * hidden])
             torch.mul(dn, r, out=d_hidden_n[t])
-            sigmoid_backward(dn * hidden_n[t], r, grad_input=d_gates[t, :, :hidden])
+            _sigmoid_backward(dn * hidden_n[t], r, grad_input=d_gates[t, :, :hidden])
             dh = torch.addmm(dh_z, d_gates[t, :, : 2 * hidden], w_rz).addmm_(d_hidden_n[t], w_n)
             if masked:
                 dh += dh_pass

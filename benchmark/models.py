@@ -47,7 +47,7 @@ IMPLS = ("auto", "native", "aten", "loop")  # aten: the nn module with oneDNN of
 # 4 interleaved rounds, loop/aten gru 0.91, bigru 0.80, lstm 0.98, bilstm 0.79 (some 20 Python-level ops
 # per step forward and backward cost more than the ATen cell saves). Also tried, not kept: each batch split
 # into 2 slices trained in 2 threads of 1 intra-op thread each (no per-op thread barrier): per arch anywhere
-# from -23 % to +13 % over 3 side-by-side runs, no consistent winner.
+# from -23 % to +13 % over 2 side-by-side runs, no consistent winner.
 # Earlier, under load (2 threads, load ~3.5-10 on 2 cores), the cell loop fell to a third of nn.LSTM (each
 # per-step op synchronises the threads; the fused kernels do not): the loop stays opt-in.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.

@@ -639,8 +639,8 @@ def goals(snap: Snapshot, figures: Figures) -> str:
                       + summary, "", table(["goal", "reached", "met?", "what was tried"], rows), ""])
 
 
-def _winner_line(snap: Snapshot, task: str) -> list[str]:
-    numbers = headline(snap, task, _archs(snap, task))
+def _winner_line(task: str, numbers: dict[str, tuple[float, list[float]]]) -> list[str]:
+    """The winner by ``headline``'s numbers, its margin, and whether the seeds can tell it from the runner-up."""
     scored = [(acc, arch) for arch, (acc, _) in numbers.items()]
     if not scored:
         return []
@@ -659,7 +659,7 @@ def _winner_line(snap: Snapshot, task: str) -> list[str]:
                      f"({basis}); the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} %.")
     else:
         noise = ""
-        if seeds and len(seeds) >= 2 and len(numbers[runner_up][1]) >= 2:
+        if len(seeds) >= 2 and len(numbers[runner_up][1]) >= 2:
             same = within_noise(seeds, numbers[runner_up][1])[0]
             noise = (", within the seeds' noise (95 % Welch t)" if same else ", beyond the seeds' noise (95 % "
                      "Welch t)")
@@ -697,7 +697,8 @@ def findings(snap: Snapshot, figures: Figures) -> str:
     winner and the notebook comparison by seed means where every architecture of the task has seeds."""
     lines: list[str] = []
     for task in _tasks(snap):
-        lines += _winner_line(snap, task)
+        numbers = headline(snap, task, _archs(snap, task))
+        lines += _winner_line(task, numbers)
         bests = {arch: best_run(snap, task, arch) for arch in _archs(snap, task)}
         pairs = [(uni, bests.get(uni), f"bi{uni}", bests.get(f"bi{uni}")) for uni in ("rnn", "lstm", "gru")]
         lines += _pair_line(snap, task, "bidirectionality", pairs)
@@ -712,7 +713,6 @@ def findings(snap: Snapshot, figures: Figures) -> str:
         losses = [(f"{arch} ce", best_run(snap, task, arch, loss="ce"), "mse", best_run(snap, task, arch, loss="mse"))
                   for arch in _archs(snap, task)]
         lines += _pair_line(snap, task, "MSE instead of cross-entropy", losses)
-        numbers = headline(snap, task, _archs(snap, task))
         refs = [(arch, NOTEBOOK_REFERENCE.get(task, {}).get(arch), acc) for arch, (acc, _) in numbers.items()]
         refs = [(arch, ref, acc) for arch, ref, acc in refs if ref is not None]
         if refs:

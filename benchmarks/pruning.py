@@ -15,13 +15,24 @@ import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmark.studies import load_study
 from benchmark.tuning import run_study
 
+
+class Session(NamedTuple):
+    pruner: dict
+    finished: int  # complete + pruned
+    pruned: int
+    per_hour: float
+    best: float  # best validation accuracy
+    seconds: float
+
+
 PRUNERS = {
     "median": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
-    # Successive halving over epochs 1, 3, 9.. (capped at --epochs): a third of the trials go on at each rung.
+    # Brackets of successive halving from epoch 1, 3, 9.. up to --epochs; the last bracket never prunes.
     "hyperband": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3},
     # Hyperband's first bracket alone: every trial is judged at epoch 1, the survivors again at epoch 3.
     "successive_halving": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
@@ -59,19 +70,19 @@ def main() -> None:
             spec = dataclasses.replace(base, pruner=pruner)
             result = run_study(spec, study_name=f"pruning-{label.replace(':', '-')}", tracking_uri=uri, quiet=True)
             finished = result.counts.get("COMPLETE", 0) + result.counts.get("PRUNED", 0)
-            rows[label] = (dict(pruner), finished, result.counts.get("PRUNED", 0), finished / result.seconds * 3600,
-                           result.best_value or 0.0, result.seconds)
+            rows[label] = Session(dict(pruner), finished, result.counts.get("PRUNED", 0),
+                                  finished / result.seconds * 3600, result.best_value or 0.0, result.seconds)
     print(f"{base.task} {base.arch}: {args.epochs} epochs/trial, train_size {args.train_size}, budget "
           f"{args.budget:.0f}s per session, sampler seed {base.sampler_dict.get('seed')}")
-    for label, (pruner, finished, pruned, per_hour, best, seconds) in rows.items():
-        print(f"  {label:<14} {finished:>3} trials ({pruned} pruned) in {seconds:5.0f}s = {per_hour:6.1f} trials/h, "
-              f"best val acc {100 * best:.2f}%  {pruner}")
+    for label, row in rows.items():
+        print(f"  {label:<14} {row.finished:>3} trials ({row.pruned} pruned) in {row.seconds:5.0f}s = "
+              f"{row.per_hour:6.1f} trials/h, best val acc {100 * row.best:.2f}%  {row.pruner}")
     baseline = rows["unpruned"]
     for label, row in rows.items():
         if label == "unpruned":
             continue
-        ratio = row[3] / max(baseline[3], 1e-9)
-        delta = 100 * (row[4] - baseline[4])
+        ratio = row.per_hour / max(baseline.per_hour, 1e-9)
+        delta = 100 * (row.best - baseline.best)
         print(f"  {label}: trials/h ratio {ratio:.2f}x (goal >= 2x); best val acc difference {delta:+.2f} points "
               "(goal >= -0.3)")
 

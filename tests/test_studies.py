@@ -109,6 +109,20 @@ def test_bad_study_file_is_one_line_with_file_line_key_reason(tmp_path, change, 
     assert reason in message and "\n" not in message
 
 
+def test_successive_halving_pruner_parses_with_its_settings(tmp_path):
+    path = tmp_path / "sha.toml"
+    path.write_text(GOOD.replace("[space]", "[pruner]\ntype = \"successive_halving\"\nmin_resource = 1\n"
+                                 "reduction_factor = 3\nmin_early_stopping_rate = 0\n\n[space]", 1))
+    parse_study_file(path)
+    spec = load_study(path, "gru", "standard")
+    assert spec.pruner_dict == {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3,
+                                "min_early_stopping_rate": 0}
+    path.write_text(GOOD.replace("[space]", "[pruner]\ntype = \"successive_halving\"\nreduction_factor = 1\n\n"
+                                 "[space]", 1))
+    with pytest.raises(StudyFileError, match="pruner.reduction_factor: must be >= 2"):
+        parse_study_file(path)
+
+
 def test_invalid_toml_and_missing_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("task = \n")
