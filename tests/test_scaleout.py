@@ -106,7 +106,11 @@ def test_simultaneous_workers_elect_one_parent_and_share_the_budget_exactly(tmp_
     candidates = [t for t in registry.trials if "run_id" in t.user_attrs]
     assert candidates[0].user_attrs["run_id"] == parent.info.run_id
     workers = [t for t in registry.trials if t.user_attrs.get("role") == "worker"]
-    assert len(workers) == 4 and len({t.user_attrs["pid"] for t in workers}) == 4  # 4 numbers, 4 sampler seeds
+    # One registry number (sampler seed offset) per worker that ran trials. A session that starts after the
+    # instant trials have used up the budget runs none and registers nothing (run_study skips run_worker).
+    registered = {t.user_attrs["pid"] for t in workers}
+    assert len(registered) == len(workers) <= 4
+    assert {t.user_attrs["pid"] for t in study.trials if "pid" in t.user_attrs} <= registered
 
     states = [t.state.name for t in study.trials]
     surplus = [t for t in study.trials if t.user_attrs.get("ended_by") == "surplus"]
