@@ -31,7 +31,7 @@ _HELP = {
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
     "device": "auto, cpu or cuda",
     "impl": "recurrent kernel: native (nn.LSTM etc.), aten (the same with oneDNN off), loop (explicit cell loop, "
-            "same weights) or auto",
+            "same weights), fused (that loop with C++ LSTM/GRU steps, built on first use) or auto",
     "threads": "torch threads; 0 = torch's default",
 }
 

@@ -17,7 +17,9 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "mse")
 DEVICES = ("auto", "cpu", "cuda")
 INPUT_SCALES = ("standard", "unit")
-IMPLS = ("auto", "native", "aten", "loop")  # see benchmark.models.AUTO_IMPL for what auto picks
+# aten: the nn module with oneDNN off (CPU); loop: loop.py's cell loop; fused: that loop with C++ LSTM/GRU steps
+# (fused.py). benchmark.models.AUTO_IMPL says what auto picks.
+IMPLS = ("auto", "native", "aten", "loop", "fused")
 
 
 class ConfigError(ValueError):

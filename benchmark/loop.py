@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .fused import FusedGRULayer, FusedLSTMLayer
+
 # One kernel each for grad * y * (1 - y) and grad * (1 - y²), where composing them would take three or four.
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input
 _tanh_backward = torch.ops.aten.tanh_backward.grad_input
@@ -35,8 +37,11 @@ def _hold_finished(running: Tensor, *grads: Tensor) -> tuple[list[Tensor], list[
     return [g * running for g in grads], [g * ~running for g in grads]
 
 
-def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """x [B, T, F] (batch first) -> output [B, T, D*H] (zeros at padding), h_n [L*D, B, H] (as ``rnn``)."""
+def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None,
+                 fused: bool = False) -> tuple[Tensor, Tensor]:
+    """x [B, T, F] (batch first) -> output [B, T, D*H] (zeros at padding), h_n [L*D, B, H] (as ``rnn``).
+
+    ``fused``: LSTM/GRU steps run in the C++ kernels of benchmark/fused.py instead of the Python ones here."""
     batch, steps = x.size(0), x.size(1)
     directions = 2 if rnn.bidirectional else 1
     seq = x.transpose(0, 1)  # time-major, so each step's slice is contiguous rows
@@ -70,7 +75,7 @@ def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None) -> t
         outputs = []
         for direction, p in enumerate(params):
             inputs = projected[direction] if direction == 0 else reverse(projected[direction])
-            output, last = _run(rnn.mode, inputs, p, rnn.hidden_size, batch, mask, first_partial)
+            output, last = _run(rnn.mode, inputs, p, rnn.hidden_size, batch, mask, first_partial, fused)
             outputs.append(output if direction == 0 else reverse(output))
             h_n.append(last)
         seq = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
@@ -227,14 +232,15 @@ class _GRULayer(torch.autograd.Function):
 
 
 def _run(mode: str, inputs: Tensor, p: dict, hidden: int, batch: int, mask: Tensor | None,
-         first_partial: int) -> tuple[Tensor, Tensor]:
+         first_partial: int, fused: bool = False) -> tuple[Tensor, Tensor]:
     """One direction of one layer over time-major projected inputs [T, B, G*H]."""
     if mode == "GRU":
         b_hn = p["b_hh"][2 * hidden:] if p["b_hh"] is not None else inputs.new_zeros(hidden)
-        hs = _GRULayer.apply(inputs, p["w_hh"], b_hn, mask, first_partial)
+        layer = FusedGRULayer if fused else _GRULayer
+        hs = layer.apply(inputs, p["w_hh"], b_hn, mask, first_partial)
         return hs, hs[-1]
     if mode == "LSTM":
-        hs = _LSTMLayer.apply(inputs, p["w_hh"], mask, first_partial)
+        hs = (FusedLSTMLayer if fused else _LSTMLayer).apply(inputs, p["w_hh"], mask, first_partial)
         return hs, hs[-1]
     # The plain RNN: one op per step, autograd is as fast as a hand-written backward would be.
     w_hh_t = p["w_hh"].t()

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from . import fused
+from .config import IMPLS
 from .loop import loop_forward
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -29,31 +31,27 @@ ARCHITECTURES = {
 }
 
 READOUTS = ("last", "per_step")
-IMPLS = ("auto", "native", "aten", "loop")  # aten: the nn module with oneDNN off (CPU)
 
 # What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs
-# native. "aten" is the same nn module with oneDNN switched off for its call, so PyTorch's own ATen
-# kernels run: oneDNN's RNN training path on this AMD processor is its slow reference kernel.
-# Evidence, idle machine (load < 1.8), AMD EPYC Zen 3, torch 2.14.1, 2 threads, hidden 128, batch 500,
-# 28 steps, samples/s of one train step; 4 side-by-side runs (2 of `rnnbench perf`, 2 of a script
-# timing the same train_step; best of 2-5 interleaved rounds each), ranges over those runs:
-#   LSTM    native 4,168-5,415 | aten 4,805-5,994 (+11..15 %) | loop 4,400-5,217
-#   GRU     native 6,347-8,051 | aten 6,701-8,192 (+1..17 %)  | loop 6,534-7,655
-#   BiLSTM  native 2,052-2,418 | aten 2,071-2,942 (+1..22 %)  | loop 1,801-2,364
-#   BiGRU   native 2,942-3,877 | aten 3,075-4,086 (+2..5 %)   | loop 2,625-3,476
-#   RNN     native 17,184-23,616 | aten 18,111-23,822 (+1..5 %); BiRNN native 8,778-11,067 | aten 8,097-10,348
-# aten was never slower for LSTM/GRU in those 4 runs; for the plain RNN it goes either way. The loop's
-# hand-written GRU backward (and the LSTM's sigmoid/tanh backward kernels) did not change that: idle, best of
-# 4 interleaved rounds, loop/aten gru 0.91, bigru 0.80, lstm 0.98, bilstm 0.79 (some 20 Python-level ops
-# per step forward and backward cost more than the ATen cell saves). Also tried, not kept: each batch split
-# into 2 slices trained in 2 threads of 1 intra-op thread each (no per-op thread barrier): per arch anywhere
-# from -23 % to +13 % over 2 side-by-side runs, no consistent winner.
-# Earlier, under load (2 threads, load ~3.5-10 on 2 cores), the cell loop fell to a third of nn.LSTM (each
-# per-step op synchronises the threads; the fused kernels do not): the loop stays opt-in.
+# native. "fused" is loop.py's cell loop with each step's gate arithmetic in one C++ pass (fused.py,
+# csrc/cells.cpp), built on first use; where it cannot be built, auto runs "aten": the nn module with
+# oneDNN off, since oneDNN's RNN training path on this AMD processor is its slow reference kernel.
+# Evidence, idle machine, AMD EPYC Zen 3, torch 2.14.1, 2 threads, hidden 128, batch 500, 28 steps,
+# samples/s of one train step, best of 4 interleaved rounds (2026-11-29):
+#   GRU 6,666 aten | 8,886 fused (1.33x) | 5,745 loop;   LSTM 4,790 aten | 6,628 fused (1.38x) | 4,525 loop
+#   BiGRU 2,964 | 3,914 (1.32x) | 2,671;                  BiLSTM 2,230 | 2,760 (1.24x) | 2,032
+# What made fused fast: one GEMM per step for all gates into a contiguous buffer (addmm into a slice, or with
+# gates_x as its bias, copies first), OpenMP for the per-row gate loop (at::parallel_for is inline OpenMP: it
+# runs on one thread unless compiled with -fopenmp), and the backward row loops as functions with __restrict__
+# parameters (GCC did not vectorise them otherwise). The first version had none of these: 1.05x.
+# Earlier measurements, 4 side-by-side runs: aten beat native by 1-22 % for LSTM/GRU; for the plain RNN it
+# goes either way, so it stays native. The pure-Python loop (the same hand-written backward) is slower than
+# aten (some 20 Python-level ops per step). Also tried, not kept: each batch split into 2 slices trained in 2
+# threads of 1 intra-op thread each: per arch anywhere from -23 % to +13 % over 2 side-by-side runs.
 # torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
 # On CUDA cuDNN's fused kernels win (not measured here: no GPU on these machines).
 AUTO_IMPL = {
-    "cpu": {"rnn": "native", "lstm": "aten", "gru": "aten"},
+    "cpu": {"rnn": "native", "lstm": "fused", "gru": "fused"},
     "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},
 }
 AUTO_MIN_HIDDEN = 64  # below it: native (addition, LSTM hidden 10, batch 100: native 26,785 strings/s, loop 10,064)
@@ -69,6 +67,8 @@ class RecurrentModel(nn.Module):
             raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
+        if impl == "fused" and not fused.available():
+            raise ValueError(f"impl 'fused' is unavailable: {fused.unavailable_reason()}; use --impl aten or loop")
         spec = ARCHITECTURES[arch]
         self.arch = arch
         self.readout = readout
@@ -91,8 +91,8 @@ class RecurrentModel(nn.Module):
         would leak into real steps: the backward direction, and the final state.
         """
         impl = self.resolved_impl(x.device, self.training and torch.is_grad_enabled())
-        if impl == "loop":
-            output, h_n = loop_forward(self.rnn, x, lengths)
+        if impl in ("loop", "fused"):
+            output, h_n = loop_forward(self.rnn, x, lengths, fused=impl == "fused")
             if self.readout == "last":
                 return self.head(self.dropout(torch.cat(list(h_n[-self.directions:]), dim=-1)))
             return self.head(self.dropout(output))
@@ -125,11 +125,14 @@ class RecurrentModel(nn.Module):
 
     def resolved_impl(self, device: torch.device, training: bool = True) -> str:
         """``native``, ``aten`` or ``loop``: the explicit choice, else AUTO_IMPL's pick for training here."""
+        if self.impl == "fused" and device.type != "cpu":
+            raise ValueError(f"impl 'fused' runs on the CPU only, not {device.type}; use --impl auto or native")
         if self.impl != "auto":
             return self.impl
         if not training or self.rnn.hidden_size < AUTO_MIN_HIDDEN:
             return "native"
-        return AUTO_IMPL.get(device.type, AUTO_IMPL["cuda"])[self.cell]
+        choice = AUTO_IMPL.get(device.type, AUTO_IMPL["cuda"])[self.cell]
+        return "aten" if choice == "fused" and not fused.available() else choice
 
 
 def build_model(config, task) -> RecurrentModel:

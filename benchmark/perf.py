@@ -5,7 +5,7 @@ Example: rnnbench perf --threads 2 --out reports/performance.md
 Sections (each printed as markdown as soon as it is measured, then written to
 ``--out`` atomically): environment and load; the processor's theoretical FP32
 peak and a measured sgemm; the training step per architecture and recurrent
-implementation (native nn module, the same with oneDNN off, explicit loop) with
+implementation (native nn module, the same with oneDNN off, explicit loop, the loop with fused C++ steps) with
 achieved GFLOP/s; MNIST training throughput of rnnbench's ``fit`` against a
 faithful copy of the notebook's loop; binary addition likewise, plus the wall
 time of the notebook's addition experiment run through ``fit``; the batching
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import fused
 from .config import TrainConfig
 from .files import write_atomic
 from .models import ARCHITECTURES, CELLS, RecurrentModel, build_model
@@ -400,7 +401,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
                                              threads=threads)
     task = build_task(mnist_task_config, "cpu", **data)
     rates: dict[tuple[str, str], float] = {}
-    impls = ["native", "aten", "loop"]
+    impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
     for _ in range(sizes.repeats):
         for arch in archs:
             for impl in impls:
@@ -413,13 +414,17 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
         best = rates[arch, auto]
         flops = train_flops_per_sample(spec["cell"], 2 if spec["bidirectional"] else 1, 1, 28, sizes.hidden, 28)
         achieved = best * flops / 1e9
-        rows.append([arch, _k(rates[arch, "native"]), _k(rates[arch, "aten"]),
-                     _k(rates[arch, "loop"]), auto, f"{flops / 1e6:.2f}", f"{achieved:.1f}",
+        rows.append([arch, _k(rates[arch, "native"]), _k(rates[arch, "aten"]), _k(rates[arch, "loop"]),
+                     _k(rates[arch, "fused"]) if (arch, "fused") in rates else "n/a", auto,
+                     f"{flops / 1e6:.2f}", f"{achieved:.1f}",
                      f"{100 * achieved / peak:.0f} %", f"{100 * achieved / sgemm:.0f} %"])
     report.add(f"## Training step (hidden {sizes.hidden}, batch {sizes.batch}, 28 steps; train_step alone, "
                f"samples/s)", "")
-    report.table(["arch", "native (oneDNN)", "aten (oneDNN off)", "loop", "auto runs", "MFLOP/sample",
+    report.table(["arch", "native (oneDNN)", "aten (oneDNN off)", "loop", "fused (C++ steps)", "auto runs",
+                  "MFLOP/sample",
                   "GFLOP/s (auto)", "of peak", "of sgemm"], rows)
+    if "fused" not in impls:
+        report.add(f"fused: n/a, {fused.unavailable_reason()}.", "")
     report.add("FLOPs count the matmuls only: forward 2·G·H·(F+H) per step and direction (G = 1, 3, 4 gates "
                "for rnn, gru, lstm), times 3 for forward + backward.", "")
 

@@ -32,9 +32,10 @@ def _outputs_and_grads(model, x, lengths, readout):
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("readout", READOUTS)
-@pytest.mark.parametrize("impl", ["loop", "aten"])
+@pytest.mark.parametrize("impl", ["loop", "aten", "fused"])
 def test_impl_matches_native_outputs_and_gradients(arch, num_layers, padded, readout, impl):
-    native, loop = _pair(arch, num_layers, readout, impl=impl)
+    # hidden 11: the fused kernels' 8-wide vector path and their scalar tail both run
+    native, loop = _pair(arch, num_layers, readout, hidden=11, impl=impl)
     x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 3)
     lengths = LENGTHS if padded else None
     out_native, grads_native, x_grad_native = _outputs_and_grads(native, x, lengths, readout)
@@ -46,10 +47,11 @@ def test_impl_matches_native_outputs_and_gradients(arch, num_layers, padded, rea
     torch.testing.assert_close(x_grad_loop, x_grad_native, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", ["loop", "fused"])
 @pytest.mark.parametrize("arch", ["lstm", "bigru"])
-def test_padding_never_changes_real_steps(arch):
+def test_padding_never_changes_real_steps(arch, impl):
     """A padded sequence gives the same result as the same sequence alone at its true length."""
-    _, loop = _pair(arch, 2, "last")
+    _, loop = _pair(arch, 2, "last", impl=impl)
     loop.eval()
     x = torch.randn(2, 6, 3)
     x[1, 4:] = 100.0  # garbage in the padding must not leak
@@ -97,5 +99,24 @@ def test_aten_switches_onednn_off_for_its_call_only(monkeypatch):
 
 
 def test_unknown_impl_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown impl 'fast'; valid: auto, native, aten, loop"):
+    with pytest.raises(ConfigError, match="unknown impl 'fast'; valid: auto, native, aten, loop, fused"):
         TrainConfig.for_task("mnist", "lstm", impl="fast")
+
+
+def test_fused_unavailable_falls_back_for_auto_and_is_refused_when_explicit(monkeypatch):
+    from benchmark import fused
+    from benchmark.models import AUTO_IMPL, AUTO_MIN_HIDDEN
+
+    monkeypatch.setattr(fused, "_state", {"error": "the fused C++ cells could not be built (no compiler)"})
+    for cell in ("lstm", "gru"):
+        model = RecurrentModel(cell, 3, AUTO_MIN_HIDDEN, 2, impl="auto")
+        expected = "aten" if AUTO_IMPL["cpu"][cell] == "fused" else AUTO_IMPL["cpu"][cell]
+        assert model.resolved_impl(torch.device("cpu"), training=True) == expected
+    with pytest.raises(ValueError, match=r"impl 'fused' is unavailable: .*no compiler.*; use --impl aten or loop"):
+        RecurrentModel("gru", 3, 5, 2, impl="fused")
+
+
+def test_fused_runs_on_cpu_only():
+    model = RecurrentModel("gru", 3, 5, 2, impl="fused")
+    with pytest.raises(ValueError, match="impl 'fused' runs on the CPU only, not cuda"):
+        model.resolved_impl(torch.device("cuda"), training=True)
