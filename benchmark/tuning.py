@@ -243,7 +243,9 @@ class Objective:
 
         def report(epoch: int, val: dict) -> None:
             trial.report(val["acc"], epoch)
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: a pruned trial would only lose its test metrics
+            # and checkpoint (successive halving's top rung lands there when epochs is a power of its factor).
+            if epoch < config.epochs and trial.should_prune():
                 stopped_at.append(epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (val_acc {val['acc']:.4f})")
 

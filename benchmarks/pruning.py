@@ -17,8 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+import optuna
+
 from benchmark.studies import load_study
-from benchmark.tuning import run_study
+from benchmark.tuning import default_storage_url, make_storage, run_study
 
 
 class Session(NamedTuple):
@@ -28,6 +30,24 @@ class Session(NamedTuple):
     per_hour: float
     best: float  # best validation accuracy
     seconds: float
+    epochs: float  # mean epochs run per finished trial
+    pruned_at: dict  # epoch -> trials pruned there
+    trial_seconds: dict  # state -> mean seconds per trial
+
+
+def anatomy(trials) -> tuple[float, dict, dict]:
+    """Where a session's time went: mean epochs per trial, prune epochs, mean seconds by state."""
+    from collections import Counter
+
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    epochs = sum(len(t.intermediate_values) for t in finished) / max(len(finished), 1)
+    pruned_at = Counter(t.last_step for t in finished if t.state.name == "PRUNED")
+    seconds = {}
+    for state in ("COMPLETE", "PRUNED"):
+        spans = [t.duration.total_seconds() for t in finished if t.state.name == state]
+        if spans:
+            seconds[state] = sum(spans) / len(spans)
+    return epochs, dict(sorted(pruned_at.items())), seconds
 
 
 PRUNERS = {
@@ -36,6 +56,8 @@ PRUNERS = {
     "hyperband": {"type": "hyperband", "min_resource": 1, "reduction_factor": 3},
     # Hyperband's first bracket alone: every trial is judged at epoch 1, the survivors again at epoch 3.
     "successive_halving": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
+    # The same with a quarter promoted at each rung: judged at epoch 1, the survivors again at epoch 4.
+    "successive_halving_eta4": {"type": "successive_halving", "min_resource": 1, "reduction_factor": 4},
 }
 
 
@@ -70,13 +92,18 @@ def main() -> None:
             spec = dataclasses.replace(base, pruner=pruner)
             result = run_study(spec, study_name=f"pruning-{label.replace(':', '-')}", tracking_uri=uri, quiet=True)
             finished = result.counts.get("COMPLETE", 0) + result.counts.get("PRUNED", 0)
+            study = optuna.load_study(study_name=result.study_name, storage=make_storage(default_storage_url(uri)))
             rows[label] = Session(dict(pruner), finished, result.counts.get("PRUNED", 0),
-                                  finished / result.seconds * 3600, result.best_value or 0.0, result.seconds)
+                                  finished / result.seconds * 3600, result.best_value or 0.0, result.seconds,
+                                  *anatomy(study.get_trials(deepcopy=False)))
     print(f"{base.task} {base.arch}: {args.epochs} epochs/trial, train_size {args.train_size}, budget "
           f"{args.budget:.0f}s per session, sampler seed {base.sampler_dict.get('seed')}")
     for label, row in rows.items():
         print(f"  {label:<14} {row.finished:>3} trials ({row.pruned} pruned) in {row.seconds:5.0f}s = "
               f"{row.per_hour:6.1f} trials/h, best val acc {100 * row.best:.2f}%  {row.pruner}")
+        seconds = ", ".join(f"{state.lower()} {value:.1f}s" for state, value in row.trial_seconds.items())
+        print(f"  {'':<14} {row.epochs:.1f} epochs/trial; pruned at epoch: {row.pruned_at or '-'}; "
+              f"per trial: {seconds}")
     baseline = rows["unpruned"]
     for label, row in rows.items():
         if label == "unpruned":

@@ -56,7 +56,7 @@ def test_every_shipped_study_parses_for_every_preset_and_arch(path):
         assert (num_layers.low, num_layers.high) == wanted
         assert next(p for p in spec.space if p.name == "lr").log
         assert spec.sampler_dict["type"] == "tpe" and "seed" in spec.sampler_dict
-        assert spec.pruner_dict["type"] in ("median", "hyperband")
+        assert spec.pruner_dict["type"] in ("median", "hyperband", "successive_halving")
         # every sampled corner is a valid config
         config = spec.train_config({p.name: p.low if p.kind != "categorical" else p.choices[0] for p in spec.space})
         assert config.epochs == spec.epochs

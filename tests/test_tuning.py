@@ -128,6 +128,16 @@ def test_pruned_trial_run_is_killed_with_state_and_epoch(tmp_path, tracking_uri,
     assert parent.info.status == "FINISHED" and "best_trial_number" not in parent.data.tags
 
 
+def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, tracking_uri, monkeypatch):
+    monkeypatch.setattr(tuning, "make_pruner", lambda spec: AlwaysPrune())
+    assert cli.main(["tune", study_file(tmp_path, epochs=1), "--arch", "lstm", "--trials", "1",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    (run,) = runs(tracking_uri, "trial")
+    assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == "COMPLETE"
+    assert "test_acc" in run.data.metrics
+    assert load(tmp_path, "addition-lstm-quick").trials[0].state.name == "COMPLETE"
+
+
 def test_failing_trial_is_failed_with_reason_and_study_continues(tmp_path, tracking_uri, monkeypatch):
     calls = []
 
