@@ -45,11 +45,12 @@ def load():
 
             # -fopenmp: at::parallel_for is inline OpenMP; without it each step's gate loop runs on one thread.
             flags = ["-O3", "-fopenmp", *(["-mavx2", "-mfma"] if _has_avx2() else [])]
-            # The name carries the source and flags, so an edited file or another CPU never loads a stale build.
-            digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
-            name = f"rnnbench_cells_{digest}"
+            # The name carries the source, its path and the flags: an edited file or another CPU never loads a stale
+            # build, and two checkouts do not rebuild each other's (ninja rebuilds when the source path changes).
+            key = SOURCE.read_bytes() + str(SOURCE).encode() + " ".join(flags).encode()
+            name = f"rnnbench_cells_{hashlib.sha1(key).hexdigest()[:10]}"
             if not (Path(cpp_extension._get_build_directory(name, False)) / f"{name}.so").exists():
-                print("rnnbench: building the fused C++ LSTM/GRU cells (once per machine, about a minute)",
+                print("rnnbench: building the fused C++ LSTM/GRU cells (once per checkout and machine, about a minute)",
                       file=sys.stderr, flush=True)
             _state["module"] = cpp_extension.load(name=name, sources=[str(SOURCE)],
                                                   extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
