@@ -12,12 +12,15 @@ later processes load it in well under a second. Without a C++ compiler, or when 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sys
 import threading
 from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "cells.cpp"
 
@@ -36,6 +39,10 @@ def load():
             return _state["module"]
         if "error" in _state:
             raise RuntimeError(_state["error"])
+        compiler = os.environ.get("CXX", "c++")  # what cpp_extension invokes
+        if shutil.which(compiler) is None:
+            _state["error"] = f"the fused C++ cells need a C++ compiler and there is none ({compiler!r} not on PATH)"
+            raise RuntimeError(_state["error"])
         try:
             import logging
 
@@ -49,17 +56,28 @@ def load():
             # build, and two checkouts do not rebuild each other's (ninja rebuilds when the source path changes).
             key = SOURCE.read_bytes() + str(SOURCE).encode() + " ".join(flags).encode()
             name = f"rnnbench_cells_{hashlib.sha1(key).hexdigest()[:10]}"
-            if not (Path(cpp_extension._get_build_directory(name, False)) / f"{name}.so").exists():
-                print("rnnbench: building the fused C++ LSTM/GRU cells (once per checkout and machine, about a minute)",
-                      file=sys.stderr, flush=True)
+            _announce_build(cpp_extension, name)
             _state["module"] = cpp_extension.load(name=name, sources=[str(SOURCE)],
                                                   extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
-        except Exception as error:  # no compiler, no ninja, a failed build: say why in one line
+        except Exception as error:  # no ninja, a failed build: say why in one line
             lines = str(error).strip().splitlines() or [type(error).__name__]
-            first = next((line for line in lines if "error:" in line), lines[0])  # the compiler's own complaint
+            # The compiler's own complaint, else ninja's, else the first line (a long command line).
+            first = next((line for line in lines if "error:" in line),
+                         next((line for line in lines if "not found" in line or "FAILED" in line), lines[0]))
             _state["error"] = f"the fused C++ cells could not be built ({type(error).__name__}: {first[:300]})"
             raise RuntimeError(_state["error"]) from None
         return _state["module"]
+
+
+def _announce_build(cpp_extension, name: str) -> None:
+    """A minute of silence inside the first trial deserves a line; a private torch helper tells whether it comes."""
+    try:
+        built = (Path(cpp_extension._get_build_directory(name, False)) / f"{name}.so").exists()
+    except Exception:  # the helper moved in another torch: no notice, the build itself is unaffected
+        return
+    if not built:
+        print("rnnbench: building the fused C++ LSTM/GRU cells (once per checkout and machine, about a minute)",
+              file=sys.stderr, flush=True)
 
 
 def available() -> bool:
@@ -78,9 +96,9 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def supports(x: Tensor) -> bool:
+def supports(x: Tensor, weight: Tensor) -> bool:
     """The kernels take float32 CPU tensors; anything else runs another impl."""
-    return x.device.type == "cpu" and x.dtype == torch.float32
+    return x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
 
 
 def _rows(mask: Tensor | None) -> Tensor | None:
@@ -99,6 +117,7 @@ class FusedLSTMLayer(torch.autograd.Function):
         return hs
 
     @staticmethod
+    @once_differentiable  # the C++ backward builds no graph: a double backward must fail, not return zeros
     def backward(ctx, d_hs: Tensor):
         acts, hs, cs, tanh_cs, w_hh, rows = ctx.saved_tensors
         d_gates, d_w = load().lstm_backward(d_hs, acts, hs, cs, tanh_cs, w_hh, rows, ctx.first_partial)
@@ -117,6 +136,7 @@ class FusedGRULayer(torch.autograd.Function):
         return hs
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, d_hs: Tensor):
         acts, hidden_n, hs, w_hh, rows = ctx.saved_tensors
         d_gates, d_w, d_b_hn = load().gru_backward(d_hs, acts, hidden_n, hs, w_hh, rows, ctx.first_partial)

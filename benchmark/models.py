@@ -91,6 +91,11 @@ class RecurrentModel(nn.Module):
         would leak into real steps: the backward direction, and the final state.
         """
         impl = self.resolved_impl(x.device, self.training and torch.is_grad_enabled())
+        if impl == "fused" and not fused.supports(x, self.rnn.weight_hh_l0):
+            if self.impl == "fused":
+                raise ValueError(f"impl 'fused' takes float32 CPU tensors, not {x.dtype} with "
+                                 f"{self.rnn.weight_hh_l0.dtype} weights; use --impl loop or aten")
+            impl = "aten"  # auto: a float64 or bf16 model runs ATen's kernels
         if impl in ("loop", "fused"):
             output, h_n = loop_forward(self.rnn, x, lengths, fused=impl == "fused")
             if self.readout == "last":

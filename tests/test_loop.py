@@ -120,3 +120,50 @@ def test_fused_runs_on_cpu_only():
     model = RecurrentModel("gru", 3, 5, 2, impl="fused")
     with pytest.raises(ValueError, match="impl 'fused' runs on the CPU only, not cuda"):
         model.resolved_impl(torch.device("cuda"), training=True)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "bilstm", "bigru"])
+def test_fused_matches_native_with_many_rows_per_thread(arch):
+    """Batch 37 > the kernels' grain of 8 rows: the OpenMP split runs (with 2 threads), ragged lengths included."""
+    from benchmark import fused
+
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        assert fused.load().avx2  # the vector path is what the other tests exercise here
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        native, fused_model = _pair(arch, 2, "last", hidden=16, impl="fused")
+        lengths = torch.randint(1, 10, (37,), generator=torch.Generator().manual_seed(1))
+        lengths[0] = 9
+        x = torch.randn(37, 9, 3)
+        out_native, grads_native, x_grad_native = _outputs_and_grads(native, x, lengths, "last")
+        out_fused, grads_fused, x_grad_fused = _outputs_and_grads(fused_model, x, lengths, "last")
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(out_fused, out_native, rtol=1e-5, atol=1e-5)
+    for name in grads_native:
+        torch.testing.assert_close(grads_fused[name], grads_native[name], rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(x_grad_fused, x_grad_native, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_takes_float32_only_and_auto_falls_back():
+    from benchmark.models import AUTO_MIN_HIDDEN
+
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    auto = RecurrentModel("gru", 3, AUTO_MIN_HIDDEN, 2, impl="auto").double()
+    assert auto.resolved_impl(torch.device("cpu"), training=True) == "fused"
+    auto(x).sum().backward()  # runs aten, in float64
+    assert auto.rnn.weight_hh_l0.grad.dtype == torch.float64
+    explicit = RecurrentModel("gru", 3, 5, 2, impl="fused").double()
+    with pytest.raises(ValueError, match="impl 'fused' takes float32 CPU tensors, not torch.float64"):
+        explicit(x)
+
+
+def test_fused_without_a_compiler_says_so(monkeypatch):
+    from benchmark import fused
+
+    monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(RuntimeError, match=r"need a C\+\+ compiler and there is none \('/nonexistent/c\+\+' not on"):
+        fused.load()
+    assert not fused.available() and "not on PATH" in fused.unavailable_reason()

@@ -57,6 +57,14 @@ void check(const at::Tensor& t, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
+// gates_x [T, B, G*H] against w_hh [G*H, H] (and b_hn [H] for the GRU).
+void check_shapes(const at::Tensor& gates_x, const at::Tensor& w_hh, int64_t gates) {
+  TORCH_CHECK(gates_x.dim() == 3 && w_hh.dim() == 2 && gates_x.size(2) == w_hh.size(0) &&
+                  w_hh.size(0) == gates * w_hh.size(1) && w_hh.scalar_type() == at::kFloat,
+              "gates_x [T, B, ", gates, "H] and float32 w_hh [", gates, "H, H] expected, got ", gates_x.sizes(), " and ",
+              w_hh.sizes());
+}
+
 // Rows whose sequence has ended keep their state. running: mask [T, B] (nullptr when every row runs).
 bool row_runs(const bool* running, int64_t batch, int64_t t, int64_t b, int64_t first_partial) {
   return running == nullptr || t < first_partial || running[t * batch + b];
@@ -114,6 +122,7 @@ void gru_backward_row(const float* __restrict__ r, const float* __restrict__ z, 
 std::vector<at::Tensor> lstm_forward(const at::Tensor& gates_x, const at::Tensor& w_hh,
                                      const c10::optional<at::Tensor>& mask, int64_t first_partial) {
   check(gates_x, "gates_x");
+  check_shapes(gates_x, w_hh, 4);
   const int64_t steps = gates_x.size(0), batch = gates_x.size(1), hidden = gates_x.size(2) / 4;
   const bool* running = running_rows(mask, steps, batch);
   auto acts = at::empty_like(gates_x);
@@ -215,7 +224,9 @@ std::vector<at::Tensor> gru_forward(const at::Tensor& gates_x, const at::Tensor&
                                     const c10::optional<at::Tensor>& mask, int64_t first_partial) {
   check(gates_x, "gates_x");
   check(b_hn, "b_hn");
+  check_shapes(gates_x, w_hh, 3);
   const int64_t steps = gates_x.size(0), batch = gates_x.size(1), hidden = gates_x.size(2) / 3;
+  TORCH_CHECK(b_hn.numel() == hidden, "b_hn must have ", hidden, " elements, got ", b_hn.numel());
   const bool* running = running_rows(mask, steps, batch);
   auto acts = gates_x.new_empty({steps, batch, 3 * hidden});
   auto hidden_n = gates_x.new_empty({steps, batch, hidden});
@@ -307,8 +318,15 @@ std::vector<at::Tensor> gru_backward(const at::Tensor& d_hs_in, const at::Tensor
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("lstm_forward", &lstm_forward, "fused LSTM layer, forward");
-  m.def("lstm_backward", &lstm_backward, "fused LSTM layer, backward");
-  m.def("gru_forward", &gru_forward, "fused GRU layer, forward");
-  m.def("gru_backward", &gru_backward, "fused GRU layer, backward");
+  // No Python inside: other Python threads may run meanwhile.
+  const auto no_gil = py::call_guard<py::gil_scoped_release>();
+  m.def("lstm_forward", &lstm_forward, "fused LSTM layer, forward", no_gil);
+  m.def("lstm_backward", &lstm_backward, "fused LSTM layer, backward", no_gil);
+  m.def("gru_forward", &gru_forward, "fused GRU layer, forward", no_gil);
+  m.def("gru_backward", &gru_backward, "fused GRU layer, backward", no_gil);
+#ifdef __AVX2__
+  m.attr("avx2") = true;
+#else
+  m.attr("avx2") = false;
+#endif
 }
