@@ -70,14 +70,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="epochs per trial (pruning needs a few)")
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=None, help="sampler seed for every session (default: the file's)")
     parser.add_argument("--pruners", nargs="+", default=["file"], choices=["file", *PRUNERS],
                         help="pruners to compare with no pruning (file: the study file's)")
     args = parser.parse_args()
 
     base = load_study(args.study, args.arch, args.preset)
     fixed = {**base.fixed_dict, "train_size": args.train_size, "threads": args.threads}
+    sampler = {**base.sampler_dict, **({"seed": args.seed} if args.seed is not None else {})}
     base = dataclasses.replace(base, epochs=args.epochs, trials=100_000, timeout=args.budget,
-                               fixed=tuple(sorted(fixed.items())))
+                               fixed=tuple(sorted(fixed.items())), sampler=tuple(sorted(sampler.items())))
     sessions = [("unpruned", (("type", "none"),))]
     for name in args.pruners:
         pruner = base.pruner if name == "file" else tuple(sorted(PRUNERS[name].items()))
