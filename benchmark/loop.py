@@ -236,8 +236,7 @@ def _run(mode: str, inputs: Tensor, p: dict, hidden: int, batch: int, mask: Tens
     """One direction of one layer over time-major projected inputs [T, B, G*H]."""
     if mode == "GRU":
         b_hn = p["b_hh"][2 * hidden:] if p["b_hh"] is not None else inputs.new_zeros(hidden)
-        layer = FusedGRULayer if fused else _GRULayer
-        hs = layer.apply(inputs, p["w_hh"], b_hn, mask, first_partial)
+        hs = (FusedGRULayer if fused else _GRULayer).apply(inputs, p["w_hh"], b_hn, mask, first_partial)
         return hs, hs[-1]
     if mode == "LSTM":
         hs = (FusedLSTMLayer if fused else _LSTMLayer).apply(inputs, p["w_hh"], mask, first_partial)

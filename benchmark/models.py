@@ -129,7 +129,9 @@ class RecurrentModel(nn.Module):
             torch.backends.mkldnn.enabled = previous
 
     def resolved_impl(self, device: torch.device, training: bool = True) -> str:
-        """``native``, ``aten`` or ``loop``: the explicit choice, else AUTO_IMPL's pick for training here."""
+        """``native``, ``aten``, ``loop`` or ``fused``: the explicit choice, else AUTO_IMPL's pick for training
+        here (``aten`` in place of ``fused`` where the C++ cells cannot be built). ``forward`` also runs ``aten``
+        in place of an automatic ``fused`` for a model that is not float32."""
         if self.impl == "fused" and device.type != "cpu":
             raise ValueError(f"impl 'fused' runs on the CPU only, not {device.type}; use --impl auto or native")
         if self.impl != "auto":

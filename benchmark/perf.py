@@ -421,8 +421,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
     report.add(f"## Training step (hidden {sizes.hidden}, batch {sizes.batch}, 28 steps; train_step alone, "
                f"samples/s)", "")
     report.table(["arch", "native (oneDNN)", "aten (oneDNN off)", "loop", "fused (C++ steps)", "auto runs",
-                  "MFLOP/sample",
-                  "GFLOP/s (auto)", "of peak", "of sgemm"], rows)
+                  "MFLOP/sample", "GFLOP/s (auto)", "of peak", "of sgemm"], rows)
     if "fused" not in impls:
         report.add(f"fused: n/a, {fused.unavailable_reason()}.", "")
     report.add("FLOPs count the matmuls only: forward 2·G·H·(F+H) per step and direction (G = 1, 3, 4 gates "

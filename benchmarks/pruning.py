@@ -35,19 +35,18 @@ class Session(NamedTuple):
     trial_seconds: dict  # state -> mean seconds per trial
 
 
-def anatomy(trials) -> tuple[float, dict, dict]:
-    """Where a session's time went: mean epochs per trial, prune epochs, mean seconds by state."""
+def summarise(pruner: dict, trials, seconds: float, best: float | None) -> Session:
+    """A session's throughput and where its time went, from its trials."""
     from collections import Counter
 
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    by_state = {state: [t for t in finished if t.state.name == state] for state in ("COMPLETE", "PRUNED")}
     epochs = sum(len(t.intermediate_values) for t in finished) / max(len(finished), 1)
-    pruned_at = Counter(t.last_step for t in finished if t.state.name == "PRUNED")
-    seconds = {}
-    for state in ("COMPLETE", "PRUNED"):
-        spans = [t.duration.total_seconds() for t in finished if t.state.name == state]
-        if spans:
-            seconds[state] = sum(spans) / len(spans)
-    return epochs, dict(sorted(pruned_at.items())), seconds
+    pruned_at = Counter(t.last_step for t in by_state["PRUNED"])
+    trial_seconds = {state: sum(t.duration.total_seconds() for t in group) / len(group)
+                     for state, group in by_state.items() if group}
+    return Session(pruner, len(finished), len(by_state["PRUNED"]), len(finished) / seconds * 3600, best or 0.0,
+                   seconds, epochs, dict(sorted(pruned_at.items())), trial_seconds)
 
 
 PRUNERS = {
@@ -93,11 +92,9 @@ def main() -> None:
         for label, pruner in sessions:
             spec = dataclasses.replace(base, pruner=pruner)
             result = run_study(spec, study_name=f"pruning-{label.replace(':', '-')}", tracking_uri=uri, quiet=True)
-            finished = result.counts.get("COMPLETE", 0) + result.counts.get("PRUNED", 0)
             study = optuna.load_study(study_name=result.study_name, storage=make_storage(default_storage_url(uri)))
-            rows[label] = Session(dict(pruner), finished, result.counts.get("PRUNED", 0),
-                                  finished / result.seconds * 3600, result.best_value or 0.0, result.seconds,
-                                  *anatomy(study.get_trials(deepcopy=False)))
+            rows[label] = summarise(dict(pruner), study.get_trials(deepcopy=False), result.seconds,
+                                    result.best_value)
     print(f"{base.task} {base.arch}: {args.epochs} epochs/trial, train_size {args.train_size}, budget "
           f"{args.budget:.0f}s per session, sampler seed {base.sampler_dict.get('seed')}")
     for label, row in rows.items():
