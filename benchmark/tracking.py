@@ -16,7 +16,6 @@ import csv
 import functools
 import os
 import platform
-import re
 import subprocess
 import tempfile
 import time
@@ -28,97 +27,23 @@ from .config import TrainConfig
 if TYPE_CHECKING:  # torch is imported where used: readers of the store (the report) never need it
     from .models import RecurrentModel
 
-# The store's schema, shared by every writer (train, tune, reproduce, confirm) and the report.
-# Experiments: one per task, named by the task ("mnist", "addition"); `reproduce` has its own.
-# Tags on every run: task, arch, seed, suite, plus environment_tags(). Study parent runs add
-# role=study and study_name; trial runs add role=trial, study_name, trial_number and optuna.state
-# (COMPLETE, PRUNED or FAIL), and are nested with mlflow.parentRunId.
-# Tuning (benchmark.tuning; suite=tune, both roles also tag preset):
-#   study parent run: name = study name; params study_file, preset, epochs, trials, sampler, pruner,
-#     space.<field> (e.g. "float[0.001, 0.01] log"), fixed.<field>; after each trial and at session end:
-#     tags best_trial_number, best_run_id, best.<param>; metrics best_val_acc (the objective),
-#     best_test_acc (that trial's test accuracy, never used for selection), best_trial_number,
-#     n_complete, n_pruned, n_fail. RUNNING only while a session runs; KILLED after Ctrl-C, FAILED
-#     when a worker died; the same run is reopened on resume (its id is the study's user attr
-#     mlflow_parent_run_id).
-#   trial run: everything a train run has, plus tags pruned_at_epoch (PRUNED trials, run KILLED),
-#     error (FAIL: run FAILED, or KILLED on Ctrl-C), retried_trial (a re-run of a lost trial's params).
-# Reproduce runs (experiment "reproduce", suite=reproduce, role=run) add notebook_ref (the experiment id, e.g.
-# mnist-lstm), notebook_value (the notebook's accuracy in %) and reproduce_key (config hash used to skip
-# finished work), plus the metric notebook_acc (fraction, comparable with test_acc); see reproduce.py.
-# Registered models: <task>-<arch> with alias champion, version source = the run's checkpoint/ folder.
-TAG_SUITE = "suite"  # train | tune | reproduce | confirm
-TAG_ROLE = "role"  # run | study | trial
-TAG_STUDY = "study_name"
-TAG_TRIAL = "trial_number"
-TAG_TRIAL_STATE = "optuna.state"
+from .schema import CHECKPOINT_FORMAT, COORDINATION_MARK, Artifact, Role, Suite, Tag
+from .store import (  # noqa: F401  (re-exported while callers move to benchmark.store)
+    MAX_METRICS_PER_CALL,
+    artifact_location_for,
+    client_for,
+    default_store_dir,
+    end_run,
+    get_or_create_experiment,
+    mask_url,
+    resolve_tracking_uri,
+)
 
+# Old names of schema entries, kept while callers move to benchmark.schema.
+TAG_SUITE, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE = Tag.SUITE, Tag.ROLE, Tag.STUDY, Tag.TRIAL, Tag.TRIAL_STATE
+REGISTRY_MARK = COORDINATION_MARK
 STORAGE_ENV = "RNNBENCH_STORAGE"  # the Optuna storage URL, from the environment: not on argv, never printed
-REGISTRY_MARK = "#registry#"  # companion study "<study>#registry#<study id>": parent-run election + worker numbers
-
-CHECKPOINT_FORMAT = "rnnbench-checkpoint/1"
-CHECKPOINT_ARTIFACT = "checkpoint/model.pt"
-MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
-
-
-def mask_url(url: str) -> str:
-    """A storage or tracking URL with any password replaced by ***.
-
-    The password is everything between ``user:`` and the last ``@`` before the query (SQLAlchemy and
-    libpq read it the same way; a password with ``@`` or ``/`` is still hidden whole); ``password=``
-    query parameters are masked too. When in doubt this hides too much, never too little.
-    """
-    url = re.sub(r"(?i)([?&;]password=)[^&;]*", r"\1***", url)
-    scheme, sep, rest = url.partition("://")
-    authority, query_sep, query = rest.partition("?")
-    user, colon, after = authority.partition(":")
-    if not sep or not colon or "/" in user or "@" in user or "@" not in after:
-        return url
-    return f"{scheme}://{user}:***{after[after.rindex('@'):]}{query_sep}{query}"
-
-
-def default_store_dir() -> Path:
-    return Path("mlruns").resolve()
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """Explicit URI, else MLFLOW_TRACKING_URI, else the embedded SQLite store under ./mlruns."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    store = default_store_dir()
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
-
-
-def artifact_location_for(tracking_uri: str, experiment: str) -> str | None:
-    """For a local SQLite store, artifacts live beside the database; servers choose their own."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-        return (database.parent / "artifacts" / experiment).resolve().as_uri()
-    return None
-
-
-def client_for(tracking_uri: str | None = None):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
-
-
-def get_or_create_experiment(client, name: str) -> str:
-    """Experiment id for ``name``; safe when several processes create it at once."""
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location_for(client.tracking_uri, name))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if not found:
-            raise
-        return found.experiment_id
+CHECKPOINT_ARTIFACT = Artifact.CHECKPOINT
 
 
 @functools.cache  # constant for the process; every run and trial asks for it
@@ -171,9 +96,9 @@ class RunTracker:
         client = client or client_for(tracking_uri)
         experiment_id = get_or_create_experiment(client, experiment or config.task)
         all_tags = {**environment_tags(), "task": config.task, "arch": config.arch, "seed": str(config.seed),
-                    TAG_SUITE: "train", TAG_ROLE: "run", **(tags or {})}
+                    Tag.SUITE: Suite.TRAIN, Tag.ROLE: Role.RUN, **(tags or {})}
         if parent_run_id:
-            all_tags["mlflow.parentRunId"] = parent_run_id
+            all_tags[Tag.PARENT_RUN] = parent_run_id
         run = client.create_run(experiment_id, run_name=run_name or default_run_name(config), tags=all_tags)
         tracker = cls(client, run.info.run_id)
         client.log_batch(tracker.run_id, params=[Param(k, v) for k, v in config.to_params().items()])
@@ -240,9 +165,7 @@ class RunTracker:
     def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
         if self.finished:
             return
-        if error:
-            self.set_tags({"error": error[:5000]})
-        self.client.set_terminated(self.run_id, status=status)
+        end_run(self.client, self.run_id, status, error)
         self.finished = True
 
 

@@ -1,0 +1,39 @@
+"""Torch-free names of what the suite knows: architectures, tasks, losses, presets and training choices.
+
+Example: python -c "from benchmark import catalog; print(list(catalog.ARCHITECTURES))"
+
+The CLI's choices, ``TrainConfig``'s validation and the report's row order read these without importing
+torch. An architecture is data: which recurrent cell and whether it runs both directions.
+"""
+
+from __future__ import annotations
+
+ARCHITECTURES: dict[str, dict] = {
+    "rnn": {"cell": "rnn", "bidirectional": False},
+    "lstm": {"cell": "lstm", "bidirectional": False},
+    "gru": {"cell": "gru", "bidirectional": False},
+    "birnn": {"cell": "rnn", "bidirectional": True},
+    "bilstm": {"cell": "lstm", "bidirectional": True},
+    "bigru": {"cell": "gru", "bidirectional": True},
+}
+TASKS: tuple[str, ...] = ("mnist", "addition")
+LOSSES: tuple[str, ...] = ("ce", "mse")
+PRESETS: tuple[str, ...] = ("quick", "standard", "full")
+READOUTS: tuple[str, ...] = ("last", "per_step")
+OPTIMIZERS: tuple[str, ...] = ("adam", "adamw")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "onecycle")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+INPUT_SCALES: tuple[str, ...] = ("standard", "unit")
+# native: the nn module; aten: the same with oneDNN off (CPU); loop: an explicit cell loop over the same
+# weights; fused: that loop with C++ LSTM/GRU steps; auto: what benchmark.models picks for the device.
+IMPLS: tuple[str, ...] = ("auto", "native", "aten", "loop", "fused")
+
+
+def arch_order_key(arch: str) -> tuple[int, str]:
+    """Catalogue order, then unknown names alphabetically: the order of every table and legend."""
+    names = list(ARCHITECTURES)
+    return (names.index(arch) if arch in names else len(names), arch)
+
+
+def task_order_key(task: str) -> tuple[int, str]:
+    return (TASKS.index(task) if task in TASKS else len(TASKS), task)

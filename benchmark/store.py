@@ -1,0 +1,174 @@
+"""Where runs live: the tracking URI, the embedded store's folder, clients, paged run search, ending a run.
+
+Example: rnnbench train --task addition --arch lstm --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
+
+Everything goes through an explicit ``MlflowClient`` and run ids, never the fluent "active run", which
+is per thread and breaks under parallel trials. The embedded default is
+``sqlite:///<cwd>/mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``; ``--tracking-uri`` or
+``MLFLOW_TRACKING_URI`` selects any other store or server. Torch-free; MLflow is imported where used,
+so that ``--help`` and the report's first lines stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .schema import MLFLOW_DATABASE, OPTUNA_JOURNAL, RunStatus, Tag
+
+PAGE_SIZE = 1000  # runs per search_runs call
+MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
+ERROR_TAG_LIMIT = 5000  # characters of an error message kept in the run's tag
+_initialised: set[str] = set()  # SQLite stores this process has created or checked
+
+
+def mask_url(url: str) -> str:
+    """A storage or tracking URL with any password replaced by ***.
+
+    The password is everything between ``user:`` and the last ``@`` before the query (SQLAlchemy and
+    libpq read it the same way; a password with ``@`` or ``/`` is still hidden whole); ``password=``
+    query parameters are masked too. When in doubt this hides too much, never too little.
+    """
+    url = re.sub(r"(?i)([?&;]password=)[^&;]*", r"\1***", url)
+    scheme, sep, rest = url.partition("://")
+    authority, query_sep, query = rest.partition("?")
+    user, colon, after = authority.partition(":")
+    if not sep or not colon or "/" in user or "@" in user or "@" not in after:
+        return url
+    return f"{scheme}://{user}:***{after[after.rindex('@'):]}{query_sep}{query}"
+
+
+def default_store_dir() -> Path:
+    return Path("mlruns").resolve()
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def plain_tracking_uri(uri: str | None = None) -> str:
+    """Explicit URI, else MLFLOW_TRACKING_URI, else the embedded SQLite store under ./mlruns; creates nothing."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store_dir() / MLFLOW_DATABASE}"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """``plain_tracking_uri``, with the embedded store's folder created (writers call this)."""
+    uri = plain_tracking_uri(uri)
+    database = sqlite_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def store_folder(tracking_uri: str | None = None) -> Path:
+    """The folder of a local SQLite store, else ./mlruns: where the default Optuna journal lives."""
+    database = sqlite_path(plain_tracking_uri(tracking_uri))
+    return database.parent if database is not None else default_store_dir()
+
+
+def default_journal(tracking_uri: str | None = None) -> Path:
+    return store_folder(tracking_uri) / OPTUNA_JOURNAL
+
+
+def artifact_location_for(tracking_uri: str, experiment: str) -> str | None:
+    """For a local SQLite store, artifacts live beside the database; servers choose their own."""
+    database = sqlite_path(tracking_uri)
+    if database is not None:
+        return (database.parent / "artifacts" / experiment).resolve().as_uri()
+    return None
+
+
+def ensure_store(uri: str) -> None:
+    """Create or upgrade a SQLite store's schema once, under a file lock beside the database.
+
+    MLflow creates its tables on first use without a lock of its own, so processes starting together on a
+    new store race in its migrations and can leave it half-migrated for good. Every rnnbench process takes
+    the lock first; the first one in creates the schema, the others find it complete.
+    """
+    database = sqlite_path(uri)
+    if database is None or uri in _initialised:
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.parent / f"{database.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with _quiet_migrations():
+                store = SqlAlchemyStore(uri, (database.parent / "artifacts").resolve().as_uri())
+            store.engine.dispose()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _initialised.add(uri)
+
+
+@contextlib.contextmanager
+def _quiet_migrations():
+    """MLflow and alembic announce each migration at INFO on stderr; a user needs none of it."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def client_for(tracking_uri: str | None = None):
+    """An MlflowClient on the resolved store, its schema created first for a new SQLite store."""
+    from mlflow import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    ensure_store(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def get_or_create_experiment(client, name: str) -> str:
+    """Experiment id for ``name``; safe when several processes create it at once."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location_for(client.tracking_uri, name))
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if not found:
+            raise
+        return found.experiment_id
+
+
+def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] | None = None,
+                deleted: bool = False) -> Iterator:
+    """Every run matching ``filter_string`` (all experiments unless given), a page of PAGE_SIZE per call."""
+    from mlflow.entities import ViewType
+
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    experiment_ids = list(experiment_ids)
+    if not experiment_ids:
+        return
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=PAGE_SIZE,
+                                  page_token=token, run_view_type=ViewType.ALL if deleted else ViewType.ACTIVE_ONLY)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def end_run(client, run_id: str, status: str = RunStatus.FINISHED, reason: str | None = None) -> None:
+    """End a run as FINISHED, FAILED or KILLED; ``reason`` is kept as its ``error`` tag."""
+    if reason:
+        client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
+    client.set_terminated(run_id, status=status)

@@ -1,0 +1,63 @@
+"""The store layer: URIs and paths, paged search, ending runs, and a new store opened by many processes at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from benchmark import store
+from benchmark.schema import RunStatus, Tag
+
+# Each child waits for the same wall-clock instant, so that all of them open the new store together.
+CHILD = """
+import sys, time
+from benchmark.store import client_for, get_or_create_experiment
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+client = client_for(sys.argv[1])
+run = client.create_run(get_or_create_experiment(client, "addition"))
+client.set_terminated(run.info.run_id)
+"""
+
+
+def test_processes_starting_together_on_a_new_store_all_succeed(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    start = time.time() + 4  # past every child's imports
+    children = [subprocess.Popen([sys.executable, "-c", CHILD, uri, str(start)], stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+    errors = [child.communicate(timeout=120)[1] for child in children]
+    assert [child.returncode for child in children] == [0] * 4, "\n".join(errors)
+    assert not any("Creating initial MLflow database tables" in e for e in errors)  # no migration chatter
+    client = store.client_for(uri)
+    assert len(list(store.search_runs(client))) == 4
+    # The store is whole afterwards: a later single process works on it too.
+    assert store.client_for(uri).search_experiments()
+
+
+def test_search_runs_pages_through_every_run(tmp_path, monkeypatch):
+    client = store.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = store.get_or_create_experiment(client, "mnist")
+    made = {client.create_run(experiment, tags={Tag.ROLE: "trial" if i % 2 else "run"}).info.run_id
+            for i in range(7)}
+    monkeypatch.setattr(store, "PAGE_SIZE", 3)
+    assert {r.info.run_id for r in store.search_runs(client)} == made
+    trials = list(store.search_runs(client, f"tags.{Tag.ROLE} = 'trial'", [experiment]))
+    assert len(trials) == 3
+
+
+def test_end_run_keeps_the_reason(tmp_path):
+    client = store.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(store.get_or_create_experiment(client, "mnist")).info.run_id
+    store.end_run(client, run_id, RunStatus.FAILED, "ValueError: " + "x" * 6000)
+    run = client.get_run(run_id)
+    assert run.info.status == RunStatus.FAILED
+    assert run.data.tags[Tag.ERROR].startswith("ValueError: ") and len(run.data.tags[Tag.ERROR]) == 5000
+
+
+def test_paths_follow_the_tracking_uri(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert store.plain_tracking_uri() == f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert not (tmp_path / "mlruns").exists()  # reading the default creates nothing
+    assert store.default_journal(f"sqlite:///{tmp_path}/x/mlflow.db") == tmp_path / "x" / "optuna.journal"
+    assert store.default_journal("http://127.0.0.1:5000") == tmp_path / "mlruns" / "optuna.journal"
+    assert store.mask_url("postgresql+psycopg://u:p@ss@h/db") == "postgresql+psycopg://u:***@h/db"
