@@ -12,14 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
-LOSSES = ("ce", "mse")
-DEVICES = ("auto", "cpu", "cuda")
-INPUT_SCALES = ("standard", "unit")
-# aten: the nn module with oneDNN off (CPU); loop: loop.py's cell loop; fused: that loop with C++ LSTM/GRU steps
-# (fused.py). benchmark.models.AUTO_IMPL says what auto picks.
-IMPLS = ("auto", "native", "aten", "loop", "fused")
+from .catalog import ARCHITECTURES, DEVICES, IMPLS, INPUT_SCALES, LOSSES, OPTIMIZERS, SCHEDULES, TASKS
 
 
 class ConfigError(ValueError):
@@ -75,10 +68,6 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        # Imported here: the registries import torch, and the config must stay cheap to import.
-        from .models import ARCHITECTURES
-        from .tasks import TASKS
-
         _choice("task", self.task, TASKS)
         _choice("arch", self.arch, ARCHITECTURES)
         _choice("loss", self.loss, LOSSES)

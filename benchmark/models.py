@@ -16,45 +16,20 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from . import fused
-from .config import IMPLS
+from .catalog import ARCHITECTURES, IMPLS, READOUTS
 from .loop import loop_forward
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
-ARCHITECTURES = {
-    "rnn": {"cell": "rnn", "bidirectional": False},
-    "lstm": {"cell": "lstm", "bidirectional": False},
-    "gru": {"cell": "gru", "bidirectional": False},
-    "birnn": {"cell": "rnn", "bidirectional": True},
-    "bilstm": {"cell": "lstm", "bidirectional": True},
-    "bigru": {"cell": "gru", "bidirectional": True},
-}
-
-READOUTS = ("last", "per_step")
-
-# What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs
-# native. "fused" is loop.py's cell loop with each step's gate arithmetic in one C++ pass (fused.py,
-# csrc/cells.cpp), built on first use; where it cannot be built, auto runs "aten": the nn module with
-# oneDNN off, since oneDNN's RNN training path on this AMD processor is its slow reference kernel.
-# Evidence, idle machine, AMD EPYC Zen 3, torch 2.14.1, 2 threads, hidden 128, batch 500, 28 steps,
-# samples/s of one train step, best of 4 interleaved rounds (2026-11-29):
-#   GRU 6,666 aten | 8,886 fused (1.33x) | 5,745 loop;   LSTM 4,790 aten | 6,628 fused (1.38x) | 4,525 loop
-#   BiGRU 2,964 | 3,914 (1.32x) | 2,671;                  BiLSTM 2,230 | 2,760 (1.24x) | 2,032
-# What made fused fast: one GEMM per step for all gates into a contiguous buffer (addmm into a slice, or with
-# gates_x as its bias, copies first), OpenMP for the per-row gate loop (at::parallel_for is inline OpenMP: it
-# runs on one thread unless compiled with -fopenmp), and the backward row loops as functions with __restrict__
-# parameters (GCC did not vectorise them otherwise). The first version had none of these: 1.05x.
-# Earlier measurements, 4 side-by-side runs: aten beat native by 1-22 % for LSTM/GRU; for the plain RNN it
-# goes either way, so it stays native. The pure-Python loop (the same hand-written backward) is slower than
-# aten (some 20 Python-level ops per step). Also tried, not kept: each batch split into 2 slices trained in 2
-# threads of 1 intra-op thread each: per arch anywhere from -23 % to +13 % over 2 side-by-side runs.
-# torch.compile is not used: it captures nothing inside nn.LSTM and costs 30-80 s to compile a loop.
-# On CUDA cuDNN's fused kernels win (not measured here: no GPU on these machines).
+# What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs native.
+# "fused" is loop.py's cell loop with each step's gate arithmetic in one C++ pass (fused.py), built on first use;
+# where it cannot be built, auto runs "aten" (the nn module with oneDNN off), because oneDNN's RNN training path
+# on the AMD processors we measured is its slow reference kernel. The measurements: docs/performance.md.
 AUTO_IMPL = {
     "cpu": {"rnn": "native", "lstm": "fused", "gru": "fused"},
     "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},
 }
-AUTO_MIN_HIDDEN = 64  # below it: native (addition, LSTM hidden 10, batch 100: native 26,785 strings/s, loop 10,064)
+AUTO_MIN_HIDDEN = 64  # below it the per-step overhead of a cell loop outweighs what it saves: native
 
 
 class RecurrentModel(nn.Module):

@@ -1,12 +1,9 @@
-"""MLflow tracking: the embedded store, one experiment per task, runs, checkpoints.
+"""One MLflow run: its params and tags, what ``fit`` reports, and at the end its checkpoint and curves.
 
 Example: rnnbench train --task addition --arch lstm --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
 
-Everything goes through an explicit ``MlflowClient`` and run ids, never the
-fluent "active run", which is per thread and breaks under parallel trials.
-The embedded default is ``sqlite:///<cwd>/mlruns/mlflow.db`` with artifacts in
-``mlruns/artifacts``; ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` selects any
-other store or server.
+Names come from ``benchmark.schema``; the store itself (URIs, clients, search) from ``benchmark.store``.
+A run always ends: ``tracked_run`` closes it FINISHED, FAILED with the error, or KILLED on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,20 +11,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import os
 import platform
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import torch
+
+from . import __version__
+from .checkpoint import load_checkpoint, load_run_checkpoint, save_checkpoint  # noqa: F401  (re-exported for now)
 from .config import TrainConfig
-
-if TYPE_CHECKING:  # torch is imported where used: readers of the store (the report) never need it
-    from .models import RecurrentModel
-
-from .schema import CHECKPOINT_FORMAT, COORDINATION_MARK, Artifact, Role, Suite, Tag
+from .plots import learning_curve, save_figure
+from .schema import COORDINATION_MARK, Artifact, Metric, Role, RunStatus, Suite, Tag
 from .store import (  # noqa: F401  (re-exported while callers move to benchmark.store)
     MAX_METRICS_PER_CALL,
     artifact_location_for,
@@ -58,24 +54,21 @@ def git_commit() -> str:
 
 def environment_tags() -> dict[str, str]:
     import mlflow
-    import torch
-
-    from . import __version__
 
     tags = {
-        "git_commit": (commit := git_commit()),
-        "mlflow.source.git.commit": commit,
-        "rnnbench_version": __version__,
-        "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "mlflow_version": mlflow.__version__,
-        "processor": platform.processor() or platform.machine(),
-        "torch_threads": str(torch.get_num_threads()),
+        Tag.GIT_COMMIT: (commit := git_commit()),
+        Tag.MLFLOW_GIT_COMMIT: commit,
+        Tag.RNNBENCH_VERSION: __version__,
+        Tag.PYTHON_VERSION: platform.python_version(),
+        Tag.TORCH_VERSION: torch.__version__,
+        Tag.MLFLOW_VERSION: mlflow.__version__,
+        Tag.PROCESSOR: platform.processor() or platform.machine(),
+        Tag.TORCH_THREADS: str(torch.get_num_threads()),
     }
     with contextlib.suppress(ImportError):
         import optuna
 
-        tags["optuna_version"] = optuna.__version__
+        tags[Tag.OPTUNA_VERSION] = optuna.__version__
     return tags
 
 
@@ -95,7 +88,7 @@ class RunTracker:
 
         client = client or client_for(tracking_uri)
         experiment_id = get_or_create_experiment(client, experiment or config.task)
-        all_tags = {**environment_tags(), "task": config.task, "arch": config.arch, "seed": str(config.seed),
+        all_tags = {**environment_tags(), Tag.TASK: config.task, Tag.ARCH: config.arch, Tag.SEED: str(config.seed),
                     Tag.SUITE: Suite.TRAIN, Tag.ROLE: Role.RUN, **(tags or {})}
         if parent_run_id:
             all_tags[Tag.PARENT_RUN] = parent_run_id
@@ -121,48 +114,51 @@ class RunTracker:
             self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_CALL])
 
     def log_model_info(self, *, n_params: int, device: str) -> None:
-        self.log_metrics({"n_params": n_params})
-        self.set_tags({"device": device})
+        self.log_metrics({Metric.N_PARAMS: n_params})
+        self.set_tags({Tag.DEVICE: device})
 
     def log_epoch(self, epoch: int, first_iteration: int, train_losses: list[float], val: dict,
                   seconds: float) -> None:
-        entries = [("train_loss", loss, first_iteration + i + 1) for i, loss in enumerate(train_losses)]
-        entries += [("val_loss", val["loss"], epoch), ("val_acc", val["acc"], epoch),
-                    ("epoch_time_s", seconds, epoch)]
+        entries = [(Metric.TRAIN_LOSS, loss, first_iteration + i + 1) for i, loss in enumerate(train_losses)]
+        entries += [(Metric.VAL_LOSS, val["loss"], epoch), (Metric.VAL_ACC, val["acc"], epoch),
+                    (Metric.EPOCH_TIME, seconds, epoch)]
         if "seq_acc" in val:
-            entries.append(("val_seq_acc", val["seq_acc"], epoch))
+            entries.append((Metric.VAL_SEQ_ACC, val["seq_acc"], epoch))
         self._log(entries)
 
     def log_result(self, result, config: TrainConfig) -> None:
+        """Test and best-epoch metrics, then the checkpoint, the learning curve and (addition) accuracy by length."""
         test = result.test
-        entries = [("test_loss", test["loss"], 0), ("test_acc", test["acc"], 0),
-                   ("best_epoch", result.best_epoch, 0), ("best_val_acc", result.val["acc"], 0),
-                   ("best_val_loss", result.val["loss"], 0), ("epochs_run", result.epochs_run, 0),
-                   ("train_time_s", sum(result.epoch_seconds), 0)]
+        entries = [(Metric.TEST_LOSS, test["loss"], 0), (Metric.TEST_ACC, test["acc"], 0),
+                   (Metric.BEST_EPOCH, result.best_epoch, 0), (Metric.BEST_VAL_ACC, result.val["acc"], 0),
+                   (Metric.BEST_VAL_LOSS, result.val["loss"], 0), (Metric.EPOCHS_RUN, result.epochs_run, 0),
+                   (Metric.TRAIN_TIME, sum(result.epoch_seconds), 0)]
         if "seq_acc" in test:
-            entries.append(("test_seq_acc", test["seq_acc"], 0))
-            entries += [("test_bit_acc_by_len", acc, n) for n, acc in test["bit_acc_by_len"].items()]
-            entries += [("test_seq_acc_by_len", acc, n) for n, acc in test["seq_acc_by_len"].items()]
+            entries.append((Metric.TEST_SEQ_ACC, test["seq_acc"], 0))
+            entries += [(Metric.TEST_BIT_ACC_BY_LEN, acc, n) for n, acc in test["bit_acc_by_len"].items()]
+            entries += [(Metric.TEST_SEQ_ACC_BY_LEN, acc, n) for n, acc in test["seq_acc_by_len"].items()]
         self._log(entries)
         with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            save_checkpoint(tmp / "model.pt", result.model, config, best_epoch=result.best_epoch,
-                            val_acc=result.val["acc"])
-            self.client.log_artifact(self.run_id, str(tmp / "model.pt"), "checkpoint")
-            from .plots import learning_curve, save_figure
-
-            save_figure(learning_curve(result, config), tmp / "learning_curve.png")
-            self.client.log_artifact(self.run_id, str(tmp / "learning_curve.png"), "curves")
+            folder = Path(tmp)
+            save_checkpoint(self._local(folder, Artifact.CHECKPOINT), result.model, config,
+                            best_epoch=result.best_epoch, val_acc=result.val["acc"])
+            save_figure(learning_curve(result, config), self._local(folder, Artifact.LEARNING_CURVE))
             if "bit_acc_by_len" in test:
-                path = tmp / "accuracy_by_length.csv"
-                with open(path, "w", newline="") as handle:
+                with open(self._local(folder, Artifact.ACCURACY_BY_LENGTH), "w", newline="") as handle:
                     writer = csv.writer(handle)
                     writer.writerow(["length", "bit_acc", "seq_acc"])
                     for n, acc in test["bit_acc_by_len"].items():
                         writer.writerow([n, f"{acc:.6f}", f"{test['seq_acc_by_len'][n]:.6f}"])
-                self.client.log_artifact(self.run_id, str(path), "metrics")
+            self.client.log_artifacts(self.run_id, str(folder))
 
-    def finish(self, status: str = "FINISHED", error: str | None = None) -> None:
+    @staticmethod
+    def _local(folder: Path, artifact: str) -> Path:
+        """Where ``artifact`` (a path inside the run) is written before the folder is logged whole."""
+        path = folder / artifact
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def finish(self, status: str = RunStatus.FINISHED, error: str | None = None) -> None:
         if self.finished:
             return
         end_run(self.client, self.run_id, status, error)
@@ -176,57 +172,13 @@ def tracked_run(config: TrainConfig, **start_kwargs):
     try:
         yield tracker
     except KeyboardInterrupt:
-        tracker.finish("KILLED", error="interrupted (KeyboardInterrupt)")
+        tracker.finish(RunStatus.KILLED, error="interrupted (KeyboardInterrupt)")
         raise
     except BaseException as error:
-        tracker.finish("FAILED", error=f"{type(error).__name__}: {error}")
+        tracker.finish(RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
         raise
-    tracker.finish("FINISHED")
+    tracker.finish(RunStatus.FINISHED)
 
 
 def default_run_name(config: TrainConfig) -> str:
     return f"{config.arch}-h{config.hidden_size}x{config.num_layers}-{config.loss}-seed{config.seed}"
-
-
-def save_checkpoint(path: Path, model: RecurrentModel, config: TrainConfig, **extra) -> None:
-    """State dict + everything needed to rebuild the model; plain types only, so weights_only loading works."""
-    import torch
-
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": config.as_dict(),
-        "model": {"arch": model.arch, "input_size": model.rnn.input_size, "hidden_size": model.rnn.hidden_size,
-                  "output_size": model.head.out_features, "num_layers": model.rnn.num_layers,
-                  "dropout": config.dropout, "readout": model.readout},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
-    }
-    partial = Path(path).with_suffix(".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
-
-
-def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel, TrainConfig]:
-    import torch
-
-    from .models import RecurrentModel
-
-    payload = torch.load(path, map_location=device, weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an rnnbench checkpoint (format {payload.get('format')!r})")
-    spec = dict(payload["model"])
-    model = RecurrentModel(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"),
-                           spec.pop("output_size"), **spec)
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model.to(device), TrainConfig.from_dict(payload["config"])
-
-
-def load_run_checkpoint(run_id: str, tracking_uri: str | None = None, device: str = "cpu"):
-    """Model and config of a tracked run, from the store alone."""
-    import mlflow.artifacts
-
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=tmp,
-                                                    tracking_uri=resolve_tracking_uri(tracking_uri))
-        return load_checkpoint(Path(local), device)

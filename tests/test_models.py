@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from benchmark.config import LOSSES
+from benchmark.catalog import LOSSES
 from benchmark.models import ARCHITECTURES, RecurrentModel, build_model
 from benchmark.tasks import TASKS, build_task
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..losses import BIT_LOSSES, length_mask
-from . import Batch
+from .base import Batch
 
 TEST_SEED = 20_241_129
 VAL_PER_LENGTH = 50

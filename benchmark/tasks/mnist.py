@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..losses import CLASS_LOSSES
-from . import Batch
+from .base import Batch
 
 VALIDATION_FRACTION = 1 / 6  # 10k of the 60k training images
 EVAL_BATCH = 5000

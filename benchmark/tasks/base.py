@@ -1,0 +1,51 @@
+"""What a task is to the training loop: a ``Batch`` and the ``Task`` protocol.
+
+Example: python -c "from benchmark.tasks import TASKS; print({n: t.readout for n, t in TASKS.items()})"
+
+A task owns its data (already on the device), its batching, its loss wiring and its metrics; ``fit``
+sees only this protocol. Losses return ``(sum, count)`` so that batches of any size and length
+aggregate exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Batch:
+    x: Tensor  # [B, T, F] float on the device
+    y: Tensor  # class labels [B] (int64) or bits [B, T] (float), on the device
+    lengths: Tensor | None = None  # CPU int64 [B]; None when every sequence is full length
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A task built from a TrainConfig and a device (``TaskClass(config, device, **data)``)."""
+
+    name: str
+    input_size: int  # features per step
+    output_size: int  # classes (readout "last") or outputs per step (readout "per_step")
+    readout: str  # "last": one prediction per sequence from the final state; "per_step": one per step
+
+    @property
+    def train_size(self) -> int:
+        """Training examples in one epoch."""
+        ...
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """One epoch of shuffled training batches, drawn with ``generator``."""
+        ...
+
+    def loss(self, name: str, logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor | int]:
+        """The loss ``name`` ("ce" or "mse") as (sum over targets, number of targets)."""
+        ...
+
+    def evaluate(self, model: nn.Module, split: str, loss_name: str) -> dict:
+        """Metrics of ``split`` ("val" or "test"): at least ``loss`` and ``acc``."""
+        ...
