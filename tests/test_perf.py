@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from benchmark.models import ARCHITECTURES
-from benchmark.perf import NotebookModel, cpu_info, theoretical_peak, train_flops_per_sample
+from benchmark.perf.machine import cpu_info, theoretical_peak, train_flops_per_sample
+from benchmark.perf.notebook_loops import NotebookModel
 
 SECTIONS = ["# rnnbench performance", "## Processor peak", "## Training step", "## MNIST training",
             "## Binary addition", "## Data pipeline", "## Memory", "## Evaluation"]
