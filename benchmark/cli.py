@@ -91,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     ui.set_defaults(handler=cmd_ui)
     add_tuning_commands(commands)
 
-    # --- report (issue 4) ---
     report = commands.add_parser("report", help="write reports/report.md and figures from the tracking store")
     report.add_argument("--tracking-uri", help="store to read (default: sqlite store under ./mlruns)")
     report.add_argument("--storage", help="Optuna storage: RDB URL or journal file (default: optuna.journal "
@@ -102,9 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="leave out the generation time, so the same store gives byte-identical markdown")
     report.add_argument("--quiet", action="store_true", help="no summary line")
     report.set_defaults(handler=cmd_report)
-    # --- end report ---
 
-    # -- perf (issue 7): the performance harness
     perf = commands.add_parser("perf", help="measure training/evaluation speed against the notebook's loops")
     perf.add_argument("--quick", action="store_true", help="smoke run: a few iterations, synthetic MNIST if none")
     perf.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -118,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
     perf.set_defaults(handler=cmd_perf)
 
-    # --- reproduce / predict / register (issue 5) ---
     reproduce = commands.add_parser("reproduce", help="re-run the course notebook's experiments and compare")
     reproduce.add_argument("--only", nargs="+", metavar="NAME",
                            help="mnist, addition and/or experiment ids (default: all; see --list)")
@@ -273,7 +269,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 130
 
 
-# --- tune / bench / studies (issue 3): argument handling only; the logic is in benchmark.tuning ---------
+# --- tune / bench / confirm / studies: the logic is in benchmark.tuning, benchmark.bench and benchmark.confirm ---
 
 
 def add_tuning_commands(commands) -> None:
@@ -370,44 +366,14 @@ def _warn_password_on_argv(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .models import ARCHITECTURES
-    from .studies import load_study, studies_dir
-    from .tasks import TASKS
-    from .tuning import format_value, run_study
+    from .bench import bench, results_table
 
     _warn_password_on_argv(args)
-    archs, tasks = args.archs or list(ARCHITECTURES), args.tasks or list(TASKS)
-    for name, chosen, valid in (("arch", archs, ARCHITECTURES), ("task", tasks, TASKS)):
-        for value in chosen:
-            if value not in valid:
-                raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-    folder = Path(args.studies_dir) if args.studies_dir else studies_dir()
-    specs = [load_study(folder / f"{task}.toml", arch, args.preset) for task in tasks for arch in archs]
-    if args.seeds is not None and args.seeds < 0:
-        raise ConfigError(f"--seeds must be >= 0, got {args.seeds}")
-    results = []
-    for spec in specs:  # every file is validated above, before the first trial
-        result = run_study(spec, storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
-                           quiet=args.quiet)
-        results.append(result)
-        seeds = spec.confirm_seeds if args.seeds is None else args.seeds
-        if seeds and result.best_run_id:
-            from .confirm import confirm
-
-            for length in (None, *spec.confirm_lengths):
-                confirm(spec.task, spec.arch, seeds=seeds, study_name=result.study_name, storage=args.storage,
-                        tracking_uri=args.tracking_uri, train_length=length, epochs=spec.confirm_epochs or None,
-                        train_size=spec.confirm_train_size, quiet=args.quiet)
-    print("\n| study | trials (complete/pruned/fail) | best val acc % | its test acc % | minutes | best params |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        c = r.counts
-        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
-        print(f"| {r.study_name} | {c.get('COMPLETE', 0)}/{c.get('PRUNED', 0)}/{c.get('FAIL', 0)} | "
-              f"{format_value(r.best_value)} | {format_value(r.best_test_acc)} | {r.seconds / 60:.1f} | {params} |")
-    from .report import write_report
-
-    path, snap, figures = write_report(args.out, tracking_uri=args.tracking_uri, storage=args.storage)
+    results, (path, snap, figures) = bench(args.preset, archs=args.archs, tasks=args.tasks,
+                          folder=Path(args.studies_dir) if args.studies_dir else None, out=args.out, seeds=args.seeds,
+                          storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
+                          quiet=args.quiet)
+    print("\n" + results_table(results))
     print(f"\nreport: {path} ({len(snap.runs)} runs, {len(figures.written)} figures)")
     return 0
 
@@ -448,7 +414,7 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     return tuple(getattr(sys.modules[module], name) for module, name in names if module in sys.modules)
 
 
-# --- server (issue 6): argument handling only; the logic is in benchmark.server ---------------------------
+# --- server: the logic is in benchmark.server ---
 
 
 def add_server_command(commands) -> None:

@@ -1,0 +1,58 @@
+"""``rnnbench bench``: tune every architecture on every task at one preset, confirm each best trial, then report.
+
+Example: rnnbench bench --preset quick --archs lstm gru --tasks addition
+
+Every study file is loaded and checked before the first trial runs, so a mistake in one costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .catalog import ARCHITECTURES, TASKS
+from .config import ConfigError
+from .confirm import confirm
+from .report import write_report
+from .studies import load_study, studies_dir
+from .tuning import StudyResult, format_value, run_study
+
+
+def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | None = None,
+          folder: Path | None = None, out: Path | str = "reports", seeds: int | None = None,
+          storage: str | None = None, tracking_uri: str | None = None, workers: int = 1,
+          quiet: bool = False) -> tuple[list[StudyResult], tuple]:
+    """Tune (and confirm, where the preset asks) task x architecture; returns the results and ``write_report``'s
+    (path, snapshot, figures)."""
+    archs, tasks = archs or list(ARCHITECTURES), tasks or list(TASKS)
+    for name, chosen, valid in (("arch", archs, ARCHITECTURES), ("task", tasks, TASKS)):
+        for value in chosen:
+            if value not in valid:
+                raise ConfigError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+    if seeds is not None and seeds < 0:
+        raise ConfigError(f"--seeds must be >= 0, got {seeds}")
+    folder = folder or studies_dir()
+    specs = [load_study(folder / f"{task}.toml", arch, preset) for task in tasks for arch in archs]
+    results = []
+    for spec in specs:
+        result = run_study(spec, storage=storage, tracking_uri=tracking_uri, workers=workers, quiet=quiet)
+        results.append(result)
+        count = spec.confirm_seeds if seeds is None else seeds
+        if count and result.best_run_id:
+            for length in (None, *spec.confirm_lengths):
+                confirm(spec.task, spec.arch, seeds=count, study_name=result.study_name, storage=storage,
+                        tracking_uri=tracking_uri, train_length=length, epochs=spec.confirm_epochs or None,
+                        train_size=spec.confirm_train_size, quiet=quiet)
+    return results, write_report(out, tracking_uri=tracking_uri, storage=storage)
+
+
+def results_table(results: list[StudyResult]) -> str:
+    """One markdown row per study: trial counts, best validation accuracy, its test accuracy, time, parameters."""
+    lines = ["| study | trials (complete/pruned/fail) | best val acc % | its test acc % | minutes | best params |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        c = r.counts
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_params.items())
+        lines.append(f"| {r.study_name} | {c.get('COMPLETE', 0)}/{c.get('PRUNED', 0)}/{c.get('FAIL', 0)} | "
+                     f"{format_value(r.best_value)} | {format_value(r.best_test_acc)} | {r.seconds / 60:.1f} | "
+                     f"{params} |")
+    return "\n".join(lines)
