@@ -224,9 +224,10 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .tracking import tracked_run
-    from .train import fit
+    from .train import fit, resolve_device
 
     config = config_from_args(args)  # validated before anything touches the store
+    resolve_device(config.device)
     task_data = {"data_dir": args.data_dir} if args.task == "mnist" and args.data_dir else None
     with tracked_run(config, tracking_uri=args.tracking_uri, experiment=args.experiment) as tracker:
         result = fit(config, tracker=tracker, quiet=args.quiet or args.json, task_data=task_data)

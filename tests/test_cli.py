@@ -13,6 +13,8 @@ from benchmark import cli
     (["--task", "mnist", "--arch", "lstm", "--lr", "-0.1"], "lr must be > 0"),
     (["--task", "mnist", "--arch", "lstm", "--schedule", "step"], "unknown schedule 'step'"),
     (["--task", "mnist", "--arch", "lstm", "--hidden-size", "abc"], "invalid int value: 'abc'"),
+    pytest.param(["--task", "addition", "--arch", "lstm", "--device", "cuda"], "device 'cuda' requested",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, tmp_path, argv, message):
     with pytest.raises(SystemExit) as exited:
