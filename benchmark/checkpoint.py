@@ -10,12 +10,13 @@ at any batch size and sequence length.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .models import RecurrentModel
 from .schema import CHECKPOINT_FORMAT, Artifact
 from .store import resolve_tracking_uri
@@ -37,16 +38,37 @@ def save_checkpoint(path: Path, model: RecurrentModel, config: TrainConfig, **ex
     os.replace(partial, path)
 
 
+class CheckpointError(ConfigError):
+    """A file that is not an rnnbench checkpoint, or one that would run code to load; one line says which."""
+
+
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel, TrainConfig]:
-    payload = torch.load(path, map_location=device, weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an rnnbench checkpoint (format {payload.get('format')!r})")
-    spec = dict(payload["model"])
-    model = RecurrentModel(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"),
-                           spec.pop("output_size"), **spec)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            # torch's own message advises weights_only=False, which would run whatever code the file holds.
+            raise CheckpointError(f"{path}: refused: loading it would run code it contains; rnnbench checkpoints "
+                                  "hold plain tensors and settings only") from None
+        raise CheckpointError(f"{path}: not a readable torch file (neither a torch archive nor plain data)") from None
+    except (RuntimeError, OSError, EOFError) as error:
+        raise CheckpointError(f"{path}: not a readable torch file ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an rnnbench checkpoint (format {found!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}); pass a run whose checkpoint rnnbench wrote")
+    try:
+        spec = dict(payload["model"])
+        model = RecurrentModel(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"),
+                               spec.pop("output_size"), **spec)
+        model.load_state_dict(payload["state_dict"])
+        config = TrainConfig.from_dict(payload["config"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: a damaged rnnbench checkpoint ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from None
     model.eval()
-    return model.to(device), TrainConfig.from_dict(payload["config"])
+    return model.to(device), config
 
 
 def load_run_checkpoint(run_id: str, tracking_uri: str | None = None, device: str = "cpu"):

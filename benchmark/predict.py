@@ -52,13 +52,33 @@ class Prediction:
         return None if self.label is None else self.label == self.digit
 
 
+MAX_SIDE = 4096  # larger pictures are refused before they are decoded: a digit needs 28x28, memory stays bounded
+
+
+@contextlib.contextmanager
+def _header_only(Image):
+    """Opening reads only the header, so PIL's decompression-bomb guard can wait for MAX_SIDE's own check."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def load_image(path) -> np.ndarray:
-    """Grayscale float array in [0, 255]; transparent pixels count as white paper."""
+    """Grayscale float array in [0, 255]; transparent pixels count as white paper; 16-bit grays are scaled."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with _header_only(Image), Image.open(path) as image:
+            if max(image.size) > MAX_SIDE:  # the header alone gives the size: nothing is decoded yet
+                width, height = image.size
+                raise ImageError(f"{path}: {width}x{height} pixels is larger than the {MAX_SIDE}x{MAX_SIDE} predict "
+                                 "reads; scale it down first (a digit needs only 28x28)")
             image.load()
+            if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+                # PIL's convert("L") clips 16-bit values at 255, so a real digit would become a white page.
+                return np.asarray(image, dtype=np.float64) * (255.0 / 65535.0)
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 rgba = image.convert("RGBA")
                 paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -67,6 +87,8 @@ def load_image(path) -> np.ndarray:
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
+        if isinstance(error, ImageError):
+            raise
         raise ImageError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
     return np.asarray(gray, dtype=np.float64)
 
@@ -137,7 +159,7 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
     try:
         with quiet_downloads():
             network, config = load_run_checkpoint(run_id, tracking_uri)
-    except ValueError:
+    except ConfigError:
         raise
     except Exception as error:  # MLflow raises several types for a missing run or artifact
         first_line = str(error).splitlines()[0] if str(error) else ""

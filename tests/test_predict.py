@@ -193,3 +193,32 @@ def test_python_dash_m_predict_help():
 
     result = subprocess.run([sys.executable, "-m", "benchmark", "predict", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--sheet" in result.stdout
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    digit = glyph(3).astype(np.uint16) * 257  # 0..65535
+    path = tmp_path / "three16.png"
+    Image.fromarray(digit).save(path)  # uint16 -> a 16-bit grayscale PNG
+    assert Image.open(path).mode == "I;16"
+    loaded = load_image(path)
+    assert loaded.max() == pytest.approx(255.0) and loaded.min() == 0.0
+    assert np.abs(loaded - glyph(3)).max() < 1.0  # the same picture as its 8-bit original
+    assert (preprocess(loaded).float() - preprocess(glyph(3)).float()).abs().mean() < 1.0
+
+
+def test_a_huge_image_is_refused_in_one_line_without_decoding_it(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("L", (14000, 14000), 0).save(path, optimize=False)
+    with pytest.raises(ImageError, match=r"huge.png: 14000x14000 pixels is larger than the 4096x4096"):
+        load_image(path)
+
+
+def test_a_huge_image_does_not_stop_the_others(digit_run, tmp_path, capsys):
+    huge, good = tmp_path / "huge.png", tmp_path / "7_good.png"
+    Image.new("L", (14000, 14000), 0).save(huge)
+    Image.fromarray(glyph(7)).save(good)
+    run_id, uri, _ = digit_run
+    code = cli.main(["predict", "--run", run_id, "--tracking-uri", uri, str(huge), str(good)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "7_good.png" in out
+    assert err.count("\n") == 1 and "huge.png: 14000x14000 pixels" in err

@@ -1,0 +1,68 @@
+"""Checkpoints: what is not one of ours is refused in one line, and nothing in a file runs on load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from benchmark import cli
+from benchmark.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from benchmark.tracking import tracked_run
+from benchmark.train import fit
+
+
+class Boom:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"hello": 1}, "not an rnnbench checkpoint (format None"),
+    ([1, 2, 3], "not an rnnbench checkpoint (format 'list'"),
+    ({"format": "rnnbench-checkpoint/1", "model": {}}, "a damaged rnnbench checkpoint (KeyError"),
+])
+def test_a_torch_file_that_is_not_ours_is_one_line(tmp_path, payload, message):
+    path = tmp_path / "model.pt"
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=message.replace("(", r"\(")):
+        load_checkpoint(path)
+
+
+def test_a_code_running_pickle_is_refused_without_torchs_advice(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    torch.save({"format": Boom()}, path)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    assert "run code" in str(refused.value) and "weights_only=False" not in str(refused.value)
+    assert "code ran" not in capsys.readouterr().out
+    (tmp_path / "junk.pt").write_bytes(b"not a zip at all")
+    with pytest.raises(CheckpointError, match="not a readable torch file") as unreadable:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "weights_only" not in str(unreadable.value)
+
+
+def test_predict_on_a_run_with_a_foreign_checkpoint_says_so_in_one_line(tmp_path, tracking_uri, mnist_data, capsys):
+    config = tiny_config("mnist", epochs=1)
+    with tracked_run(config, tracking_uri=tracking_uri) as tracker:
+        fit(config, tracker=tracker, quiet=True, task_data=mnist_data)
+    foreign = tmp_path / "model.pt"
+    torch.save({"hello": 1}, foreign)
+    tracker.client.log_artifact(tracker.run_id, str(foreign), "checkpoint")  # overwrites ours
+    image = tmp_path / "digit.png"
+    from PIL import Image
+
+    Image.new("L", (28, 28), 0).save(image)
+    code = cli.main(["predict", "--run", tracker.run_id, "--tracking-uri", tracking_uri, str(image)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "not an rnnbench checkpoint" in err
+
+
+def test_round_trip_rebuilds_the_same_function(tmp_path, mnist_data):
+    config = tiny_config("mnist", epochs=1)
+    result = fit(config, quiet=True, task_data=mnist_data)
+    save_checkpoint(tmp_path / "model.pt", result.model, config)
+    model, loaded = load_checkpoint(tmp_path / "model.pt")
+    x = torch.randn(3, 28, 28)
+    assert loaded == config
+    torch.testing.assert_close(model(x), result.model.eval()(x))
