@@ -120,7 +120,14 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
             bar.reset()
             bar.set_description(f"{config.arch} {config.task} epoch {epoch}/{config.epochs}")
             for step, batch in enumerate(task.train_batches(config.batch_size, shuffle)):
-                losses[step] = train_step(model, task, config, optimizer, batch)
+                try:
+                    losses[step] = train_step(model, task, config, optimizer, batch)
+                except RuntimeError as error:
+                    if "overflow" not in str(error):
+                        raise
+                    # Adam's step size lr / (1 - beta1) no longer fits a float: the same fault as a NaN loss.
+                    raise NonFiniteLossError(f"the optimizer step overflowed at iteration {iteration + step + 1} "
+                                             f"(epoch {epoch}, lr {config.lr:g}); lower --lr") from None
                 if schedule:
                     schedule.step()
                 if (step + 1) % FINITE_CHECK_EVERY == 0:

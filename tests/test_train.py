@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from benchmark import cli
 from benchmark.tasks import build_task
 from benchmark.tracking import load_checkpoint, save_checkpoint
 from benchmark.train import NonFiniteLossError, fit
@@ -42,6 +43,18 @@ def test_non_finite_loss_stops_with_clear_error(mnist_data):
     with pytest.raises(NonFiniteLossError, match="non-finite at iteration 57 .*lower --lr"):
         fit(config, task=task, quiet=True)
     assert len(calls) <= 100, "divergence must be caught within the check window, not at the end"
+
+
+def test_an_overflowing_learning_rate_fails_the_run_in_one_line(tracking_uri, capsys):
+    argv = ["train", "--task", "addition", "--arch", "lstm", "--lr", "1e38", "--epochs", "1", "--train-size", "200",
+            "--quiet", "--tracking-uri", tracking_uri]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "optimizer step overflowed at iteration 1" in err and "lower --lr" in err
+    from benchmark.store import client_for, search_runs
+
+    (run,) = search_runs(client_for(tracking_uri))
+    assert run.info.status == "FAILED" and "overflowed" in run.data.tags["error"]
 
 
 def test_early_stopping(mnist_data):
