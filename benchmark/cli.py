@@ -256,18 +256,10 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
+    from .server import ui
+    from .store import resolve_tracking_uri
 
-    from .tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)", file=sys.stderr)
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 130
+    return ui(resolve_tracking_uri(args.tracking_uri), args.host, args.port)
 
 
 # --- tune / bench / confirm / studies: the logic is in benchmark.tuning, benchmark.bench and benchmark.confirm ---

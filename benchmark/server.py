@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .tracking import default_store_dir
@@ -50,15 +51,49 @@ def server_command(backend_store_uri: str | None = None, artifacts_destination: 
 
 
 def serve(**options) -> int:
-    """Run the server in the foreground until Ctrl-C; returns its exit code."""
+    """Run the server in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
     command, env, shown = server_command(**options)
     host, port = options.get("host", "127.0.0.1"), options.get("port", 5000)
     print(f"MLflow tracking server on http://{host}:{port} over {shown}, artifacts proxied to "
           f"{command[command.index('--artifacts-destination') + 1]} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    process = subprocess.Popen(command, env=env)
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())  # a service manager's stop reaches mlflow too
+    return run_service(command, env)
+
+
+def ui(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """The MLflow UI over a tracking store, in the foreground until Ctrl-C or SIGTERM."""
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host,
+               "--port", str(port)]
+    print(f"MLflow UI on http://{host}:{port} over {mask_url(tracking_uri)} (Ctrl-C to stop)", file=sys.stderr,
+          flush=True)
+    return run_service(command)
+
+
+def run_service(command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run a server in a process group of its own and stop the whole group when this process is stopped.
+
+    MLflow starts uvicorn (and its workers) as children: stopping only the direct child leaves them serving,
+    re-parented to init. ``rnnbench``'s main turns SIGTERM into KeyboardInterrupt, as Ctrl-C is.
+    """
+    process = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.wait()  # the terminal's SIGINT reached mlflow too; let it shut down cleanly
+        stop_group(process)
         return 130
+
+
+def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the process's whole group, then SIGKILL to whatever is left after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            process.poll()
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return  # the leader and every child are gone
+            time.sleep(0.1)
