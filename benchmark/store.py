@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .config import ConfigError
 from .schema import MLFLOW_DATABASE, OPTUNA_JOURNAL, RunStatus, Tag
 
 PAGE_SIZE = 1000  # runs per search_runs call
@@ -58,12 +59,23 @@ def plain_tracking_uri(uri: str | None = None) -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``plain_tracking_uri``, with the embedded store's folder created (writers call this)."""
+    """``plain_tracking_uri``, with the embedded store's folder created and checked writable (writers call this)."""
     uri = plain_tracking_uri(uri)
     database = sqlite_path(uri)
     if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise not_writable(database, error.strerror or type(error).__name__) from None
+        for path in (database.parent, database):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise not_writable(database, f"{path} is read-only")
     return uri
+
+
+def not_writable(database: Path, reason: str) -> ConfigError:
+    return ConfigError(f"cannot write the tracking store {database} ({reason}); run from a folder you can write, "
+                       "or pass --tracking-uri sqlite:////a/writable/folder/mlflow.db")
 
 
 def store_folder(tracking_uri: str | None = None) -> Path:
@@ -95,16 +107,22 @@ def ensure_store(uri: str) -> None:
     if database is None or uri in _initialised:
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from sqlalchemy.exc import OperationalError
 
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.parent / f"{database.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with _quiet_migrations():
-                store = SqlAlchemyStore(uri, (database.parent / "artifacts").resolve().as_uri())
-            store.engine.dispose()
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.parent / f"{database.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with _quiet_migrations():
+                    store = SqlAlchemyStore(uri, (database.parent / "artifacts").resolve().as_uri())
+                store.engine.dispose()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except OSError as error:
+        raise not_writable(database, error.strerror or type(error).__name__) from None
+    except OperationalError as error:  # "attempt to write a readonly database", "unable to open database file"
+        raise not_writable(database, str(error.orig)) from None
     _initialised.add(uri)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 
-from benchmark import store
+import pytest
+
+from benchmark import cli, store
 from benchmark.schema import RunStatus, Tag
 
 # Each child waits for the same wall-clock instant, so that all of them open the new store together.
@@ -61,3 +64,26 @@ def test_paths_follow_the_tracking_uri(tmp_path, monkeypatch):
     assert store.default_journal(f"sqlite:///{tmp_path}/x/mlflow.db") == tmp_path / "x" / "optuna.journal"
     assert store.default_journal("http://127.0.0.1:5000") == tmp_path / "mlruns" / "optuna.journal"
     assert store.mask_url("postgresql+psycopg://u:p@ss@h/db") == "postgresql+psycopg://u:***@h/db"
+
+
+def test_a_store_that_cannot_be_written_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "mlruns").write_text("a file where the store's folder should be")
+    code = cli.main(["train", "--task", "addition", "--arch", "lstm", "--epochs", "1", "--train-size", "50",
+                     "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "cannot write the tracking store" in err and "--tracking-uri" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_folder_is_one_line_exit_2(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        os.chdir(folder)
+        code = cli.main(["train", "--task", "addition", "--arch", "lstm", "--epochs", "1", "--quiet"])
+    finally:
+        folder.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot write the tracking store" in err and len(err.splitlines()) == 1
