@@ -257,9 +257,8 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from .server import ui
-    from .store import resolve_tracking_uri
 
-    return ui(resolve_tracking_uri(args.tracking_uri), args.host, args.port)
+    return ui(args.tracking_uri, args.host, args.port)
 
 
 # --- tune / bench / confirm / studies: the logic is in benchmark.tuning, benchmark.bench and benchmark.confirm ---
@@ -417,7 +416,10 @@ def add_server_command(commands) -> None:
     server.add_argument("--artifacts-destination",
                         help="where proxied artifacts are stored (default: mlruns/artifacts)")
     server.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1; 0.0.0.0 for other "
-                        "machines, behind a firewall: MLflow has no authentication here)")
+                        "machines, with --auth)")
+    server.add_argument("--auth", action="store_true", help="require a user name and password (MLflow's basic-auth "
+                        "app); the admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD, workers send "
+                        "$MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
     server.add_argument("--allowed-hosts", help="Host headers accepted besides localhost and private IPs, "
@@ -433,7 +435,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         print("rnnbench: warning: --backend-store-uri holds a password, visible in the process list; "
               "set MLFLOW_BACKEND_STORE_URI instead", file=sys.stderr)
     return serve(backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
-                 host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts)
+                 host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts,
+                 auth=args.auth)
 
 
 @contextlib.contextmanager
