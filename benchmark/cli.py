@@ -217,7 +217,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from .registry import register_champion
+    from .champion import register_champion
 
     info = register_champion(args.run_id, args.tracking_uri, name=args.name, alias=args.alias)
     state = "registered as new" if info["created"] else "already registered as"

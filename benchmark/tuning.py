@@ -701,7 +701,7 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
             RunTracker(client, parent).finish(status, error=error)
     best = summary["best"]
     if best is not None and best.user_attrs.get("mlflow_run_id"):
-        from .registry import register_champion  # the study's best model becomes <task>-<arch>@champion
+        from .champion import register_champion  # the study's best model becomes <task>-<arch>@champion
 
         try:
             register_champion(best.user_attrs["mlflow_run_id"], tracking_uri)
