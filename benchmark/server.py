@@ -19,14 +19,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .tracking import default_store_dir
-from .tuning import mask_url
+from .schema import MLFLOW_DATABASE
+from .store import default_store_dir, mask_url
 
 
 def default_backend_store_uri() -> str:
     store = default_store_dir()
     store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{store / MLFLOW_DATABASE}"
 
 
 def server_command(backend_store_uri: str | None = None, artifacts_destination: str | None = None,
