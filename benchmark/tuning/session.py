@@ -174,7 +174,7 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     if best_run:
         try:
             register_champion(best_run, tracking_uri)
-        except Exception as problem:  # no checkpoint, a registry error: the study itself still succeeded
+        except Exception as problem:  # no checkpoint, a Model Registry error: the study itself still succeeded
             print(f"study {name}: best model not registered: {type(problem).__name__}: {problem}".splitlines()[0],
                   file=sys.stderr)
     return StudyResult(name, spec, parent, summary["counts"], best.value if best else None,
