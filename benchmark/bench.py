@@ -13,8 +13,7 @@ from .catalog import ARCHITECTURES, TASKS
 from .config import ConfigError
 from .confirm import confirm
 from .report import write_report
-from .studies import load_study, studies_dir
-from .tuning import StudyResult, format_value, run_study
+from .tuning import StudyResult, format_value, load_study, run_study, studies_dir
 
 
 def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | None = None,

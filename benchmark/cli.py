@@ -213,7 +213,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from .registry import register_champion
+    from .champion import register_champion
 
     info = register_champion(args.run_id, args.tracking_uri, name=args.name, alias=args.alias)
     state = "registered as new" if info["created"] else "already registered as"
@@ -265,7 +265,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def add_tuning_commands(commands) -> None:
-    from .studies import PRESETS
+    from .catalog import PRESETS
 
     tune = commands.add_parser("tune", help="tune one architecture with an Optuna study; each trial an MLflow run")
     tune.add_argument("study_file", metavar="STUDY.toml", help="study definition, e.g. studies/mnist.toml")
@@ -324,8 +324,7 @@ def _add_session_flags(parser: argparse.ArgumentParser, workers: bool = True) ->
 def cmd_tune(args: argparse.Namespace) -> int:
     import os
 
-    from .studies import load_study
-    from .tuning import WORKER_STORAGE_ENV, format_value, run_study, run_worker
+    from .tuning import STORAGE_ENV, format_value, load_study, run_study, run_worker
 
     spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
     _warn_password_on_argv(args)
@@ -333,7 +332,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         # The launcher stops its workers with SIGINT. A launcher started in the background by a script
         # (`cmd &`, nohup) passes on an ignored SIGINT, and Python then never raises KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        run_worker(spec, args.study_name, os.environ[WORKER_STORAGE_ENV], args.tracking_uri, spec.trials,
+        run_worker(spec, args.study_name, os.environ[STORAGE_ENV], args.tracking_uri, spec.trials,
                    spec.timeout, threads=args.threads, quiet=args.quiet)
         return 0
     result = run_study(spec, study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
@@ -346,7 +345,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _warn_password_on_argv(args: argparse.Namespace) -> None:
-    from .tuning import STORAGE_ENV, mask_url
+    from .store import mask_url
+    from .tuning import STORAGE_ENV
 
     for flag, value, env in (("--storage", args.storage, STORAGE_ENV),
                              ("--tracking-uri", args.tracking_uri, "MLFLOW_TRACKING_URI")):
@@ -381,7 +381,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from .tuning import format_value, list_studies, mask_url, resolve_storage_url
+    from .store import mask_url
+    from .tuning import format_value, list_studies, resolve_storage_url
 
     storage = resolve_storage_url(args.storage, args.tracking_uri)
     rows = list_studies(storage, args.tracking_uri)
@@ -429,7 +430,7 @@ def add_server_command(commands) -> None:
 
 def cmd_server(args: argparse.Namespace) -> int:
     from .server import serve
-    from .tuning import mask_url
+    from .store import mask_url
 
     if args.backend_store_uri and mask_url(args.backend_store_uri) != args.backend_store_uri:
         print("rnnbench: warning: --backend-store-uri holds a password, visible in the process list; "

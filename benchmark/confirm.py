@@ -9,8 +9,8 @@ Example: rnnbench confirm --task mnist --arch lstm --seeds 3
 - ``--epochs E`` / ``--train-size N`` train the seeds longer / on more data than the trials were (a
   short tuning budget, then the chosen configuration in full; the learning-rate schedule stretches
   with it). ``--train-size 0`` is the whole training set.
-- The best trial is ``tuning.best_trial``'s: highest validation accuracy, ties to the lower validation
-  loss, then the earlier trial; the report picks the same one.
+- The best trial is ``tuning.best_trial``'s (``schema.rank_key``): highest validation accuracy, ties to
+  the lower validation loss, then the earlier trial; the report picks the same one.
 - ``--train-length L`` (addition) retrains the same configuration on strings of length L only and
   still tests on 1..20 plus the generalisation lengths: the notebook's fixed-length experiments.
 - Runs: in the study's experiment, nested under its parent run, tagged ``suite=confirm``,
@@ -25,21 +25,17 @@ import sys
 from dataclasses import dataclass
 
 from .config import ConfigError, TrainConfig
-from .stats import mean_std, t_975, within_noise  # noqa: F401  (re-exported while callers move)
-from .tracking import (
-    REGISTRY_MARK,
-    TAG_ROLE,
-    TAG_STUDY,
-    TAG_SUITE,
-    RunTracker,
-    client_for,
-    mask_url,
-    resolve_tracking_uri,
-)
+from .schema import COORDINATION_MARK, Metric, Role, RunStatus, StudyAttr, Suite, Tag
+from .stats import mean_std, within_noise  # noqa: F401  (within_noise: benchmark.report still imports it here)
+from .store import client_for, mask_url, resolve_tracking_uri, search_runs
+from .tracking import RunTracker
+from .tuning import best_trial, open_storage, resolve_storage_url
 
 CONFIRM_SEED_BASE = 1000
-TAG_CONFIRM_OF = "confirm_of"  # the MLflow run id of the trial whose configuration is retrained
-TAG_CONFIRM_LENGTH = "confirm_train_length"  # set only on fixed-length retrains (addition)
+SKIPPED = "SKIPPED"  # a ConfirmRun status: the seed had finished in an earlier session
+# Old names of schema entries: benchmark.report still imports them from here.
+TAG_CONFIRM_OF = Tag.CONFIRM_OF
+TAG_CONFIRM_LENGTH = Tag.CONFIRM_LENGTH
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ def find_study(storage, task: str, arch: str, preset: str | None = None, study_n
     """The study to confirm: ``study_name``, else ``<task>-<arch>-<preset>``, else the only ``<task>-<arch>-*``."""
     import optuna
 
-    names = [n for n in optuna.get_all_study_names(storage) if REGISTRY_MARK not in n]
+    names = [n for n in optuna.get_all_study_names(storage) if COORDINATION_MARK not in n]
     if study_name:
         if study_name not in names:
             raise ConfigError(f"no study {study_name!r} in the storage; it has: {', '.join(sorted(names)) or 'none'}")
@@ -88,8 +84,7 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
     """Retrain the study's best trial with ``seeds`` fresh seeds (optionally on one length); one run each."""
     import optuna
 
-    from .train import fit
-    from .tuning import ATTR_PARENT, best_trial, make_storage, resolve_storage_url
+    from .train import fit  # torch
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -101,15 +96,15 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         raise ConfigError(f"--train-length needs the addition task and a length >= 1, got {task} / {train_length}")
     tracking_uri = resolve_tracking_uri(tracking_uri)
     storage_url = resolve_storage_url(storage, tracking_uri)
-    storage_obj = make_storage(storage_url, tracking_uri)
+    storage_obj = open_storage(storage_url, tracking_uri)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = find_study(storage_obj, task, arch, preset, study_name)
     study = optuna.load_study(study_name=name, storage=storage_obj)
     best = best_trial(study)
-    if best is None or not best.user_attrs.get("mlflow_run_id"):
+    if best is None or not best.user_attrs.get(StudyAttr.RUN_ID):
         raise ConfigError(f"study {name!r} has no completed trial with a run to confirm; let it finish a trial first")
     client = client_for(tracking_uri)
-    trial_run = client.get_run(best.user_attrs["mlflow_run_id"])
+    trial_run = client.get_run(best.user_attrs[StudyAttr.RUN_ID])
     base = TrainConfig.from_params(trial_run.data.params)
     if train_length is not None:
         base = base.replace(train_lengths=(train_length,))
@@ -119,7 +114,7 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         base = base.replace(train_size=train_size)
     # Not the trial's threads: a worker of N had cores // N; the seeds run one at a time.
     base = base.replace(threads=threads)
-    parent = study.user_attrs.get(ATTR_PARENT)
+    parent = study.user_attrs.get(StudyAttr.PARENT_RUN)
     experiment = client.get_experiment(trial_run.info.experiment_id).name  # the study's: seeds sit beside it
     done = finished_confirmations(client, trial_run.info.experiment_id, trial_run.info.run_id, train_length,
                                   base)
@@ -136,31 +131,31 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
     for seed in confirm_seeds(seeds):
         if seed in done:
             run = done[seed]
-            results.append(ConfirmRun(seed, run.info.run_id, "SKIPPED", run.data.metrics.get("test_acc"),
-                                      run.data.metrics.get("best_val_acc")))
+            results.append(ConfirmRun(seed, run.info.run_id, SKIPPED, run.data.metrics.get(Metric.TEST_ACC),
+                                      run.data.metrics.get(Metric.BEST_VAL_ACC)))
             continue
         config = base.replace(seed=seed)
-        tags = {TAG_SUITE: "confirm", TAG_ROLE: "confirm", TAG_STUDY: name, TAG_CONFIRM_OF: trial_run.info.run_id,
-                "confirm_of_trial": str(best.number)}
+        tags = {Tag.SUITE: Suite.CONFIRM, Tag.ROLE: Role.CONFIRM, Tag.STUDY: name,
+                Tag.CONFIRM_OF: trial_run.info.run_id, Tag.CONFIRM_OF_TRIAL: str(best.number)}
         if train_length is not None:
-            tags[TAG_CONFIRM_LENGTH] = str(train_length)
+            tags[Tag.CONFIRM_LENGTH] = str(train_length)
         suffix = f"-len{train_length}" if train_length else ""
         tracker = RunTracker.start(config, experiment=experiment, tags=tags,
                                    parent_run_id=parent, run_name=f"{name}/confirm{suffix}-seed{seed}", client=client)
         try:
             result = fit(config, tracker=tracker, quiet=True, task_data=task_data)
         except KeyboardInterrupt:
-            tracker.finish("KILLED", error="interrupted (KeyboardInterrupt); re-run to resume")
+            tracker.finish(RunStatus.KILLED, error="interrupted (KeyboardInterrupt); re-run to resume")
             raise
         except Exception as error:  # one bad seed (a diverged loss) is a result too; the others still run
             message = f"{type(error).__name__}: {error}"
-            tracker.finish("FAILED", error=message)
-            results.append(ConfirmRun(seed, tracker.run_id, "FAILED", None, None, message))
+            tracker.finish(RunStatus.FAILED, error=message)
+            results.append(ConfirmRun(seed, tracker.run_id, RunStatus.FAILED, None, None, message))
             if not quiet:
                 print(f"  seed {seed}: FAILED {message}", file=sys.stderr, flush=True)
             continue
-        tracker.finish("FINISHED")
-        results.append(ConfirmRun(seed, tracker.run_id, "FINISHED", result.test["acc"], result.val["acc"]))
+        tracker.finish(RunStatus.FINISHED)
+        results.append(ConfirmRun(seed, tracker.run_id, RunStatus.FINISHED, result.test["acc"], result.val["acc"]))
         if not quiet:
             print(f"  seed {seed}: test {100 * result.test['acc']:.2f}%  val {100 * result.val['acc']:.2f}%  "
                   f"run {tracker.run_id}", flush=True)
@@ -172,17 +167,17 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
 def finished_confirmations(client, experiment_id: str, trial_run_id: str, train_length: int | None,
                            config: TrainConfig) -> dict:
     """Seed -> FINISHED confirmation run of this trial, length, epochs and training size, for resuming."""
-    filters = [f"tags.{TAG_CONFIRM_OF} = '{trial_run_id}'", "attributes.status = 'FINISHED'"]
-    runs = client.search_runs([experiment_id], " and ".join(filters), max_results=1000)
+    filters = [f"tags.{Tag.CONFIRM_OF} = '{trial_run_id}'", f"attributes.status = '{RunStatus.FINISHED}'"]
+    runs = search_runs(client, " and ".join(filters), [experiment_id])
     wanted = str(train_length) if train_length is not None else None
-    return {int(r.data.tags.get("seed", -1)): r for r in runs if r.data.tags.get(TAG_CONFIRM_LENGTH) == wanted
+    return {int(r.data.tags.get(Tag.SEED, -1)): r for r in runs if r.data.tags.get(Tag.CONFIRM_LENGTH) == wanted
             and r.data.params.get("epochs") == str(config.epochs)
             and r.data.params.get("train_size") == str(config.train_size)}
 
 
 def summary_line(results: list[ConfirmRun]) -> str:
     accs = [r.test_acc for r in results if r.test_acc is not None]
-    failed = sum(r.status == "FAILED" for r in results)
+    failed = sum(r.status == RunStatus.FAILED for r in results)
     if not accs:
         return f"no finished seed ({failed} failed)"
     mean, std = mean_std(accs)
@@ -190,5 +185,5 @@ def summary_line(results: list[ConfirmRun]) -> str:
             + (f", {failed} failed" if failed else ""))
 
 
-__all__ = ["CONFIRM_SEED_BASE", "ConfirmRun", "TAG_CONFIRM_LENGTH", "TAG_CONFIRM_OF", "confirm", "confirm_seeds",
-           "find_study", "mean_std", "t_975", "within_noise"]
+__all__ = ["CONFIRM_SEED_BASE", "ConfirmRun", "confirm", "confirm_seeds", "find_study", "finished_confirmations",
+           "summary_line"]

@@ -153,7 +153,7 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
     from .tracking import load_run_checkpoint
 
     if model:
-        from .registry import resolve_model
+        from .champion import resolve_model
 
         run_id = resolve_model(model, tracking_uri)["run_id"]
     try:

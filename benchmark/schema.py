@@ -134,6 +134,9 @@ class Metric:
     TRAIN_TIME = "train_time_s"
     N_PARAMS = "n_params"
     NOTEBOOK_ACC = "notebook_acc"
+    N_COMPLETE = "n_complete"  # on a study's parent run: its trials by state
+    N_PRUNED = "n_pruned"
+    N_FAIL = "n_fail"
 
 
 class Artifact:
@@ -145,6 +148,13 @@ class Artifact:
     ACCURACY_BY_LENGTH = "metrics/accuracy_by_length.csv"
 
 
+class ModelVersionTag:
+    """Tags of a registered model version (besides the run's metrics ``test_acc``, ``best_val_acc``, ``n_params``)."""
+
+    FORMAT = "format"  # CHECKPOINT_FORMAT
+    CHECKPOINT = "checkpoint"  # Artifact.CHECKPOINT, the file within the version's source folder
+
+
 class StudyAttr:
     """User attributes of an Optuna study and its trials."""
 
@@ -154,8 +164,46 @@ class StudyAttr:
     TEST_ACC = "test_acc"
     VAL_LOSS = "val_loss"
     BEST_EPOCH = "best_epoch"
-    ENDED_BY = "ended_by"  # "interrupt" (Ctrl-C) or "surplus" (the budget was taken): neither counts
+    ENDED_BY = "ended_by"  # an EndedBy value, or None while the trial runs
     ERROR = "error"
+    HOST = "host"  # where the trial's worker runs: a dead pid there means a lost trial
+    PID = "pid"
+    PROCESS_SPACE = "process_space"
+    TASK = "task"  # the study's own attrs, beside SPEC
+    ARCH = "arch"
+    PRESET = "preset"
+    STUDY_FILE = "study_file"
+
+
+class EndedBy:
+    """Values of ``StudyAttr.ENDED_BY``: trials that end FAIL without using up the study's budget."""
+
+    INTERRUPT = "interrupt"  # Ctrl-C
+    SURPLUS = "surplus"  # the budget was taken by other workers before it trained
+
+
+class CompanionAttr:
+    """User attributes of the companion study's trials (parent-run candidates and worker numbers)."""
+
+    RUN_ID = "run_id"  # a candidate parent run
+    FINGERPRINT = "fingerprint"  # the StudySpec fingerprint the candidate was made from
+    ROLE = "role"
+    WORKER = "worker"  # the ROLE value of a trial that hands out a worker number
+    HOST = "host"
+    PID = "pid"
+
+
+class StudyParam:
+    """Params of a study's parent run."""
+
+    STUDY_FILE = "study_file"
+    PRESET = "preset"
+    EPOCHS = "epochs"
+    TRIALS = "trials"
+    SAMPLER = "sampler"
+    PRUNER = "pruner"
+    SPACE_PREFIX = "space."
+    FIXED_PREFIX = "fixed."
 
 
 CHECKPOINT_FORMAT = "rnnbench-checkpoint/1"

@@ -24,14 +24,14 @@ from pathlib import Path
 
 from .config import ConfigError
 from .files import write_atomic
-from .store import mask_url, resolve_tracking_uri
-from .tracking import default_store_dir
+from .schema import MLFLOW_DATABASE
+from .store import default_store_dir, mask_url, resolve_tracking_uri
 
 
 def default_backend_store_uri() -> str:
     store = default_store_dir()
     store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{store / MLFLOW_DATABASE}"
 
 
 ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"  # MLflow's own names, read by its basic-auth app

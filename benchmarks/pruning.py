@@ -19,8 +19,7 @@ from typing import NamedTuple
 
 import optuna
 
-from benchmark.studies import load_study
-from benchmark.tuning import default_storage_url, make_storage, run_study
+from benchmark.tuning import load_study, open_storage, resolve_storage_url, run_study
 
 
 class Session(NamedTuple):
@@ -92,7 +91,8 @@ def main() -> None:
         for label, pruner in sessions:
             spec = dataclasses.replace(base, pruner=pruner)
             result = run_study(spec, study_name=f"pruning-{label.replace(':', '-')}", tracking_uri=uri, quiet=True)
-            study = optuna.load_study(study_name=result.study_name, storage=make_storage(default_storage_url(uri)))
+            storage = open_storage(resolve_storage_url(None, uri))
+            study = optuna.load_study(study_name=result.study_name, storage=storage)
             rows[label] = summarise(dict(pruner), study.get_trials(deepcopy=False), result.seconds,
                                     result.best_value)
     print(f"{base.task} {base.arch}: {args.epochs} epochs/trial, train_size {args.train_size}, budget "

@@ -98,14 +98,13 @@ def run_config(label: str, workers: int, pinned: bool, study_path: str, params: 
                storage: str | None, tracking: str | None) -> tuple[float, float]:
     import optuna
 
-    from benchmark.studies import load_study
-    from benchmark.tuning import make_storage, open_study
+    from benchmark.tuning import load_study, open_storage, open_study
 
     name = f"workers-{label.replace(' ', '')}-{os.getpid()}"
     storage = storage or str(folder / "optuna.journal")
     tracking = tracking or f"sqlite:///{folder / 'mlflow.db'}"
     spec = load_study(study_path, "lstm", "quick").with_budget(len(params))
-    study = open_study(spec, name, make_storage(storage, tracking))
+    study = open_study(spec, name, open_storage(storage, tracking))
     for row in params:
         study.enqueue_trial(row)
     command = [sys.executable, "-m", "benchmark", "tune", study_path, "--arch", "lstm", "--study-name", name,
@@ -118,7 +117,7 @@ def run_config(label: str, workers: int, pinned: bool, study_path: str, params: 
     started = time.perf_counter()
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
-    trials = optuna.load_study(study_name=name, storage=make_storage(storage, tracking)).trials
+    trials = optuna.load_study(study_name=name, storage=open_storage(storage, tracking)).trials
     done = [t for t in trials if t.state.name == "COMPLETE"]
     if len(done) != len(params) or sorted(map(str, (t.params for t in done))) != sorted(map(str, params)):
         raise SystemExit(f"{label}: ran {len(done)} trials, not the {len(params)} enqueued ones")
@@ -140,7 +139,7 @@ def main() -> None:
     if not shutil.which("taskset"):
         raise SystemExit("needs taskset (util-linux) to pin the one-core configuration")
 
-    from benchmark.studies import load_study
+    from benchmark.tuning import load_study
 
     results: dict[str, list[float]] = {label: [] for label in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,9 +3,9 @@
 import pytest
 from test_tuning import TINY, load, runs, study_file
 
-from benchmark import cli, confirm
+from benchmark import cli, confirm, stats
 from benchmark.config import ConfigError, TrainConfig
-from benchmark.tracking import client_for
+from benchmark.store import client_for
 
 
 @pytest.fixture
@@ -115,16 +115,16 @@ def test_config_round_trips_through_run_params():
 
 
 def test_within_noise_is_a_welch_t_interval():
-    same, diff, band = confirm.within_noise([0.990, 0.992, 0.991], [0.989, 0.991, 0.993])
+    same, diff, band = stats.within_noise([0.990, 0.992, 0.991], [0.989, 0.991, 0.993])
     assert same and diff == pytest.approx(0.0) and band > 0
-    apart, diff, band = confirm.within_noise([0.990, 0.991, 0.992], [0.980, 0.981, 0.982])
+    apart, diff, band = stats.within_noise([0.990, 0.991, 0.992], [0.980, 0.981, 0.982])
     # Hand-computed: stds 0.001 each, n = 3: se = sqrt(2 * 1e-6 / 3) = 8.165e-4, Welch df = 4, t = 2.776.
     assert not apart and diff == pytest.approx(0.010) and band == pytest.approx(2.776 * 8.165e-4, rel=1e-3)
     # 0.002 apart is inside that interval (0.00227): not resolved by 3 seeds.
-    assert confirm.within_noise([0.990, 0.991, 0.992], [0.988, 0.989, 0.990])[0]
-    assert confirm.within_noise([1.0, 1.0], [1.0, 1.0]) == (True, 0.0, 0.0)
-    assert not confirm.within_noise([1.0, 1.0], [0.99, 0.99])[0]  # no spread: any difference is real
-    assert confirm.t_975(4.0) == 2.776 and confirm.t_975(4.9) == 2.776 and confirm.t_975(500) == 1.96
+    assert stats.within_noise([0.990, 0.991, 0.992], [0.988, 0.989, 0.990])[0]
+    assert stats.within_noise([1.0, 1.0], [1.0, 1.0]) == (True, 0.0, 0.0)
+    assert not stats.within_noise([1.0, 1.0], [0.99, 0.99])[0]  # no spread: any difference is real
+    assert stats.t_975(4.0) == 2.776 and stats.t_975(4.9) == 2.776 and stats.t_975(500) == 1.96
 
 
 def test_best_trial_order_is_the_reports(tmp_path):

@@ -28,8 +28,9 @@ import pytest
 from test_tuning import TINY, runs, subprocess_env
 
 from benchmark import cli, tuning
+from benchmark.schema import StudyAttr
 from benchmark.server import server_command
-from benchmark.tracking import client_for
+from benchmark.store import client_for, mask_url
 
 SCALE_STUDY = TINY.replace("trials = 3\nepochs = {epochs}", "trials = {trials}\nepochs = {epochs}", 1)
 
@@ -44,7 +45,7 @@ def write_study(folder: Path, trials: int, epochs: int = 2, train_size: int = 20
 
 
 def test_mask_url_hides_every_password_shape():
-    mask = tuning.mask_url
+    mask = mask_url
     assert mask("postgresql+psycopg://bench:s3cret@db:5432/optuna") == "postgresql+psycopg://bench:***@db:5432/optuna"
     assert mask("postgresql+psycopg://u:p/a@ss:w@db/optuna") == "postgresql+psycopg://u:***@db/optuna"
     assert mask("postgresql://u:pw@db/x?sslmode=require&password=two") == \
@@ -72,12 +73,12 @@ def _fake_fit(config, *args, **kwargs):
 
 def _session(path, storage, uri, name, trials, barrier, fake):
     """One worker session, as on its own machine: starts when every other one is ready to."""
+    from benchmark import train
     from benchmark import tuning as child_tuning
-    from benchmark.studies import load_study
 
     if fake:
-        child_tuning.fit = _fake_fit  # instant trials: every trial start races the other workers
-    spec = load_study(path, "gru", "quick").with_budget(trials)
+        train.fit = _fake_fit  # instant trials: every trial start races the other workers
+    spec = child_tuning.load_study(path, "gru", "quick").with_budget(trials)
     barrier.wait(timeout=120)
     return child_tuning.run_study(spec, study_name=name, storage=storage, tracking_uri=uri, quiet=True).parent_run_id
 
@@ -93,20 +94,22 @@ def _simultaneous_sessions(tmp_path, tracking_uri, n, trials, fake=True):
             pending = [pool.apply_async(_session, (path, storage, tracking_uri, "raced", trials, barrier, fake))
                        for _ in range(n)]
             parents = [p.get(timeout=300) for p in pending]
-    return parents, optuna.load_study(study_name="raced", storage=tuning.make_storage(storage))
+    return parents, optuna.load_study(study_name="raced", storage=tuning.open_storage(storage))
 
 
 def test_simultaneous_workers_elect_one_parent_and_share_the_budget_exactly(tmp_path, tracking_uri):
     parents, study = _simultaneous_sessions(tmp_path, tracking_uri, n=4, trials=9)
     assert len(set(parents)) == 1
     (parent,) = runs(tracking_uri, "study")  # losing candidates (if any) were deleted
-    assert parent.info.run_id == parents[0] == study.user_attrs[tuning.ATTR_PARENT]
+    assert parent.info.run_id == parents[0] == study.user_attrs[StudyAttr.PARENT_RUN]
     assert parent.info.status == "FINISHED"
-    registry = optuna.load_study(study_name=tuning.registry_name("raced", study._study_id), storage=study._storage)
-    candidates = [t for t in registry.trials if "run_id" in t.user_attrs]
+    storage = tuning.open_storage(str(tmp_path / "optuna.journal"), create=False)
+    companion = optuna.load_study(study_name=tuning.coordination_study_name("raced", storage.get_study_id_from_name(
+        "raced")), storage=storage)
+    candidates = [t for t in companion.trials if "run_id" in t.user_attrs]
     assert candidates[0].user_attrs["run_id"] == parent.info.run_id
-    workers = [t for t in registry.trials if t.user_attrs.get("role") == "worker"]
-    # One registry number (sampler seed offset) per worker that ran trials. A session that starts after the
+    workers = [t for t in companion.trials if t.user_attrs.get("role") == "worker"]
+    # One companion-study number (sampler seed offset) per worker that ran trials. A session that starts after the
     # instant trials have used up the budget runs none and registers nothing (run_study skips run_worker).
     registered = {t.user_attrs["pid"] for t in workers}
     assert len(registered) == len(workers) <= 4
@@ -263,7 +266,7 @@ def test_three_workers_on_postgres_and_a_server_survive_a_sigkill(tmp_path, data
             assert password not in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
         assert password not in Path(f"/proc/{server.pid}/cmdline").read_bytes().decode()
 
-        storage = tuning.make_storage(databases["optuna"])
+        storage = tuning.open_storage(databases["optuna"])
         victim, deadline = None, time.time() + 240
         while victim is None and time.time() < deadline:  # a trial that has just started training
             with contextlib.suppress(KeyError):
@@ -300,7 +303,7 @@ def test_three_workers_on_postgres_and_a_server_survive_a_sigkill(tmp_path, data
 
         client = client_for(tracking)
         (parent,) = runs(tracking, "study")
-        assert parent.info.status == "FINISHED" and parent.info.run_id == study.user_attrs[tuning.ATTR_PARENT]
+        assert parent.info.status == "FINISHED" and parent.info.run_id == study.user_attrs[StudyAttr.PARENT_RUN]
         assert parent.data.metrics["n_complete"] == 12
         trial_runs = runs(tracking, "trial")
         assert {r.data.tags["mlflow.parentRunId"] for r in trial_runs} == {parent.info.run_id}

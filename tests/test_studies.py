@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from benchmark import cli
+from benchmark.catalog import ARCHITECTURES, PRESETS
 from benchmark.config import ConfigError
-from benchmark.models import ARCHITECTURES
-from benchmark.studies import PRESETS, StudyFileError, load_study, parse_study_file
+from benchmark.tuning import StudyFileError, load_study, parse_study_file
 
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 

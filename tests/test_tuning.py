@@ -12,8 +12,9 @@ import optuna
 import pytest
 
 from benchmark import cli, train, tuning
-from benchmark.studies import load_study
-from benchmark.tracking import client_for
+from benchmark.schema import StudyAttr
+from benchmark.store import client_for, mask_url
+from benchmark.tuning import load_study, search
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,7 +73,7 @@ def subprocess_env():
 
 
 def load(tmp_path, name="addition-gru-quick"):
-    storage = tuning.make_storage(str(tmp_path / "mlruns" / "optuna.journal"))
+    storage = tuning.open_storage(str(tmp_path / "mlruns" / "optuna.journal"))
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -85,7 +86,7 @@ def test_three_trials_make_one_parent_and_three_nested_runs(tmp_path, tracking_u
     children = runs(tracking_uri, "trial")
     assert parent.info.status == "FINISHED" and parent.data.tags["suite"] == "tune"
     study = load(tmp_path)
-    assert study.user_attrs[tuning.ATTR_PARENT] == parent.info.run_id
+    assert study.user_attrs[StudyAttr.PARENT_RUN] == parent.info.run_id
     assert sorted(int(r.data.tags["trial_number"]) for r in children) == [0, 1, 2]
     for run in children:
         trial = study.trials[int(run.data.tags["trial_number"])]
@@ -116,7 +117,7 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 
 def test_pruned_trial_run_is_killed_with_state_and_epoch(tmp_path, tracking_uri, monkeypatch):
-    monkeypatch.setattr(tuning, "make_pruner", lambda spec: AlwaysPrune())
+    monkeypatch.setattr(search, "make_pruner", lambda spec: AlwaysPrune())
     assert cli.main(["tune", study_file(tmp_path), "--arch", "lstm", "--trials", "1", "--tracking-uri", tracking_uri,
                      "--quiet"]) == 0
     (run,) = runs(tracking_uri, "trial")
@@ -129,7 +130,7 @@ def test_pruned_trial_run_is_killed_with_state_and_epoch(tmp_path, tracking_uri,
 
 
 def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, tracking_uri, monkeypatch):
-    monkeypatch.setattr(tuning, "make_pruner", lambda spec: AlwaysPrune())
+    monkeypatch.setattr(search, "make_pruner", lambda spec: AlwaysPrune())
     assert cli.main(["tune", study_file(tmp_path, epochs=1), "--arch", "lstm", "--trials", "1",
                      "--tracking-uri", tracking_uri, "--quiet"]) == 0
     (run,) = runs(tracking_uri, "trial")
@@ -139,15 +140,15 @@ def test_no_trial_is_pruned_after_its_last_epoch(tmp_path, tracking_uri, monkeyp
 
 
 def test_failing_trial_is_failed_with_reason_and_study_continues(tmp_path, tracking_uri, monkeypatch):
-    calls = []
+    calls, real_fit = [], train.fit
 
     def flaky_fit(config, *args, **kwargs):
         calls.append(config)
         if len(calls) == 2:
             raise train.NonFiniteLossError("training loss became non-finite at iteration 3 (epoch 1)")
-        return train.fit(config, *args, **kwargs)
+        return real_fit(config, *args, **kwargs)
 
-    monkeypatch.setattr(tuning, "fit", flaky_fit)
+    monkeypatch.setattr(train, "fit", flaky_fit)
     assert cli.main(["tune", study_file(tmp_path), "--arch", "rnn", "--tracking-uri", tracking_uri, "--quiet"]) == 0
     study = load(tmp_path, "addition-rnn-quick")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
@@ -291,14 +292,15 @@ def _undo_patches():
 
 def monkeypatch_fast_fit():
     """Trials of one epoch whatever the study says (the study file, hence its fingerprint, is unchanged)."""
-    _patches.append((tuning, "fit", tuning.fit))
-    tuning.fit = lambda config, *args, **kwargs: train.fit(config.replace(epochs=1), *args, **kwargs)
+    real_fit = train.fit
+    _patches.append((train, "fit", real_fit))
+    train.fit = lambda config, *args, **kwargs: real_fit(config.replace(epochs=1), *args, **kwargs)
 
 
 def test_mask_url_hides_passwords():
-    assert tuning.mask_url("postgresql+psycopg://bench:s3cret@db:5432/optuna") == \
+    assert mask_url("postgresql+psycopg://bench:s3cret@db:5432/optuna") == \
         "postgresql+psycopg://bench:***@db:5432/optuna"
-    assert tuning.mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    assert mask_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
 def test_bench_tunes_each_study_then_writes_the_report(tmp_path, tracking_uri, capsys):
@@ -317,7 +319,7 @@ def test_bench_tunes_each_study_then_writes_the_report(tmp_path, tracking_uri, c
 
 
 def test_study_registers_its_best_model_as_champion(tmp_path, tracking_uri):
-    from benchmark.registry import resolve_model
+    from benchmark.champion import resolve_model
 
     assert cli.main(["tune", study_file(tmp_path, epochs=1, train_size=100), "--arch", "gru",
                      "--tracking-uri", tracking_uri, "--quiet"]) == 0
@@ -337,3 +339,38 @@ def test_every_study_file_pruner_builds_its_optuna_pruner(tmp_path, settings, ki
     spec = load_study(study_file(tmp_path), "lstm")
     pruner = tuning.make_pruner(dataclasses.replace(spec, pruner=tuple(sorted(settings.items()))))
     assert type(pruner) is kind
+
+
+def test_open_storage_for_readers_creates_nothing(tmp_path, monkeypatch):
+    missing = tmp_path / "absent" / "optuna.journal"
+    for url in (str(missing), f"sqlite:///{tmp_path / 'absent' / 'optuna.db'}"):
+        with pytest.raises(tuning.StorageNotFound, match="no Optuna storage at"):
+            tuning.open_storage(url, create=False)
+    assert not (tmp_path / "absent").exists()
+
+    written = tmp_path / "store" / "optuna.journal"
+    optuna.create_study(study_name="kept", storage=tuning.open_storage(str(written)))
+    assert optuna.get_all_study_names(tuning.open_storage(str(written), create=False)) == ["kept"]
+    database = tmp_path / "store" / "optuna.db"
+    optuna.create_study(study_name="kept", storage=tuning.open_storage(f"sqlite:///{database}"))
+    before = database.stat().st_mtime_ns, sorted(p.name for p in database.parent.iterdir())
+    assert optuna.get_all_study_names(tuning.open_storage(f"sqlite:///{database}", create=False)) == ["kept"]
+    assert (database.stat().st_mtime_ns, sorted(p.name for p in database.parent.iterdir())) == before
+
+
+def test_storage_url_is_the_flag_then_the_environment_then_the_journal_beside_the_store(tmp_path, monkeypatch):
+    monkeypatch.delenv(tuning.STORAGE_ENV, raising=False)
+    uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert tuning.resolve_storage_url(None, uri) == str(tmp_path / "runs" / "optuna.journal")
+    assert not (tmp_path / "runs").exists()  # resolving creates nothing
+    monkeypatch.setenv(tuning.STORAGE_ENV, "sqlite:///env.db")
+    assert tuning.resolve_storage_url(None, uri) == "sqlite:///env.db"
+    assert tuning.resolve_storage_url("flag.journal", uri) == "flag.journal"
+
+
+def test_the_tuning_package_imports_without_torch_optuna_or_mlflow():
+    """The report and the CLI's listings import it; only a trial needs torch."""
+    code = ("import sys, benchmark.tuning, benchmark.confirm, benchmark.champion; "
+            "print(sorted(m for m in ('torch', 'optuna', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -3,7 +3,7 @@
 Example: rnnbench predict --model mnist-lstm@champion digit.png
 
 A registered version's source is the run's ``checkpoint`` artifact folder: a
-state dict + the config that rebuilds the model (``tracking.save_checkpoint``),
+state dict + the config that rebuilds the model (``benchmark.checkpoint``),
 which runs at any batch size and sequence length. We deliberately do not use
 ``mlflow.pytorch.log_model``'s default ``pt2`` export, which freezes the shapes
 it was traced with (an RNN saved that way cannot score other string lengths).
@@ -18,17 +18,24 @@ from __future__ import annotations
 import time
 
 from .config import ConfigError
-from .tracking import CHECKPOINT_ARTIFACT, client_for
+from .schema import (
+    CHAMPION_ALIAS,
+    CHECKPOINT_FORMAT,
+    Artifact,
+    Metric,
+    ModelVersionTag,
+    RunStatus,
+    Tag,
+    registered_model_name,
+)
+from .store import client_for
 
-CHECKPOINT_FOLDER = CHECKPOINT_ARTIFACT.rsplit("/", 1)[0]
-
-
-def model_name(task: str, arch: str) -> str:
-    return f"{task}-{arch}"
+VERSION_METRICS = (Metric.TEST_ACC, Metric.BEST_VAL_ACC, Metric.N_PARAMS)  # copied onto the version as tags
+ALIAS_RETRIES = 3
 
 
 def register_champion(run_id: str, tracking_uri: str | None = None, name: str | None = None,
-                      alias: str = "champion") -> dict:
+                      alias: str = CHAMPION_ALIAS) -> dict:
     """Register ``run_id``'s checkpoint as a version of ``name`` (default ``<task>-<arch>``) and point ``alias`` at it.
 
     Returns {"name", "version", "alias", "run_id", "created"}.
@@ -40,18 +47,18 @@ def register_champion(run_id: str, tracking_uri: str | None = None, name: str | 
         run = client.get_run(run_id)
     except MlflowException as error:
         raise ConfigError(f"no run {run_id!r} in the tracking store ({error.error_code}); check the run id") from None
-    task, arch = run.data.tags.get("task"), run.data.tags.get("arch")
+    task, arch = run.data.tags.get(Tag.TASK), run.data.tags.get(Tag.ARCH)
     if not (name or (task and arch)):
         raise ConfigError(f"run {run_id} has no task/arch tags; pass name= to register it")
-    if run.info.status != "FINISHED":
+    if run.info.status != RunStatus.FINISHED:
         raise ConfigError(f"run {run_id} is {run.info.status}, not FINISHED; only finished runs have a checkpoint")
-    if not any(a.path == CHECKPOINT_ARTIFACT for a in client.list_artifacts(run_id, CHECKPOINT_FOLDER)):
-        raise ConfigError(f"run {run_id} has no {CHECKPOINT_ARTIFACT} artifact to register")
-    name = name or model_name(task, arch)
+    if not any(a.path == Artifact.CHECKPOINT for a in client.list_artifacts(run_id, Artifact.CHECKPOINT_FOLDER)):
+        raise ConfigError(f"run {run_id} has no {Artifact.CHECKPOINT} artifact to register")
+    name = name or registered_model_name(task, arch)
     try:
-        client.create_registered_model(name, tags={"task": task or "", "arch": arch or ""},
+        client.create_registered_model(name, tags={Tag.TASK: task or "", Tag.ARCH: arch or ""},
                                        description=f"Best {arch} on {task}; checkpoint = state dict + config "
-                                                   "(benchmark.tracking.load_checkpoint).")
+                                                   "(benchmark.checkpoint.load_checkpoint).")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -61,9 +68,9 @@ def register_champion(run_id: str, tracking_uri: str | None = None, name: str | 
         version = min(existing, key=lambda v: int(v.version))
     else:
         metrics = run.data.metrics
-        tags = {k: f"{metrics[k]:.6g}" for k in ("test_acc", "best_val_acc", "n_params") if k in metrics}
-        tags.update({"format": "rnnbench-checkpoint/1", "checkpoint": CHECKPOINT_ARTIFACT})
-        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{CHECKPOINT_FOLDER}",
+        tags = {k: f"{metrics[k]:.6g}" for k in VERSION_METRICS if k in metrics}
+        tags.update({ModelVersionTag.FORMAT: CHECKPOINT_FORMAT, ModelVersionTag.CHECKPOINT: Artifact.CHECKPOINT})
+        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{Artifact.CHECKPOINT_FOLDER}",
                                               run_id=run_id, tags=tags)
     _set_alias(client, name, alias, version.version)
     return {"name": name, "version": int(version.version), "alias": alias, "run_id": run_id, "created": created}
@@ -74,12 +81,13 @@ def _set_alias(client, name: str, alias: str, version) -> None:
     unique-key violation, and the retry then finds the alias and moves it."""
     from mlflow.exceptions import MlflowException
 
-    for attempt in range(3):
+    for attempt in range(ALIAS_RETRIES):
         try:
             client.set_registered_model_alias(name, alias, version)
             return
         except MlflowException as error:
-            if attempt == 2 or not any(s in str(error) for s in ("UniqueViolation", "already exists", "UNIQUE")):
+            raced = any(s in str(error) for s in ("UniqueViolation", "already exists", "UNIQUE"))
+            if attempt == ALIAS_RETRIES - 1 or not raced:
                 raise
             time.sleep(0.2 * (attempt + 1))
 

@@ -7,8 +7,8 @@ from conftest import synthetic_mnist, tiny_config
 from PIL import Image
 
 from benchmark import cli
+from benchmark.champion import parse_reference, register_champion, resolve_model
 from benchmark.config import ConfigError
-from benchmark.registry import parse_reference, register_champion, resolve_model
 from benchmark.tracking import client_for, load_checkpoint, tracked_run
 from benchmark.train import fit
 
@@ -21,7 +21,7 @@ def train(config, uri, **data):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("registry")
+    folder = tmp_path_factory.mktemp("champion")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     data = synthetic_mnist(300, 60)
     first = train(tiny_config("mnist", "lstm", epochs=1), uri, **data)
@@ -89,7 +89,7 @@ def test_alias_race_on_postgres_is_retried_not_fatal(monkeypatch):
     """Two sessions registering at once: the loser's insert of the alias violates the unique key; it retries."""
     from mlflow.exceptions import MlflowException
 
-    from benchmark import registry
+    from benchmark import champion
 
     calls = []
 
@@ -100,8 +100,8 @@ def test_alias_race_on_postgres_is_retried_not_fatal(monkeypatch):
                 raise MlflowException("(psycopg.errors.UniqueViolation) duplicate key value violates unique "
                                       "constraint \"registered_model_alias_pk\"")
 
-    monkeypatch.setattr(registry.time, "sleep", lambda seconds: None)
-    registry._set_alias(Client(), "addition-gru", "champion", "3")
+    monkeypatch.setattr(champion.time, "sleep", lambda seconds: None)
+    champion._set_alias(Client(), "addition-gru", "champion", "3")
     assert calls == ["3", "3"]
 
     class Broken:
@@ -109,4 +109,4 @@ def test_alias_race_on_postgres_is_retried_not_fatal(monkeypatch):
             raise MlflowException("RESOURCE_DOES_NOT_EXIST: no model")
 
     with pytest.raises(MlflowException, match="no model"):  # other errors are not swallowed
-        registry._set_alias(Broken(), "addition-gru", "champion", "3")
+        champion._set_alias(Broken(), "addition-gru", "champion", "3")
