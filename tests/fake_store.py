@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from benchmark.config import TrainConfig
+from benchmark.notebook import BY_ID
 from benchmark.schema import REPRODUCE_EXPERIMENT, Metric, Role, RunStatus, Suite, Tag, TrialState, rank_key
 from benchmark.store import get_or_create_experiment
 
@@ -140,8 +141,6 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
                 config = base.replace(seed=100 + i, hidden_size=rng.choice([16, 32]))
                 create(task, config, {Tag.SUITE: Suite.TRAIN, Tag.ROLE: Role.RUN}, RunStatus.FINISHED)
     if reproduce:
-        from benchmark.reproduce import BY_ID
-
         for ref in ("addition-h3", "addition-h10", "addition-h5-mse", "addition-h5-ce", "addition-h5-len3",
                     "addition-h5-len5", "addition-h5-len10", "mnist-rnn-256"):
             experiment = BY_ID[ref]
