@@ -200,9 +200,9 @@ def predict_files(network, paths, input_scale: str = "standard"
     return predictions, inputs, errors
 
 
-def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], path, columns: int = 10) -> None:
+def contact_sheet_figure(predictions: list[Prediction], inputs: list[torch.Tensor], columns: int = 10):
     """Each input as the model sees it, titled with the prediction (and the true label, red when wrong)."""
-    from .plots import plt, save_figure
+    from .plots import plt
 
     n = max(len(inputs), 1)
     columns = min(columns, n)
@@ -217,7 +217,14 @@ def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], pat
             title += f"\ntrue {prediction.label}"
         ax.set_title(title, fontsize=8, color="tab:red" if prediction.correct is False else "black")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
+
+
+def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], path, columns: int = 10) -> None:
+    """``contact_sheet_figure`` saved as a PNG at ``path``."""
+    from .plots import save_figure
+
+    save_figure(contact_sheet_figure(predictions, inputs, columns), path)
 
 
 def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, sheet=None, out=None, err=None) -> int:
@@ -237,98 +244,3 @@ def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, she
     if sheet and predictions:
         contact_sheet(predictions, inputs, sheet)
     return 1 if errors else 0
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Report section: random test digits with the best model's predictions, and its confusion matrix.
-
-
-def best_mnist_run(client) -> tuple[str, dict] | None:
-    """(run id, its tags) of the finished MNIST run with the best validation accuracy, in any experiment."""
-    from .report import RunRecord
-    from .reproduce import _search
-
-    experiments = [e.name for e in client.search_experiments()]
-    runs = _search(client, experiments, "tags.task = 'mnist' and attributes.status = 'FINISHED'")
-    best = best_mnist(RunRecord.from_mlflow(r, "") for r in runs)
-    return (best.run_id, dict(best.tags)) if best else None
-
-
-def best_mnist(runs):
-    """The report's best among finished MNIST trials and plain runs; not study parents (they repeat their best
-    trial's metrics) nor seed confirmations (each validated on its own split)."""
-    from .report import best_of
-
-    return best_of(r for r in runs if r.task == "mnist" and r.role in ("trial", "run"))
-
-
-def digits_section(source, figures_dir, *, run_id: str | None = None, count: int = 20, seed: int = 0,
-                   data_dir=None, task_data: dict | None = None) -> str:
-    """Markdown + two PNGs: ``count`` seeded random test digits with predictions, and the confusion matrix.
-
-    The model is ``run_id`` or else the MNIST run with the best validation accuracy in the store.
-    """
-    from pathlib import Path
-
-    from .reproduce import client_from
-    from .tasks.mnist import MnistTask
-    from .tracking import load_run_checkpoint
-
-    client = client_from(source)
-    figures_dir = Path(figures_dir)
-    lines = ["## Test digits and confusion matrix", ""]
-    if run_id is None:
-        found = best_mnist_run(client)
-        if not found:
-            return "\n".join(lines + ["No finished MNIST run in the store yet.", ""])
-        run_id = found[0]
-    with quiet_downloads():
-        network, config = load_run_checkpoint(run_id, client.tracking_uri)
-    task = MnistTask(config, "cpu", **(task_data or {"data_dir": data_dir}))
-    probs, labels = task.predict(network, "test")
-    predicted = probs.argmax(-1)
-    accuracy = float((predicted == labels).float().mean())
-    confusion = torch.zeros(10, 10, dtype=torch.int64)
-    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
-
-    images = task.splits["test"][0]
-    pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
-    sample = [Prediction(f"test[{int(i)}]", int(predicted[i]), float(probs[i, predicted[i]]),
-                         [], int(labels[i])) for i in pick]
-    grid_path = figures_dir / "digits_grid.png"
-    contact_sheet(sample, [images[i].cpu() for i in pick], grid_path)
-    matrix_path = figures_dir / "digits_confusion.png"
-    _confusion_figure(confusion, f"{config.arch} (run {run_id[:8]}): test accuracy {100 * accuracy:.2f}%",
-                      matrix_path)
-
-    off_diagonal = [(int(confusion[t, p]), t, p) for t in range(10) for p in range(10) if t != p]
-    worst = [f"{t}→{p} ({n})" for n, t, p in sorted(off_diagonal, reverse=True)[:5] if n]
-    wrong = sum(1 for s in sample if not s.correct)
-    lines += [f"Model: run `{run_id}` ({config.arch}, hidden {config.hidden_size} x {config.num_layers}), chosen by",
-              f"validation accuracy; test accuracy {100 * accuracy:.2f}% "
-              f"({int((predicted != labels).sum())} of {len(labels)} wrong).", "",
-              f"{count} random test digits (seed {seed}) with the prediction and its probability; "
-              f"{wrong} wrong (red):", "",
-              f"![random test digits]({figures_dir.name}/{grid_path.name})", "",
-              f"Most frequent confusions (true→predicted): {', '.join(worst) or 'none'}.", "",
-              f"![confusion matrix]({figures_dir.name}/{matrix_path.name})", ""]
-    return "\n".join(lines)
-
-
-def _confusion_figure(confusion: torch.Tensor, title: str, path) -> None:
-
-    from .plots import plt, save_figure
-
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    # Log colour scale so the few errors show next to ~1000 correct per class.
-    shown = ax.imshow(np.log1p(confusion.numpy()), cmap="Blues")
-    for t in range(10):
-        for p in range(10):
-            n = int(confusion[t, p])
-            if n:
-                ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
-                        color="white" if t == p else ("tab:red" if n >= 5 else "black"))
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
-    fig.colorbar(shown, ax=ax, label="log(1 + count)")
-    fig.tight_layout()
-    save_figure(fig, path)

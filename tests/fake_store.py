@@ -2,8 +2,9 @@
 
 Example: python benchmarks/report_scale.py --runs 500   # builds one of these and times the report
 
-Used by tests/test_report.py and benchmarks/report_scale.py. Every run follows the schema at the top
-of benchmark/tracking.py; numbers come from a seeded generator, so a store is reproducible. Each study
+Used by tests/test_report.py and benchmarks/report_scale.py. Every run follows the schema in
+benchmark/schema.py, and every name is taken from there; numbers come from a seeded generator, so a store is
+reproducible. Each study
 gets pruned and failed trials whose accuracy is made higher than any completed trial's, so a report
 that picked one of them as best would show it.
 """
@@ -15,12 +16,14 @@ import time
 from dataclasses import dataclass, field
 
 from benchmark.config import TrainConfig
-from benchmark.tracking import TAG_ROLE, TAG_STUDY, TAG_SUITE, TAG_TRIAL, TAG_TRIAL_STATE, get_or_create_experiment
+from benchmark.notebook import BY_ID
+from benchmark.schema import REPRODUCE_EXPERIMENT, Metric, Role, RunStatus, Suite, Tag, TrialState, rank_key
+from benchmark.store import get_or_create_experiment
 
 QUALITY = {"rnn": 0.90, "lstm": 0.975, "gru": 0.97, "birnn": 0.93, "bilstm": 0.98, "bigru": 0.978}
-ENV_TAGS = {"git_commit": "abc1234", "python_version": "3.11.9", "torch_version": "2.14.1",
-            "mlflow_version": "3.17.2", "optuna_version": "5.0.0", "rnnbench_version": "0.1.0",
-            "processor": "x86_64", "torch_threads": "1", "device": "cpu"}
+ENV_TAGS = {Tag.GIT_COMMIT: "abc1234", Tag.PYTHON_VERSION: "3.11.9", Tag.TORCH_VERSION: "2.14.1",
+            Tag.MLFLOW_VERSION: "3.17.2", Tag.OPTUNA_VERSION: "5.0.0", Tag.RNNBENCH_VERSION: "0.1.0",
+            Tag.PROCESSOR: "x86_64", Tag.TORCH_THREADS: "1", Tag.DEVICE: "cpu"}
 
 
 @dataclass
@@ -32,7 +35,7 @@ class FakeStore:
 def _metrics(task: str, arch: str, config: TrainConfig, rng: random.Random, epochs: int, iterations: int,
              stop_epoch: int | None = None, boost: float = 0.0):
     """Curves and final metrics for one fake run; `stop_epoch` cuts it short (pruned)."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric as Point
 
     now = int(time.time() * 1000)
     quality = QUALITY[arch] - 0.01 * abs(config.num_layers - 2) + rng.uniform(-0.01, 0.01)
@@ -42,45 +45,45 @@ def _metrics(task: str, arch: str, config: TrainConfig, rng: random.Random, epoc
     for epoch in range(1, last + 1):
         acc = quality * (1 - 0.5 ** epoch)
         val.append(acc)
-        out += [Metric("val_acc", acc, now, epoch), Metric("val_loss", 1 - acc, now, epoch),
-                Metric("epoch_time_s", 2.0 + rng.random(), now, epoch)]
+        out += [Point(Metric.VAL_ACC, acc, now, epoch), Point(Metric.VAL_LOSS, 1 - acc, now, epoch),
+                Point(Metric.EPOCH_TIME, 2.0 + rng.random(), now, epoch)]
         first = (epoch - 1) * iterations
-        out += [Metric("train_loss", 2.0 * 0.97 ** (first + i), now, first + i + 1) for i in range(iterations)]
+        out += [Point(Metric.TRAIN_LOSS, 2.0 * 0.97 ** (first + i), now, first + i + 1) for i in range(iterations)]
     final = {}
     if stop_epoch is not None and boost:  # a pruned trial that looks best: a report must still skip it
-        final = {"best_val_acc": quality, "best_val_loss": 0.0}
-        out += [Metric(k, float(v), now, 0) for k, v in final.items()]
+        final = {Metric.BEST_VAL_ACC: quality, Metric.BEST_VAL_LOSS: 0.0}
+        out += [Point(k, float(v), now, 0) for k, v in final.items()]
     if stop_epoch is None:
         best = max(range(len(val)), key=lambda i: val[i])
-        final = {"test_acc": val[best] - 0.002, "test_loss": 1 - val[best], "best_val_acc": val[best],
-                 "best_val_loss": 1 - val[best], "best_epoch": best + 1, "epochs_run": epochs,
-                 "train_time_s": 2.5 * epochs, "n_params": 1000 * config.hidden_size * config.num_layers}
+        final = {Metric.TEST_ACC: val[best] - 0.002, Metric.TEST_LOSS: 1 - val[best], Metric.BEST_VAL_ACC: val[best],
+                 Metric.BEST_VAL_LOSS: 1 - val[best], Metric.BEST_EPOCH: best + 1, Metric.EPOCHS_RUN: epochs,
+                 Metric.TRAIN_TIME: 2.5 * epochs, Metric.N_PARAMS: 1000 * config.hidden_size * config.num_layers}
         if task == "addition":
-            final["test_seq_acc"] = val[best] - 0.05
+            final[Metric.TEST_SEQ_ACC] = val[best] - 0.05
             for length in [*range(1, 21), *config.eval_lengths]:
                 decay = 0.0 if length <= 20 else (length - 20) * (1 - quality) * 0.02
-                out.append(Metric("test_bit_acc_by_len", max(val[best] - decay, 0.5), now, length))
-                out.append(Metric("test_seq_acc_by_len", max(val[best] - 2 * decay, 0.0), now, length))
-        out += [Metric(k, float(v), now, 0) for k, v in final.items()]
+                out.append(Point(Metric.TEST_BIT_ACC_BY_LEN, max(val[best] - decay, 0.5), now, length))
+                out.append(Point(Metric.TEST_SEQ_ACC_BY_LEN, max(val[best] - 2 * decay, 0.0), now, length))
+        out += [Point(k, float(v), now, 0) for k, v in final.items()]
     return out, final
 
 
 def _confirm(store, create, study, task, arch, parent, seeds, lengths) -> None:
     """Confirmation runs of the study's best completed trial, as ``rnnbench confirm`` tags them."""
-    from benchmark.confirm import TAG_CONFIRM_LENGTH, TAG_CONFIRM_OF, confirm_seeds
+    from benchmark.confirm import confirm_seeds
 
-    trials = [(rid, r) for rid, r in store.runs.items() if r["tags"].get(TAG_STUDY) == study
-              and r["tags"].get(TAG_TRIAL_STATE) == "COMPLETE"]
-    best_id, best = min(trials, key=lambda item: (-item[1]["final"]["best_val_acc"],
-                                                  item[1]["final"]["best_val_loss"],
-                                                  int(item[1]["tags"][TAG_TRIAL]), item[0]))
+    trials = [(rid, r) for rid, r in store.runs.items() if r["tags"].get(Tag.STUDY) == study
+              and r["tags"].get(Tag.TRIAL_STATE) == TrialState.COMPLETE]
+    best_id, best = min(trials, key=lambda item: rank_key(item[1]["final"][Metric.BEST_VAL_ACC],
+                                                          item[1]["final"][Metric.BEST_VAL_LOSS],
+                                                          int(item[1]["tags"][Tag.TRIAL]), item[0]))
     for length in (None, *lengths):
         for seed in confirm_seeds(seeds):
             config = best["config"].replace(seed=seed, train_lengths=(length,) if length else ())
-            tags = {TAG_SUITE: "confirm", TAG_ROLE: "confirm", TAG_STUDY: study, TAG_CONFIRM_OF: best_id}
+            tags = {Tag.SUITE: Suite.CONFIRM, Tag.ROLE: Role.CONFIRM, Tag.STUDY: study, Tag.CONFIRM_OF: best_id}
             if length:
-                tags[TAG_CONFIRM_LENGTH] = str(length)
-            create(task, config, tags, "FINISHED", parent=parent)
+                tags[Tag.CONFIRM_LENGTH] = str(length)
+            create(task, config, tags, RunStatus.FINISHED, parent=parent)
 
 
 def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), trials: int = 6, seed: int = 0,
@@ -97,9 +100,9 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
     store = FakeStore(uri)
 
     def create(experiment, config, tags, status, stop_epoch=None, boost=0.0, parent=None, metrics=True):
-        all_tags = {**ENV_TAGS, "task": config.task, "arch": config.arch, "seed": str(config.seed), **tags}
+        all_tags = {**ENV_TAGS, Tag.TASK: config.task, Tag.ARCH: config.arch, Tag.SEED: str(config.seed), **tags}
         if parent:
-            all_tags["mlflow.parentRunId"] = parent
+            all_tags[Tag.PARENT_RUN] = parent
         run = client.create_run(get_or_create_experiment(client, experiment), tags=all_tags)
         entries, final = (_metrics(config.task, config.arch, config, rng, epochs, iterations, stop_epoch, boost)
                           if metrics else ([], {}))
@@ -107,8 +110,8 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
         for start in range(0, max(len(entries), 1), 1000):
             client.log_batch(run.info.run_id, metrics=entries[start:start + 1000],
                              params=params if start == 0 else [])
-        if status == "FAILED":
-            client.log_batch(run.info.run_id, tags=[RunTag("error", "RuntimeError: fake failure")])
+        if status == RunStatus.FAILED:
+            client.log_batch(run.info.run_id, tags=[RunTag(Tag.ERROR, "RuntimeError: fake failure")])
         client.set_terminated(run.info.run_id, status=status)
         store.runs[run.info.run_id] = {"config": config, "tags": all_tags, "status": status, "final": final}
         return run.info.run_id
@@ -117,32 +120,31 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
         for arch in archs:
             study = f"{task}-{arch}"
             base = TrainConfig.for_task(task, arch, epochs=epochs)
-            parent = create(task, base, {TAG_SUITE: "tune", TAG_ROLE: "study", TAG_STUDY: study, "preset": "quick"},
-                            "FINISHED", metrics=False)
+            parent = create(task, base, {Tag.SUITE: Suite.TUNE, Tag.ROLE: Role.STUDY, Tag.STUDY: study,
+                                         Tag.PRESET: "quick"}, RunStatus.FINISHED, metrics=False)
             for number in range(trials):
                 config = base.replace(hidden_size=rng.choice([16, 32, 64]), num_layers=rng.choice([1, 2, 3]),
                                       lr=round(10 ** rng.uniform(-3.5, -1.5), 6), loss=("ce", "mse")[number % 2],
                                       seed=number)
-                state, status, stop, boost = "COMPLETE", "FINISHED", None, 0.0
+                state, status, stop, boost = TrialState.COMPLETE, RunStatus.FINISHED, None, 0.0
                 if number == 1:
-                    state, status, stop, boost = "PRUNED", "KILLED", 2, 0.5
+                    state, status, stop, boost = TrialState.PRUNED, RunStatus.KILLED, 2, 0.5
                 elif number == 2:
-                    state, status, boost = "FAIL", "FAILED", 0.5
-                tags = {TAG_SUITE: "tune", TAG_ROLE: "trial", TAG_STUDY: study, TAG_TRIAL: str(number),
-                        TAG_TRIAL_STATE: state}
+                    state, status, boost = TrialState.FAIL, RunStatus.FAILED, 0.5
+                tags = {Tag.SUITE: Suite.TUNE, Tag.ROLE: Role.TRIAL, Tag.STUDY: study, Tag.TRIAL: str(number),
+                        Tag.TRIAL_STATE: state}
                 create(task, config, tags, status, stop_epoch=stop, boost=boost, parent=parent)
             if confirm_seeds:
                 _confirm(store, create, study, task, arch, parent, confirm_seeds,
                          confirm_lengths if task == "addition" else ())
             for i in range(extra_runs):
                 config = base.replace(seed=100 + i, hidden_size=rng.choice([16, 32]))
-                create(task, config, {TAG_SUITE: "train", TAG_ROLE: "run"}, "FINISHED")
+                create(task, config, {Tag.SUITE: Suite.TRAIN, Tag.ROLE: Role.RUN}, RunStatus.FINISHED)
     if reproduce:
-        from benchmark.reproduce import BY_ID, TAG_REF
-
         for ref in ("addition-h3", "addition-h10", "addition-h5-mse", "addition-h5-ce", "addition-h5-len3",
                     "addition-h5-len5", "addition-h5-len10", "mnist-rnn-256"):
             experiment = BY_ID[ref]
             config = TrainConfig.for_task(experiment.task, experiment.arch, **{**experiment.settings, "epochs": epochs})
-            create("reproduce", config, {TAG_SUITE: "reproduce", TAG_ROLE: "run", TAG_REF: ref}, "FINISHED")
+            tags = {Tag.SUITE: Suite.REPRODUCE, Tag.ROLE: Role.RUN, Tag.NOTEBOOK_REF: ref}
+            create(REPRODUCE_EXPERIMENT, config, tags, RunStatus.FINISHED)
     return store

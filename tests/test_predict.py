@@ -11,7 +11,9 @@ from conftest import tiny_config
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmark import cli
-from benchmark.predict import ImageError, digits_section, label_from_name, load_image, preprocess
+from benchmark.predict import ImageError, label_from_name, load_image, preprocess
+from benchmark.report import Figures, Snapshot, load_snapshot
+from benchmark.report.sections.digits import digits_markdown
 from benchmark.tracking import tracked_run
 from benchmark.train import fit
 
@@ -180,12 +182,15 @@ def test_committed_digit_files_run_through_the_pipeline(digit_run, capsys):
 
 def test_digits_section_draws_grid_and_confusion(digit_run, tmp_path):
     run_id, uri, data = digit_run
-    markdown = digits_section(uri, tmp_path / "figures", count=12, task_data=data)
+    figures = Figures(tmp_path / "figures")
+    markdown = digits_markdown(load_snapshot(uri, timestamp=False), figures, count=12, task_data=data)
     assert run_id in markdown and "test accuracy" in markdown
     assert "figures/digits_grid.png" in markdown and "figures/digits_confusion.png" in markdown
     for name in ("digits_grid.png", "digits_confusion.png"):
         assert Image.open(tmp_path / "figures" / name).size[0] > 100
-    assert digits_section(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "f2").endswith("yet.\n")
+    assert figures.written == ["digits_grid.png", "digits_confusion.png"]
+    empty = Snapshot(f"sqlite:///{tmp_path / 'empty.db'}", [], [], {}, "")
+    assert digits_markdown(empty, Figures(tmp_path / "f2")).endswith("yet.\n")
 
 
 def test_python_dash_m_predict_help():

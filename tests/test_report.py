@@ -9,6 +9,15 @@ import pytest
 from fake_store import build_store
 
 from benchmark import cli, confirm, report
+from benchmark.notebook import NOTEBOOK_REFERENCE
+from benchmark.report import worker
+from benchmark.report.sections.findings import TIE_POINTS
+from benchmark.report.sections.goals import MNIST_GOALS
+from benchmark.report.sections.provenance import provenance
+from benchmark.report.sections.reproduction import reproduction
+from benchmark.report.sections.studies import _importances
+from benchmark.report.select import best_run, trial_counts
+from benchmark.schema import Metric, Role, RunStatus, Suite, Tag, TrialState
 
 ARCHS = ("lstm", "gru", "bilstm")
 
@@ -39,10 +48,11 @@ def comparison_table(markdown: str, task: str) -> dict[str, dict[str, str]]:
 def expected_best(store, task: str, arch: str) -> dict:
     """Best completed, finished trial by validation, computed here from what was logged."""
     eligible = [(rid, r) for rid, r in store.runs.items() if r["config"].task == task and r["config"].arch == arch
-                and r["tags"].get("role") == "trial" and r["tags"].get("optuna.state") == "COMPLETE"
-                and r["status"] == "FINISHED"]
-    rid, run = min(eligible, key=lambda item: (-item[1]["final"]["best_val_acc"], item[1]["final"]["best_val_loss"],
-                                               int(item[1]["tags"]["trial_number"]), item[0]))
+                and r["tags"].get(Tag.ROLE) == Role.TRIAL and r["tags"].get(Tag.TRIAL_STATE) == TrialState.COMPLETE
+                and r["status"] == RunStatus.FINISHED]
+    rid, run = min(eligible, key=lambda item: (-item[1]["final"][Metric.BEST_VAL_ACC],
+                                               item[1]["final"][Metric.BEST_VAL_LOSS],
+                                               int(item[1]["tags"][Tag.TRIAL]), item[0]))
     return {"run_id": rid, **run}
 
 
@@ -55,37 +65,37 @@ def test_table_rows_match_what_was_logged(store, generated, task):
         best = expected_best(store, task, arch)
         config, final = best["config"], best["final"]
         metric = "test acc" if task == "mnist" else "bit acc 1..20"
-        assert row[metric] == f"{100 * final['test_acc']:.2f}"
+        assert row[metric] == f"{100 * final[Metric.TEST_ACC]:.2f}"
         assert (row["hidden"], row["layers"], row["loss"]) == (str(config.hidden_size), str(config.num_layers),
                                                                config.loss)
         assert float(row["lr"]) == pytest.approx(config.lr, rel=1e-2)
-        assert row["params"] == f"{int(final['n_params']):,}"
-        assert row["s / epoch"] == f"{final['train_time_s'] / final['epochs_run']:.2f}"
+        assert row["params"] == f"{int(final[Metric.N_PARAMS]):,}"
+        assert row["s / epoch"] == f"{final[Metric.TRAIN_TIME] / final[Metric.EPOCHS_RUN]:.2f}"
         assert row["trials"] == "3 / 1 / 1"  # 5 trials: one pruned, one failed
-        ref = report.NOTEBOOK_REFERENCE[task].get(arch)
+        ref = NOTEBOOK_REFERENCE[task].get(arch)
         assert row["notebook"] == (f"{ref:.2f}" if ref else "—")
-        assert row["Δ"] == (f"{100 * final['test_acc'] - ref:+.2f}" if ref else "—")
+        assert row["Δ"] == (f"{100 * final[Metric.TEST_ACC] - ref:+.2f}" if ref else "—")
         if task == "addition":
-            assert row["string acc 1..20"] == f"{100 * final['test_seq_acc']:.2f}"
+            assert row["string acc 1..20"] == f"{100 * final[Metric.TEST_SEQ_ACC]:.2f}"
     if task == "addition":
         assert "bit acc L=100" in next(iter(rows.values()))  # longest generalisation length by default
 
 
 def test_pruned_and_failed_trials_are_counted_never_best(store, generated):
     _, _, snap = generated
-    bad = {rid for rid, r in store.runs.items() if r["status"] in ("KILLED", "FAILED")}
+    bad = {rid for rid, r in store.runs.items() if r["status"] in (RunStatus.KILLED, RunStatus.FAILED)}
     assert bad, "the fake store must contain pruned and failed trials"
     # The pruned and failed trials logged a best_val_acc above every completed one: choosing one would show.
-    for status in ("KILLED", "FAILED"):
-        bad_acc = min(r["final"]["best_val_acc"] for r in store.runs.values() if r["status"] == status)
-        assert bad_acc > max(r["final"].get("best_val_acc", 0) for r in store.runs.values()
-                             if r["status"] == "FINISHED")
+    for status in (RunStatus.KILLED, RunStatus.FAILED):
+        bad_acc = min(r["final"][Metric.BEST_VAL_ACC] for r in store.runs.values() if r["status"] == status)
+        assert bad_acc > max(r["final"].get(Metric.BEST_VAL_ACC, 0) for r in store.runs.values()
+                             if r["status"] == RunStatus.FINISHED)
     for task in ("mnist", "addition"):
         for arch in ARCHS:
-            chosen = report.best_run(snap, task, arch)
+            chosen = best_run(snap, task, arch)
             assert chosen.run_id not in bad
             assert chosen.run_id == expected_best(store, task, arch)["run_id"]
-            assert report.trial_counts(snap, task, arch) == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 1}
+            assert trial_counts(snap, task, arch) == {TrialState.COMPLETE: 3, TrialState.PRUNED: 1, TrialState.FAIL: 1}
 
 
 def test_every_referenced_figure_exists(generated):
@@ -116,17 +126,17 @@ def test_sections_and_findings_follow_the_numbers(store, generated):
 
 def test_same_store_gives_identical_markdown(store, generated, tmp_path, monkeypatch):
     markdown, out, _ = generated
-    monkeypatch.setattr(report.os, "cpu_count", lambda: 1)  # this time every section in one process
+    monkeypatch.setattr(worker.os, "cpu_count", lambda: 1)  # this time every section in one process
     again, _, figures = report.write_report(tmp_path / "again", tracking_uri=store.uri, timestamp=False)
     assert again.read_text() == markdown
     assert sorted(figures.written) == sorted(p.name for p in (out / "figures").glob("*.png"))
 
 def test_timestamp_is_one_line_that_can_be_left_out(generated):
     _, _, snap = generated
-    without = report.provenance(snap, None)
+    without = provenance(snap, None)
     snap.generated_at = "2030-01-01 00:00:00 UTC"
     try:
-        extra = set(report.provenance(snap, None).splitlines()) - set(without.splitlines())
+        extra = set(provenance(snap, None).splitlines()) - set(without.splitlines())
     finally:
         snap.generated_at = None
     assert extra == {"- Generated: 2030-01-01 00:00:00 UTC"}
@@ -154,13 +164,14 @@ def test_optuna_journal_supplies_trial_counts(store, tmp_path):
 
 
 def test_architecture_order_is_the_registry_order():
+    from benchmark.catalog import arch_order_key
     from benchmark.models import ARCHITECTURES
 
-    assert list(ARCHITECTURES) == report.ARCH_ORDER
+    assert sorted(ARCHITECTURES, key=arch_order_key) == list(ARCHITECTURES)
 
 
 def test_importances_degrade_to_a_line():
-    assert "at least 2 completed trials" in report._importances([])
+    assert "at least 2 completed trials" in _importances([])
 
 
 def test_cli_report_writes_files(store, tmp_path, capsys):
@@ -185,8 +196,8 @@ def test_store_without_finished_runs_is_one_line(tmp_path, capsys):
     (tmp_path / "mlruns").mkdir()
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    run = client.create_run(client.create_experiment("mnist"), tags={"task": "mnist", "arch": "lstm"})
-    client.set_terminated(run.info.run_id, status="FAILED")
+    run = client.create_run(client.create_experiment("mnist"), tags={Tag.TASK: "mnist", Tag.ARCH: "lstm"})
+    client.set_terminated(run.info.run_id, status=RunStatus.FAILED)
     capsys.readouterr()  # MLflow's own log lines from creating the store
     code = cli.main(["report", "--tracking-uri", uri, "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
@@ -206,8 +217,8 @@ def test_report_over_real_train_runs(tracking_uri, tmp_path, capsys):
     rows = comparison_table(markdown, "addition")
     assert list(rows) == ["lstm", "bigru"] and {row["trials"] for row in rows.values()} == {"run"}
     for arch, row in rows.items():
-        run = report.best_run(snap, "addition", arch)
-        assert row["bit acc 1..4"] == f"{100 * run.metrics['test_acc']:.2f}"
+        run = best_run(snap, "addition", arch)
+        assert row["bit acc 1..4"] == f"{100 * run.metrics[Metric.TEST_ACC]:.2f}"
         assert row["bit acc L=6"] != "—" and row["params"] != "—"
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         assert (tmp_path / "out" / image).exists()
@@ -226,8 +237,8 @@ def confirmed(tmp_path_factory):
 
 def seed_values(store, task, arch, length=None):
     best = expected_best(store, task, arch)["run_id"]
-    return [r["final"]["test_acc"] for r in store.runs.values() if r["tags"].get("confirm_of") == best
-            and r["tags"].get("confirm_train_length") == (str(length) if length else None)]
+    return [r["final"][Metric.TEST_ACC] for r in store.runs.values() if r["tags"].get(Tag.CONFIRM_OF) == best
+            and r["tags"].get(Tag.CONFIRM_LENGTH) == (str(length) if length else None)]
 
 
 def test_comparison_shows_seed_mean_and_std_and_flags_noise(confirmed):
@@ -263,13 +274,13 @@ def test_findings_and_notebook_delta_use_seed_means_when_every_arch_has_seeds(co
         means = {arch: statistics.fmean(seed_values(store, task, arch)) for arch in ARCHS}
         ranked = sorted(means, key=lambda arch: (-means[arch], ARCHS.index(arch)))
         top = f"{100 * means[ranked[0]]:.2f} % {metric}"
-        if 100 * (means[ranked[0]] - means[ranked[1]]) < report.TIE_POINTS:
+        if 100 * (means[ranked[0]] - means[ranked[1]]) < TIE_POINTS:
             assert f"at {top} (mean of 3 seeds)" in markdown
         else:
             assert f"- **{task}**: {ranked[0]} wins with {top} (mean of 3 seeds)" in markdown
         rows = comparison_table(markdown, task)
         for arch in ARCHS:
-            ref = report.NOTEBOOK_REFERENCE[task].get(arch)
+            ref = NOTEBOOK_REFERENCE[task].get(arch)
             assert rows[arch]["Δ"] == (f"{100 * means[arch] - ref:+.2f}" if ref else "—")
 
 
@@ -281,7 +292,7 @@ def test_goals_say_plainly_what_was_met(confirmed):
     for arch in ARCHS:
         values = seed_values(store, "mnist", arch)
         mean = statistics.fmean(values)
-        goal = report.MNIST_GOALS[arch]
+        goal = MNIST_GOALS[arch]
         verdict = "**yes**" if 100 * mean >= goal else "**no**"
         assert f"| mnist {arch}: mean test acc ≥ {goal:.1f} % | {100 * mean:.2f} ±" in goals
         assert re.search(rf"\| mnist {arch}: mean test acc[^\n]*\| {re.escape(verdict)} \|", goals)
@@ -306,17 +317,18 @@ def test_length_section_draws_seed_means_and_fixed_length_runs(confirmed):
 
 
 def test_seeds_of_other_epochs_are_not_pooled_and_a_repeated_seed_counts_once(confirmed):
-    from benchmark.report import RunRecord, Snapshot, confirmations
+    from benchmark.report import RunRecord, Snapshot
+    from benchmark.report.select import confirmations
 
     def record(run_id, seed, epochs, start, acc=0.9):
-        return RunRecord(run_id, "mnist", "FINISHED", start, {"suite": "confirm", "role": "confirm", "seed": seed,
-                                                              "confirm_of": "T"},
-                         {"epochs": epochs, "train_size": "0"}, {"test_acc": acc})
+        tags = {Tag.SUITE: Suite.CONFIRM, Tag.ROLE: Role.CONFIRM, Tag.SEED: seed, Tag.CONFIRM_OF: "T"}
+        return RunRecord(run_id, "mnist", RunStatus.FINISHED, start, tags, {"epochs": epochs, "train_size": "0"},
+                         {Metric.TEST_ACC: acc})
 
     runs = [record("a", "1001", "12", 1), record("b", "1002", "12", 2), record("c", "1001", "5", 3),
             record("d", "1001", "12", 4, acc=0.95)]
     snap = Snapshot("sqlite://", ["mnist"], runs, {}, "")
-    chosen = confirmations(snap, RunRecord("T", "mnist", "FINISHED", 0, {}, {}, {}))
+    chosen = confirmations(snap, RunRecord("T", "mnist", RunStatus.FINISHED, 0, {}, {}, {}))
     assert [r.run_id for r in chosen] == ["d", "b"]  # the 12-epoch group; seed 1001's latest run
 
 
@@ -327,7 +339,41 @@ def test_offline_sections_never_reach_the_store_for_a_history(generated, tmp_pat
     forked = dataclasses.replace(snap, client=None, _histories={})  # what the forked child sees
     with pytest.raises(RuntimeError, match="not prefetched"):
         forked.history(snap.runs[0].run_id, "val_acc")
-    report.reproduction.prefetch(snap)  # in the parent, before the fork
+    reproduction.prefetch(snap)  # in the parent, before the fork
     forked._histories = dict(snap._histories)
-    markdown = report.reproduction(forked, report.Figures(tmp_path / "figures"))
+    markdown = reproduction(forked, report.Figures(tmp_path / "figures"))
     assert "reproduce_length.png" in markdown and (tmp_path / "figures" / "reproduce_length.png").exists()
+
+
+def test_a_missing_optuna_storage_is_a_note_and_is_not_created(store, tmp_path):
+    from benchmark.report.snapshot import _open_storage_for_reading, load_studies
+
+    for url in (str(tmp_path / "nothing.journal"), f"sqlite:///{tmp_path / 'nothing.db'}"):
+        assert _open_storage_for_reading(url) is None
+        studies, note = load_studies(url, store.uri)
+        assert studies == {} and note == f"no Optuna storage at {url}; trial states are counted from run tags"
+    assert not list(tmp_path.iterdir())
+
+
+def test_figures_records_every_figure_it_saves(tmp_path):
+    import matplotlib.pyplot as plt
+
+    figures = report.Figures(tmp_path / "figures")
+    assert figures.image(plt.figure(), "one", "first") == "![first](figures/one.png)"
+    assert figures.save(plt.figure(), "two") == "figures/two.png"
+    assert figures.written == ["one.png", "two.png"]
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["one.png", "two.png"]
+
+
+def test_architectures_and_tasks_come_in_catalogue_order():
+    from benchmark.report.select import reported_archs
+
+    def record(run_id, task, arch, suite=""):
+        return report.RunRecord(run_id, task, RunStatus.FINISHED, 0, {Tag.TASK: task, Tag.ARCH: arch, Tag.SUITE: suite},
+                                {}, {})
+
+    runs = [record("a", "addition", "zeta"), record("b", "addition", "bigru"), record("c", "mnist", "gru"),
+            record("d", "addition", "rnn"), record("e", "addition", "lstm", Suite.REPRODUCE), record("f", "other", "")]
+    snap = report.Snapshot("sqlite://", [], runs, {}, "")
+    assert reported_archs(snap, "addition") == ["rnn", "bigru", "zeta"]  # the notebook's reproductions aside
+    assert snap.tasks() == ["mnist", "addition", "other"]

@@ -6,20 +6,12 @@ from PIL import Image
 
 from benchmark import cli
 from benchmark.config import ConfigError
-from benchmark.report import Snapshot, load_snapshot
-from benchmark.reproduce import (
-    BY_ID,
-    EXPERIMENT,
-    EXPERIMENTS,
-    TAG_KEY,
-    TAG_REF,
-    TAG_VALUE,
-    format_table,
-    reproduce,
-    reproduce_section,
-    select,
-)
-from benchmark.tracking import TAG_TRIAL_STATE, client_for
+from benchmark.notebook import BY_ID, EXPERIMENTS, NOTEBOOK_REFERENCE, signed_points
+from benchmark.report import Figures, Snapshot, load_snapshot
+from benchmark.report.sections.reproduction import reproduction
+from benchmark.reproduce import format_table, reproduce, select
+from benchmark.schema import REPRODUCE_EXPERIMENT, Metric, Role, RunStatus, Suite, Tag, TrialState
+from benchmark.store import client_for
 
 TINY = {"train_size": 40, "max_train_length": 6, "eval_lengths": (9,)}
 
@@ -68,14 +60,15 @@ def test_tiny_run_is_tagged_and_skipped_on_rerun(tracking_uri):
     assert not outcome.skipped
     client = client_for(tracking_uri)
     run = client.get_run(outcome.run_id)
-    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
-    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == REPRODUCE_EXPERIMENT
+    assert run.info.status == RunStatus.FINISHED
     tags = run.data.tags
-    assert tags["suite"] == "reproduce" and tags[TAG_REF] == "addition-h10" and tags[TAG_VALUE] == "100"
-    assert tags["role"] == "run" and tags["task"] == "addition" and tags["arch"] == "lstm"
-    assert run.data.metrics["notebook_acc"] == 1.0
+    assert tags[Tag.SUITE] == Suite.REPRODUCE and tags[Tag.NOTEBOOK_REF] == "addition-h10"
+    assert tags[Tag.NOTEBOOK_VALUE] == "100"
+    assert tags[Tag.ROLE] == Role.RUN and tags[Tag.TASK] == "addition" and tags[Tag.ARCH] == "lstm"
+    assert run.data.metrics[Metric.NOTEBOOK_ACC] == 1.0
     assert run.data.params["batch_size"] == "1" and run.data.params["epochs"] == "1"
-    assert outcome.test_acc == pytest.approx(100 * run.data.metrics["test_acc"])
+    assert outcome.test_acc == pytest.approx(100 * run.data.metrics[Metric.TEST_ACC])
 
     again = reproduce(["addition"], epochs=1, tracking_uri=tracking_uri, quiet=True, overrides=TINY,
                       log=lines.append)
@@ -85,14 +78,15 @@ def test_tiny_run_is_tagged_and_skipped_on_rerun(tracking_uri):
         f"[2/7] addition-h10 seed 0: already FINISHED in run {outcome.run_id} ({outcome.test_acc:.2f}%), "
         "skipped (--force re-runs)"]
     experiment_id = run.info.experiment_id
-    assert len(client.search_runs([experiment_id], f"tags.{TAG_REF} = 'addition-h10'")) == 1
+    assert len(client.search_runs([experiment_id], f"tags.{Tag.NOTEBOOK_REF} = 'addition-h10'")) == 1
     assert len(client.search_runs([experiment_id])) == 7
 
     # A different config (more epochs) is a new run; --force re-runs a finished one.
     reproduce(["addition-h10"], epochs=2, tracking_uri=tracking_uri, quiet=True, overrides=TINY, log=lines.append)
     reproduce(["addition-h10"], epochs=1, tracking_uri=tracking_uri, quiet=True, overrides=TINY, force=True,
               log=lines.append)
-    keys = [r.data.tags[TAG_KEY] for r in client.search_runs([experiment_id], f"tags.{TAG_REF} = 'addition-h10'")]
+    keys = [r.data.tags[Tag.REPRODUCE_KEY]
+            for r in client.search_runs([experiment_id], f"tags.{Tag.NOTEBOOK_REF} = 'addition-h10'")]
     assert len(keys) == 3 and len(set(keys)) == 2
 
     table = format_table(again)
@@ -108,13 +102,14 @@ def test_mnist_runs_and_report_section(tracking_uri, tmp_path):
     client = client_for(tracking_uri)
     # A tuned trial for addition x lstm shows up in the 'tuned' column; a study parent run does not.
     experiment = client.create_experiment("addition")
-    trial = client.create_run(experiment, tags={"suite": "tune", "role": "trial", "task": "addition", "arch": "lstm",
-                                                  TAG_TRIAL_STATE: "COMPLETE"})
-    for key, value in {"test_acc": 0.9987, "best_val_acc": 0.999, "best_val_loss": 0.01}.items():
+    trial = client.create_run(experiment, tags={Tag.SUITE: Suite.TUNE, Tag.ROLE: Role.TRIAL, Tag.TASK: "addition",
+                                                  Tag.ARCH: "lstm", Tag.TRIAL_STATE: TrialState.COMPLETE})
+    for key, value in {Metric.TEST_ACC: 0.9987, Metric.BEST_VAL_ACC: 0.999, Metric.BEST_VAL_LOSS: 0.01}.items():
         client.log_metric(trial.info.run_id, key, value)
     client.set_terminated(trial.info.run_id)
 
-    markdown = reproduce_section(load_snapshot(tracking_uri, timestamp=False), tmp_path / "figures")
+    figures = Figures(tmp_path / "figures")
+    markdown = reproduction(load_snapshot(tracking_uri, timestamp=False), figures)
     rows = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 1 + 3
     gru = next(line for line in rows if line.startswith("| GRU"))
@@ -124,5 +119,16 @@ def test_mnist_runs_and_report_section(tracking_uri, tmp_path):
     assert (tmp_path / "figures" / "reproduce_hidden.png").exists()
     assert Image.open(tmp_path / "figures" / "reproduce_hidden.png").size[0] > 300
     assert "reproduce_hidden.png" in markdown and "reproduce_length" not in markdown
+    assert figures.written == ["reproduce_hidden.png"]
     nothing = Snapshot(tracking_uri=tracking_uri, experiments=[], runs=[], studies={}, storage_note="")
-    assert "No reproduction runs" in reproduce_section(nothing, tmp_path / "f")
+    assert "No reproduction runs" in reproduction(nothing, Figures(tmp_path / "f"))
+
+
+def test_the_comparison_reference_is_the_notebooks_base_configurations():
+    assert NOTEBOOK_REFERENCE == {"mnist": {"rnn": 94.42, "lstm": 97.38, "gru": 97.06, "birnn": 95.60, "bilstm": 97.82},
+                                  "addition": {"lstm": 100.0}}
+    for task, values in NOTEBOOK_REFERENCE.items():
+        for arch, value in values.items():
+            (experiment,) = [e for e in EXPERIMENTS if e.reference and e.task == task and e.arch == arch]
+            assert experiment.notebook == value and experiment.config().train_lengths == ()
+    assert signed_points(-0.004) == "+0.00" and signed_points(0.126) == "+0.13" and signed_points(-1.5) == "-1.50"

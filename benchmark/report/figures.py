@@ -1,24 +1,24 @@
-"""Figures of the report, drawn from plain numbers the report module read from the tracking store.
+"""Figures of the report, drawn from plain numbers the sections read from the tracking store.
 
 Example: rnnbench report --out reports/   # writes reports/figures/*.png
 
 Every function takes data (series as lists of (x, y) pairs, keyed by a label, in the order to draw)
-and returns a matplotlib figure; ``save_figure`` writes it. Nothing here touches MLflow.
+and returns a matplotlib figure; ``Figures.save`` writes it. Nothing here touches MLflow.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # headless: figures are files, never windows
 
 import matplotlib.pyplot as plt  # noqa: E402
 
 Series = dict[str, list[tuple[float, float]]]
-
-
 
 
 def _grid(ax) -> None:
@@ -129,4 +129,45 @@ def importances(studies: dict[str, dict[str, float]], title: str):
         ax.set(title=name, xlabel="importance", xlim=(0, 1))
         ax.grid(axis="x", alpha=0.4)
     fig.suptitle(title)
+    return fig
+
+
+def notebook_lengths(lines: list[tuple[str, list[list[tuple[int, float]]]]], title: str):
+    """The notebook's accuracy-vs-length figures redrawn: for each (label, one bit-accuracy history per seed),
+    the mean over the seeds (thick) and each seed (thin), lengths 1..20 and the generalisation beyond."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for colour, (label, histories) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], lines, strict=False):
+        curves: dict[int, list[float]] = {}
+        for history in histories:
+            for step, value in history:
+                curves.setdefault(step, []).append(100 * value)
+            if len(histories) > 1:
+                ax.plot([step for step, _ in history], [100 * value for _, value in history], "-", color=colour,
+                        lw=0.6, alpha=0.35)
+        lengths = sorted(curves)
+        ax.plot(lengths, [statistics.fmean(curves[n]) for n in lengths], "o-", ms=3, color=colour, label=label)
+    ax.axvline(20.5, color="gray", ls=":", lw=0.8)
+    ax.set(xlabel="string length", ylabel="bit accuracy (%)", title=title, xscale="log",
+           ylim=(min(ax.get_ylim()[0], 90), 100.5))
+    ax.text(21, ax.get_ylim()[0], " beyond the training lengths", fontsize=7, color="gray", va="bottom")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(confusion, title: str):
+    """A 10 x 10 count matrix (true rows, predicted columns) with its counts written in."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    # Log colour scale so the few errors show next to ~1000 correct per class.
+    shown = ax.imshow(np.log1p(confusion), cmap="Blues")
+    for t in range(10):
+        for p in range(10):
+            n = int(confusion[t, p])
+            if n:
+                ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
+                        color="white" if t == p else ("tab:red" if n >= 5 else "black"))
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(shown, ax=ax, label="log(1 + count)")
+    fig.tight_layout()
     return fig

@@ -1,0 +1,61 @@
+"""The report: every section in order over one loaded snapshot, written to report.md atomically.
+
+Example: rnnbench report --out reports/ --no-timestamp
+
+The report is the ordered list ``SECTIONS``: each section is a function of a loaded ``Snapshot`` and a
+``Figures`` folder that returns markdown (or "" to leave itself out), so new sections plug in without
+touching the others; those marked ``@offline`` are drawn in a forked process (``worker``). Everything is
+sorted and formatted with fixed precision: the same store gives byte-identical markdown, apart from the
+one generation-time line (``--no-timestamp``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..files import write_atomic
+from ..schema import RunStatus
+from .markdown import Figures
+from .sections.comparison import comparison
+from .sections.curves import learning_curves
+from .sections.digits import digits
+from .sections.findings import findings
+from .sections.goals import goals
+from .sections.lengths import length_plots
+from .sections.losses import loss_comparison
+from .sections.provenance import provenance
+from .sections.reproduction import reproduction
+from .sections.studies import studies
+from .select import reported_tasks
+from .snapshot import Snapshot, load_snapshot
+from .worker import OfflineWorker, Section, run_sections
+
+SECTIONS: list[Section] = [comparison, goals, findings, length_plots, learning_curves, loss_comparison, studies,
+                           reproduction, digits, provenance]
+
+
+def render(snap: Snapshot, figures: Figures, sections: list[Section] | None = None,
+           worker: OfflineWorker | None = None) -> str:
+    finished = sum(r.status == RunStatus.FINISHED for r in snap.runs)
+    parts = ["# rnnbench report", "",
+             f"{len(snap.runs)} runs ({finished} finished) in {', '.join(snap.experiments)}; "
+             f"tasks: {', '.join(reported_tasks(snap)) or 'none with a finished run'}.", ""]
+    sections = SECTIONS if sections is None else sections
+    texts = run_sections(snap, figures, sections, worker)
+    parts += [text.rstrip("\n") + "\n" for text in texts if text]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def write_report(out: Path | str = "reports", *, tracking_uri: str | None = None, storage: str | None = None,
+                 experiments: Iterable[str] | None = None, timestamp: bool = True) -> tuple[Path, Snapshot, Figures]:
+    """Load the store, render every section, write report.md atomically; returns its path."""
+    out = Path(out)
+    with OfflineWorker() if OfflineWorker.available() else contextlib.nullcontext() as worker:
+        snap = load_snapshot(tracking_uri, experiments, storage, timestamp=timestamp)
+        figures = Figures(out / "figures")
+        markdown = render(snap, figures, worker=worker)
+    path = out / "report.md"
+    write_atomic(path, markdown)
+    return path, snap, figures

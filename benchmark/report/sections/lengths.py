@@ -1,0 +1,91 @@
+"""Length generalisation (addition): bit and whole-string accuracy against length, as far as runs were tested.
+
+Example: rnnbench report --out reports/   # the "## Length generalisation (addition)" section
+"""
+
+from __future__ import annotations
+
+from ...catalog import arch_order_key
+from ...schema import Metric
+from ..markdown import Figures, mean_pm, pct, table
+from ..select import best_run, confirmations, reported_archs, reported_tasks, seed_accs
+from ..snapshot import RunRecord, Snapshot
+
+
+def _mean_history(snap: Snapshot, runs: list[RunRecord], key: str) -> list[tuple[int, float]]:
+    """Per-step mean over runs, at the steps every run logged (seeds of one configuration)."""
+    histories = [dict(snap.history(r.run_id, key)) for r in runs]
+    steps = set.intersection(*(set(h) for h in histories)) if histories else set()
+    return [(step, sum(h[step] for h in histories) / len(histories)) for step in sorted(steps)]
+
+
+def _length_series(snap: Snapshot, run: RunRecord, length: int | None = None) -> tuple[list, list, str]:
+    """(bit, string) accuracy by length: the mean over seed confirmations when there are any, else the run's."""
+    seeds = confirmations(snap, run, length)
+    if seeds:
+        return (_mean_history(snap, seeds, Metric.TEST_BIT_ACC_BY_LEN),
+                _mean_history(snap, seeds, Metric.TEST_SEQ_ACC_BY_LEN), f"mean of {len(seeds)} seeds")
+    if length is not None:
+        return [], [], ""
+    return (snap.history(run.run_id, Metric.TEST_BIT_ACC_BY_LEN), snap.history(run.run_id, Metric.TEST_SEQ_ACC_BY_LEN),
+            "best trial")
+
+
+def length_plots(snap: Snapshot, figures: Figures) -> str:
+    """Bit and whole-string accuracy against length, as far as the runs were tested: the headline of addition."""
+    if "addition" not in reported_tasks(snap):
+        return ""
+    bits, seqs, train_max, fixed_bits, fixed_seqs = {}, {}, set(), {}, {}
+    rows, regime = [], {}  # label -> (arch, training length or 0 for the 1..max runs), for line styles
+    for arch in reported_archs(snap, "addition"):
+        run = best_run(snap, "addition", arch)
+        if run is None:
+            continue
+        bit, seq, what = _length_series(snap, run)
+        bits[f"{arch} ({what})"], seqs[f"{arch} ({what})"] = bit, seq
+        regime[f"{arch} ({what})"] = (arch, 0)
+        train_max.add(run.param("max_train_length"))
+        span = f"1..{run.param('max_train_length')}"
+        if bit:
+            accs = seed_accs(snap, run) or [run.metric(Metric.TEST_ACC)]
+            rows.append([arch, span, what, mean_pm(accs), str(bit[-1][0]), pct(bit[-1][1]),
+                         pct(dict(seq).get(bit[-1][0]))])
+        for length in snap.confirm_lengths(run.run_id):
+            fbit, fseq, fwhat = _length_series(snap, run, length)
+            if fbit:
+                label = f"{arch} trained on L={length} ({fwhat})"
+                fixed_bits[label], fixed_seqs[label] = fbit, fseq
+                regime[label] = (arch, length)
+                rows.append([arch, f"{length} only", fwhat, mean_pm(seed_accs(snap, run, length)),
+                             str(fbit[-1][0]), pct(fbit[-1][1]), pct(dict(fseq).get(fbit[-1][0]))])
+    if not any(bits.values()):
+        return ""
+    from ..figures import accuracy_by_length  # matplotlib
+
+    longest = int(train_max.pop()) if len(train_max) == 1 and next(iter(train_max)).isdigit() else None
+    reach = max((points[-1][0] for points in bits.values() if points), default=0)
+    out = ["## Length generalisation (addition)", "",
+           f"Trained on lengths up to {longest or 'the dashed line'}, tested up to length {reach}: bit and "
+           "whole-string accuracy of each architecture's best configuration (the mean over its seed "
+           "confirmations where `rnnbench confirm` ran, else the best trial). Lengths beyond the dashed line "
+           "were never trained on.", ""]
+    fig = accuracy_by_length(bits, seqs, longest, f"Addition: accuracy against string length, up to {reach}")
+    out += [figures.image(fig, "addition_accuracy_by_length", "accuracy against length"), ""]
+    if fixed_bits:
+        fixed_archs = sorted({regime[label][0] for label in fixed_bits}, key=arch_order_key)
+        both_bits = {**{k: v for k, v in bits.items() if regime[k][0] in fixed_archs}, **fixed_bits}
+        both_seqs = {**{k: v for k, v in seqs.items() if k in both_bits}, **fixed_seqs}
+        # One colour per architecture, one dash pattern per training regime.
+        dashes = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
+        lengths = sorted({regime[label][1] for label in both_bits})
+        styles = {label: {"color": f"C{fixed_archs.index(regime[label][0]) % 10}",
+                          "ls": dashes[lengths.index(regime[label][1]) % len(dashes)]} for label in both_bits}
+        fig = accuracy_by_length(both_bits, both_seqs, None,
+                                 "Addition: trained on one length only (the notebook's experiments) vs 1..20",
+                                 styles=styles)
+        out += ["The notebook's fixed-length experiments: the same configurations trained on strings of one "
+                "length only, tested on every length.", "",
+                figures.image(fig, "addition_fixed_length_by_length", "fixed-length training against length"), ""]
+    out += [table(["arch", "trained on", "series", f"bit acc 1..{longest or 'max'}: mean ± std (n)", "longest L",
+                   "bit acc at L", "string acc at L"], rows, [3, 4, 5, 6]), ""]
+    return "\n".join(out)
