@@ -1,4 +1,4 @@
-"""The ``rnnbench`` command: subcommands and argument handling only.
+"""The ``rnnbench`` command line: its subcommands and options; ``benchmark.commands`` holds what each one does.
 
 Example: rnnbench train --task addition --arch lstm --hidden-size 10 --lr 0.01 --json
 """
@@ -8,16 +8,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import signal
 import sys
 import threading
 import typing
 
+from . import commands as handlers
+from .commands import NOT_FLAGS
 from .config import TASK_DEFAULTS, ConfigError, TrainConfig
 
-# Fields set by their own flags or meaningless on the command line.
-_NOT_FLAGS = {"task", "arch"}
 _HELP = {
     "hidden_size": "hidden units per direction and layer",
     "loss": "ce or mse",
@@ -47,7 +46,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, default None so the task's defaults apply."""
     hints = typing.get_type_hints(TrainConfig)
     for spec in dataclasses.fields(TrainConfig):
-        if spec.name in _NOT_FLAGS:
+        if spec.name in NOT_FLAGS:
             continue
         flag = "--" + spec.name.replace("_", "-")
         kind = hints[spec.name]
@@ -56,11 +55,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=kind, default=None,
                                 help=f"{_HELP.get(spec.name, '')} (default: {spec.default})".strip())
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_FLAGS}
-    return TrainConfig.for_task(args.task, args.arch, **overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,19 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler=handlers.cmd_train)
 
     data = commands.add_parser("data", help="manage datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
     fetch = data_commands.add_parser("fetch", help="get MNIST onto disk and verify its md5s")
     fetch.add_argument("--data-dir", help="target folder (default: $RNNBENCH_DATA or ./data)")
-    fetch.set_defaults(handler=cmd_data_fetch)
+    fetch.set_defaults(handler=handlers.cmd_data_fetch)
 
     ui = commands.add_parser("ui", help="start the MLflow UI over the tracking store")
     ui.add_argument("--tracking-uri", help="store to browse (default: sqlite store under ./mlruns)")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000)
-    ui.set_defaults(handler=cmd_ui)
+    ui.set_defaults(handler=handlers.cmd_ui)
     add_tuning_commands(commands)
 
     report = commands.add_parser("report", help="write reports/report.md and figures from the tracking store")
@@ -100,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-timestamp", action="store_true",
                         help="leave out the generation time, so the same store gives byte-identical markdown")
     report.add_argument("--quiet", action="store_true", help="no summary line")
-    report.set_defaults(handler=cmd_report)
+    report.set_defaults(handler=handlers.cmd_report)
 
     perf = commands.add_parser("perf", help="measure training/evaluation speed against the notebook's loops")
     perf.add_argument("--quick", action="store_true", help="smoke run: a few iterations, synthetic MNIST if none")
@@ -113,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--repeats", type=int, help="interleaved rounds, best counts (default: 2; --quick 1)")
     perf.add_argument("--arch", nargs="+", help="architectures to measure (default: all)")
     perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
-    perf.set_defaults(handler=cmd_perf)
+    perf.set_defaults(handler=handlers.cmd_perf)
 
     reproduce = commands.add_parser("reproduce", help="re-run the course notebook's experiments and compare")
     reproduce.add_argument("--only", nargs="+", metavar="NAME",
@@ -126,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
     reproduce.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    reproduce.set_defaults(handler=cmd_reproduce)
+    reproduce.set_defaults(handler=handlers.cmd_reproduce)
 
     predict = commands.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained MNIST model")
     source = predict.add_mutually_exclusive_group(required=True)
@@ -137,128 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     predict.add_argument("--sheet", metavar="OUT.png",
                          help="write a contact sheet of the inputs as the model sees them")
-    predict.set_defaults(handler=cmd_predict)
+    predict.set_defaults(handler=handlers.cmd_predict)
 
     register = commands.add_parser("register", help="register a run's model as <task>-<arch>@champion")
     register.add_argument("run_id", metavar="RUN_ID")
     register.add_argument("--name", help="registered model name (default: <task>-<arch>)")
     register.add_argument("--alias", default="champion")
     register.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
-    register.set_defaults(handler=cmd_register)
+    register.set_defaults(handler=handlers.cmd_register)
     add_server_command(commands)
     return parser
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    import time
-
-    from .report import ReportError, write_report
-
-    start = time.perf_counter()
-    try:
-        path, snap, figures = write_report(args.out, tracking_uri=args.tracking_uri, storage=args.storage,
-                                           experiments=args.experiment, timestamp=not args.no_timestamp)
-    except ReportError as error:
-        print(f"rnnbench report: {error}", file=sys.stderr)
-        return 1
-    if not args.quiet:
-        print(f"wrote {path} ({len(snap.runs)} runs, {len(figures.written)} figures) "
-              f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    return 0
-
-
-def cmd_perf(args: argparse.Namespace) -> int:
-    from .models import ARCHITECTURES
-    from .perf import run
-
-    for name, value in (("threads", args.threads), ("hidden-size", args.hidden_size),
-                        ("batch-size", args.batch_size), ("batches", args.batches), ("repeats", args.repeats)):
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be a positive integer, got {value}")
-    unknown = [arch for arch in args.arch or [] if arch not in ARCHITECTURES]
-    if unknown:
-        raise ConfigError(f"unknown arch {', '.join(unknown)}; valid: {', '.join(ARCHITECTURES)}")
-    run(quick=args.quick, threads=args.threads, out=args.out, data_dir=args.data_dir, hidden=args.hidden_size,
-        batch=args.batch_size, batches=args.batches, repeats=args.repeats,
-        archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
-    if not args.quiet:
-        print(f"written to {args.out}", file=sys.stderr)
-    return 0
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from . import reproduce
-
-    if args.list:
-        for e in reproduce.select(args.only):
-            print(f"{e.id:<20} notebook {e.notebook:6.2f}%  {e.title}")
-        return 0
-    if args.epochs is not None and args.epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {args.epochs}")
-    overrides = {"threads": args.threads} if args.threads is not None else {}
-    task_data = {"data_dir": args.data_dir} if args.data_dir else None
-    rows = reproduce.reproduce(args.only, epochs=args.epochs, seeds=args.seeds, tracking_uri=args.tracking_uri,
-                               force=args.force, quiet=args.quiet, overrides=overrides, task_data=task_data)
-    if args.epochs is not None:
-        print(f"(epochs overridden to {args.epochs}: not the notebook's configuration)")
-    print(reproduce.format_table(rows))
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import run
-
-    return run(args.images, run_id=args.run_id, model=args.model, tracking_uri=args.tracking_uri,
-               as_json=args.json, sheet=args.sheet)
-
-
-def cmd_register(args: argparse.Namespace) -> int:
-    from .champion import register_champion
-
-    info = register_champion(args.run_id, args.tracking_uri, name=args.name, alias=args.alias)
-    state = "registered as new" if info["created"] else "already registered as"
-    print(f"run {info['run_id']} {state} {info['name']} version {info['version']}; "
-          f"alias {info['alias']} -> version {info['version']}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .tracking import tracked_run
-    from .train import fit, resolve_device
-
-    config = config_from_args(args)  # validated before anything touches the store
-    resolve_device(config.device)
-    task_data = {"data_dir": args.data_dir} if args.task == "mnist" and args.data_dir else None
-    with tracked_run(config, tracking_uri=args.tracking_uri, experiment=args.experiment) as tracker:
-        result = fit(config, tracker=tracker, quiet=args.quiet or args.json, task_data=task_data)
-    summary = {"run_id": tracker.run_id, "task": config.task, "arch": config.arch,
-               "test_acc": result.test["acc"], "val_acc": result.val["acc"], "best_epoch": result.best_epoch}
-    if "seq_acc" in result.test:
-        summary["test_seq_acc"] = result.test["seq_acc"]
-        summary["test_bit_acc_by_len"] = {str(n): acc for n, acc in result.test["bit_acc_by_len"].items()}
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        extra = f"  test_seq_acc {100 * summary['test_seq_acc']:.2f}%" if "test_seq_acc" in summary else ""
-        print(f"run {tracker.run_id}: {config.arch} on {config.task}  test_acc {100 * result.test['acc']:.2f}%"
-              f"{extra}  (best epoch {result.best_epoch})")
-    return 0
-
-
-def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .data import default_data_dir, fetch, raw_dir
-
-    folder = fetch(Path(args.data_dir) if args.data_dir else default_data_dir())
-    print(f"MNIST verified under {raw_dir(folder)}")
-    return 0
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    from .server import ui
-
-    return ui(args.tracking_uri, args.host, args.port)
 
 
 # --- tune / bench / confirm / studies: the logic is in benchmark.tuning, benchmark.bench and benchmark.confirm ---
@@ -277,7 +159,7 @@ def add_tuning_commands(commands) -> None:
     tune.add_argument("--study-name", help="default: <task>-<arch>-<preset>; the same name resumes the study")
     tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: one worker of --workers N
     tune.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
-    tune.set_defaults(handler=cmd_tune)
+    tune.set_defaults(handler=handlers.cmd_tune)
 
     bench = commands.add_parser("bench", help="tune every architecture on both tasks at a preset budget")
     bench.add_argument("--preset", required=True, choices=PRESETS)
@@ -288,7 +170,7 @@ def add_tuning_commands(commands) -> None:
     bench.add_argument("--seeds", type=int, help="fresh-seed confirmations of each study's best trial (default: "
                        "the preset's [confirm] seeds; 0 = none)")
     _add_session_flags(bench)
-    bench.set_defaults(handler=cmd_bench)
+    bench.set_defaults(handler=handlers.cmd_bench)
 
     confirm = commands.add_parser("confirm", help="retrain a study's best configuration with fresh seeds")
     confirm.add_argument("--task", required=True, help="mnist or addition")
@@ -303,12 +185,12 @@ def add_tuning_commands(commands) -> None:
                          "trial)")
     confirm.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
     _add_session_flags(confirm, workers=False)
-    confirm.set_defaults(handler=cmd_confirm)
+    confirm.set_defaults(handler=handlers.cmd_confirm)
 
     studies = commands.add_parser("studies", help="list the studies in the Optuna storage")
     studies.add_argument("--storage", help="Optuna storage (default: $RNNBENCH_STORAGE, else mlruns/optuna.journal)")
     studies.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
-    studies.set_defaults(handler=cmd_studies)
+    studies.set_defaults(handler=handlers.cmd_studies)
 
 
 def _add_session_flags(parser: argparse.ArgumentParser, workers: bool = True) -> None:
@@ -319,85 +201,6 @@ def _add_session_flags(parser: argparse.ArgumentParser, workers: bool = True) ->
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the sqlite "
                         "store under ./mlruns), e.g. http://HOST:5000 from rnnbench server")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    import os
-
-    from .tuning import STORAGE_ENV, format_value, load_study, run_study, run_worker
-
-    spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
-    _warn_password_on_argv(args)
-    if args.worker is not None:
-        # The launcher stops its workers with SIGINT. A launcher started in the background by a script
-        # (`cmd &`, nohup) passes on an ignored SIGINT, and Python then never raises KeyboardInterrupt.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        run_worker(spec, args.study_name, os.environ[STORAGE_ENV], args.tracking_uri, spec.trials,
-                   spec.timeout, threads=args.threads, quiet=args.quiet)
-        return 0
-    result = run_study(spec, study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
-                       workers=args.workers, quiet=args.quiet)
-    counts = " ".join(f"{k.lower()} {v}" for k, v in sorted(result.counts.items()))
-    print(f"study {result.study_name}: best val_acc {format_value(result.best_value)}% "
-          f"(test {format_value(result.best_test_acc)}%) run {result.best_run_id}; {counts}; "
-          f"{result.seconds:.0f}s; parent run {result.parent_run_id}")
-    return 0
-
-
-def _warn_password_on_argv(args: argparse.Namespace) -> None:
-    from .store import mask_url
-    from .tuning import STORAGE_ENV
-
-    for flag, value, env in (("--storage", args.storage, STORAGE_ENV),
-                             ("--tracking-uri", args.tracking_uri, "MLFLOW_TRACKING_URI")):
-        if value and mask_url(value) != value:
-            print(f"rnnbench: warning: {flag} holds a password, visible to every user in the process list; "
-                  f"set {env} instead", file=sys.stderr)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .bench import bench, results_table
-
-    _warn_password_on_argv(args)
-    results, (path, snap, figures) = bench(args.preset, archs=args.archs, tasks=args.tasks,
-                          folder=Path(args.studies_dir) if args.studies_dir else None, out=args.out, seeds=args.seeds,
-                          storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
-                          quiet=args.quiet)
-    print("\n" + results_table(results))
-    print(f"\nreport: {path} ({len(snap.runs)} runs, {len(figures.written)} figures)")
-    return 0
-
-
-def cmd_confirm(args: argparse.Namespace) -> int:
-    from .confirm import confirm
-
-    _warn_password_on_argv(args)
-    confirm(args.task, args.arch, seeds=args.seeds, preset=args.preset, study_name=args.study_name,
-            storage=args.storage, tracking_uri=args.tracking_uri, train_length=args.train_length,
-            epochs=args.epochs, train_size=args.train_size, threads=args.threads, quiet=args.quiet)
-    return 0
-
-
-def cmd_studies(args: argparse.Namespace) -> int:
-    from .store import mask_url
-    from .tuning import format_value, list_studies, resolve_storage_url
-
-    storage = resolve_storage_url(args.storage, args.tracking_uri)
-    rows = list_studies(storage, args.tracking_uri)
-    if not rows:
-        print(f"no studies in {mask_url(storage)}")
-        return 0
-    print(f"studies in {mask_url(storage)}")
-    print(f"{'study':<28} {'complete':>8} {'pruned':>6} {'fail':>4} {'running':>7} {'waiting':>7} "
-          f"{'best val %':>10} {'test %':>6} {'best trial':>10}")
-    for row in rows:
-        best_trial = "-" if row["best_trial"] is None else str(row["best_trial"])
-        print(f"{row['study']:<28} {row.get('COMPLETE', 0):>8} {row.get('PRUNED', 0):>6} {row.get('FAIL', 0):>4} "
-              f"{row.get('RUNNING', 0):>7} {row.get('WAITING', 0):>7} {format_value(row['best_value']):>10} "
-              f"{format_value(row['best_test_acc']):>6} {best_trial:>10}")
-    return 0
 
 
 def _one_line_errors() -> tuple[type[Exception], ...]:
@@ -425,19 +228,7 @@ def add_server_command(commands) -> None:
     server.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
     server.add_argument("--allowed-hosts", help="Host headers accepted besides localhost and private IPs, "
                         "e.g. mlflow.example.org")
-    server.set_defaults(handler=cmd_server)
-
-
-def cmd_server(args: argparse.Namespace) -> int:
-    from .server import serve
-    from .store import mask_url
-
-    if args.backend_store_uri and mask_url(args.backend_store_uri) != args.backend_store_uri:
-        print("rnnbench: warning: --backend-store-uri holds a password, visible in the process list; "
-              "set MLFLOW_BACKEND_STORE_URI instead", file=sys.stderr)
-    return serve(backend_store_uri=args.backend_store_uri, artifacts_destination=args.artifacts_destination,
-                 host=args.host, port=args.port, workers=args.workers, allowed_hosts=args.allowed_hosts,
-                 auth=args.auth)
+    server.set_defaults(handler=handlers.cmd_server)
 
 
 @contextlib.contextmanager

@@ -26,16 +26,13 @@ from dataclasses import dataclass
 
 from .config import ConfigError, TrainConfig
 from .schema import COORDINATION_MARK, Metric, Role, RunStatus, StudyAttr, Suite, Tag
-from .stats import mean_std, within_noise  # noqa: F401  (within_noise: benchmark.report still imports it here)
+from .stats import mean_std
 from .store import client_for, mask_url, resolve_tracking_uri, search_runs
 from .tracking import RunTracker
 from .tuning import best_trial, open_storage, resolve_storage_url
 
 CONFIRM_SEED_BASE = 1000
 SKIPPED = "SKIPPED"  # a ConfirmRun status: the seed had finished in an earlier session
-# Old names of schema entries: benchmark.report still imports them from here.
-TAG_CONFIRM_OF = Tag.CONFIRM_OF
-TAG_CONFIRM_LENGTH = Tag.CONFIRM_LENGTH
 
 
 @dataclass(frozen=True)

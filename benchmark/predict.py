@@ -150,7 +150,7 @@ def quiet_downloads():
 
 def load_model(*, run_id: str | None = None, model: str | None = None, tracking_uri: str | None = None):
     """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, config)."""
-    from .tracking import load_run_checkpoint
+    from .checkpoint import load_run_checkpoint
 
     if model:
         from .champion import resolve_model

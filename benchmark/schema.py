@@ -48,17 +48,10 @@ class Tag:
     ROLE = "role"
     PRESET = "preset"
     DEVICE = "device"
-    # The environment a run ran in (with GIT_COMMIT and DEVICE): what the report's provenance counts.
-    PYTHON_VERSION = "python_version"
-    TORCH_VERSION = "torch_version"
-    MLFLOW_VERSION = "mlflow_version"
-    OPTUNA_VERSION = "optuna_version"
-    RNNBENCH_VERSION = "rnnbench_version"
-    PROCESSOR = "processor"
-    TORCH_THREADS = "torch_threads"
     ERROR = "error"
     PARENT_RUN = "mlflow.parentRunId"
-    GIT_COMMIT = "git_commit"  # environment tags, on every run: this and the next seven
+    # The environment a run ran in, on every run (with DEVICE): what the report's provenance counts.
+    GIT_COMMIT = "git_commit"
     RNNBENCH_VERSION = "rnnbench_version"
     PYTHON_VERSION = "python_version"
     TORCH_VERSION = "torch_version"

@@ -17,29 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 from . import __version__
-from .checkpoint import load_checkpoint, load_run_checkpoint, save_checkpoint  # noqa: F401  (re-exported for now)
 from .config import TrainConfig
-from .plots import learning_curve, save_figure
-from .schema import COORDINATION_MARK, Artifact, Metric, Role, RunStatus, Suite, Tag
-from .store import (  # noqa: F401  (re-exported while callers move to benchmark.store)
-    MAX_METRICS_PER_CALL,
-    artifact_location_for,
-    client_for,
-    default_store_dir,
-    end_run,
-    get_or_create_experiment,
-    mask_url,
-    resolve_tracking_uri,
-)
-
-# Old names of schema entries, kept while callers move to benchmark.schema.
-TAG_SUITE, TAG_ROLE, TAG_STUDY, TAG_TRIAL, TAG_TRIAL_STATE = Tag.SUITE, Tag.ROLE, Tag.STUDY, Tag.TRIAL, Tag.TRIAL_STATE
-REGISTRY_MARK = COORDINATION_MARK
-STORAGE_ENV = "RNNBENCH_STORAGE"  # the Optuna storage URL, from the environment: not on argv, never printed
-CHECKPOINT_ARTIFACT = Artifact.CHECKPOINT
+from .schema import Artifact, Metric, Role, RunStatus, Suite, Tag
+from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment
 
 
 @functools.cache  # constant for the process; every run and trial asks for it
@@ -54,6 +35,7 @@ def git_commit() -> str:
 
 def environment_tags() -> dict[str, str]:
     import mlflow
+    import torch  # a study's parent run is made by a launcher that trains nothing: torch only when tags are made
 
     tags = {
         Tag.GIT_COMMIT: (commit := git_commit()),
@@ -128,6 +110,9 @@ class RunTracker:
 
     def log_result(self, result, config: TrainConfig) -> None:
         """Test and best-epoch metrics, then the checkpoint, the learning curve and (addition) accuracy by length."""
+        from .checkpoint import save_checkpoint  # torch: only a run that trained a model saves one
+        from .plots import learning_curve, save_figure  # matplotlib, likewise
+
         test = result.test
         entries = [(Metric.TEST_LOSS, test["loss"], 0), (Metric.TEST_ACC, test["acc"], 0),
                    (Metric.BEST_EPOCH, result.best_epoch, 0), (Metric.BEST_VAL_ACC, result.val["acc"], 0),

@@ -8,8 +8,10 @@ from PIL import Image
 
 from benchmark import cli
 from benchmark.champion import parse_reference, register_champion, resolve_model
+from benchmark.checkpoint import load_checkpoint
 from benchmark.config import ConfigError
-from benchmark.tracking import client_for, load_checkpoint, tracked_run
+from benchmark.store import client_for
+from benchmark.tracking import tracked_run
 from benchmark.train import fit
 
 

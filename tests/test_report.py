@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fake_store import build_store
 
-from benchmark import cli, confirm, report
+from benchmark import cli, report, stats
 from benchmark.notebook import NOTEBOOK_REFERENCE
 from benchmark.report import worker
 from benchmark.report.sections.findings import TIE_POINTS
@@ -260,7 +260,7 @@ def test_comparison_shows_seed_mean_and_std_and_flags_noise(confirmed):
             if arch == top:
                 continue
             a, b = seed_values(store, task, top), seed_values(store, task, arch)
-            close = confirm.within_noise(a, b)[0]  # its arithmetic is checked by hand in test_confirm.py
+            close = stats.within_noise(a, b)[0]  # its arithmetic is checked by hand in test_confirm.py
             listed = section.split("Within noise of", 1)[1].split("Clear of it", 1)[0] if "Within noise of" in \
                 section else ""
             assert (f"{arch} (" in listed) == close, (arch, listed)

@@ -7,9 +7,10 @@ import torch
 from conftest import synthetic_mnist
 
 from benchmark import cli, data
+from benchmark.checkpoint import load_run_checkpoint
 from benchmark.config import field_names
+from benchmark.store import client_for
 from benchmark.tasks import build_task
-from benchmark.tracking import client_for, load_run_checkpoint
 
 
 def run_cli(capsys, *argv):

@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_config
 
 from benchmark import cli
+from benchmark.checkpoint import load_checkpoint, save_checkpoint
 from benchmark.tasks import build_task
-from benchmark.tracking import load_checkpoint, save_checkpoint
 from benchmark.train import NonFiniteLossError, fit
 
 

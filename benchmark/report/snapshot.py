@@ -15,14 +15,13 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..catalog import task_order_key
 from ..config import ConfigError
 from ..schema import COORDINATION_MARK, Metric, Role, RunStatus, Suite, Tag, TrialState
 from ..store import default_journal, mask_url, plain_tracking_uri, search_runs, sqlite_path
-from ..tracking import STORAGE_ENV
+from ..tuning.storage import STORAGE_ENV, StorageNotFound, open_storage
 from .markdown import short_path
 
 
@@ -199,9 +198,12 @@ def load_studies(storage: str | None, tracking_uri: str) -> tuple[dict[str, Stud
             return {}, missing.format(short_path(journal))
         storage = str(journal)
     try:
-        backend = _open_storage_for_reading(storage)
-        if backend is None:
-            return {}, missing.format(storage)
+        backend = open_storage(storage, create=False)
+    except StorageNotFound:
+        return {}, missing.format(storage)
+    except ConfigError as error:
+        return {}, f"{error}; trial states are counted from run tags"
+    try:
         studies = {}
         for summary in optuna.get_all_study_summaries(backend, include_best_trial=False):
             if COORDINATION_MARK in summary.study_name:  # bookkeeping of the scale-out election, not a study
@@ -213,19 +215,3 @@ def load_studies(storage: str | None, tracking_uri: str) -> tuple[dict[str, Stud
         return {}, (f"Optuna storage {short_path(mask_url(storage))} unreadable ({type(error).__name__}: {error}); "
                     "trial states are counted from run tags")
     return studies, f"Optuna storage {short_path(mask_url(storage))}: {len(studies)} studies"
-
-
-def _open_storage_for_reading(url: str):
-    """The Optuna storage at ``url`` (an RDB URL or a journal file), or None where there is none; creates nothing."""
-    import optuna
-
-    if "://" in url:
-        database = sqlite_path(url)
-        if database is not None and not database.exists():
-            return None
-        return optuna.storages.RDBStorage(url)
-    if not Path(url).exists():
-        return None
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(url))

@@ -45,9 +45,9 @@ def digits_markdown(snap: Snapshot, figures: Figures, *, run: RunRecord | None =
     # torch: loading and running the model
     import torch
 
+    from ...checkpoint import load_run_checkpoint
     from ...predict import Prediction, contact_sheet_figure, quiet_downloads
     from ...tasks.mnist import MnistTask
-    from ...tracking import load_run_checkpoint
     from ..figures import confusion_matrix
 
     run_id = run.run_id
