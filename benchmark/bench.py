@@ -13,7 +13,7 @@ from .catalog import ARCHITECTURES, TASKS
 from .config import ConfigError
 from .confirm import confirm
 from .report import write_report
-from .tuning import StudyResult, format_value, load_study, run_study, studies_dir
+from .tuning import StudyResult, check_device, format_value, load_study, run_study, studies_dir
 
 
 def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | None = None,
@@ -31,6 +31,8 @@ def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | Non
         raise ConfigError(f"--seeds must be >= 0, got {seeds}")
     folder = folder or studies_dir()
     specs = [load_study(folder / f"{task}.toml", arch, preset) for task in tasks for arch in archs]
+    for spec in specs:
+        check_device(spec)
     results = []
     for spec in specs:
         result = run_study(spec, storage=storage, tracking_uri=tracking_uri, workers=workers, quiet=quiet)

@@ -155,7 +155,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"study {result.study_name}: best val_acc {format_value(result.best_value)}% "
           f"(test {format_value(result.best_test_acc)}%) run {result.best_run_id}; {counts}; "
           f"{result.seconds:.0f}s; parent run {result.parent_run_id}")
-    return 0
+    return 0 if result.status == "FINISHED" else 1
 
 
 def _warn_password_on_argv(args: argparse.Namespace) -> None:

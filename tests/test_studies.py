@@ -126,8 +126,12 @@ def test_successive_halving_pruner_parses_with_its_settings(tmp_path):
 def test_invalid_toml_and_missing_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("task = \n")
-    with pytest.raises(StudyFileError, match="broken.toml: invalid TOML"):
+    with pytest.raises(StudyFileError, match="broken.toml:1: invalid TOML: Invalid value"):
         parse_study_file(path)
+    path.write_text('task = "addition"\n\n[space]\nhidden_size = { type = "int" low = 4 }\n')
+    with pytest.raises(StudyFileError) as bad:  # FILE:LINE: reason, as every other study-file error
+        parse_study_file(path)
+    assert str(bad.value).startswith(f"{path}:4: invalid TOML: ") and "(at line" not in str(bad.value)
     with pytest.raises(ConfigError, match="cannot read study file"):
         parse_study_file(tmp_path / "missing.toml")
 

@@ -374,3 +374,75 @@ def test_the_tuning_package_imports_without_torch_optuna_or_mlflow():
             "print(sorted(m for m in ('torch', 'optuna', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_dead_worker_after_the_budget_is_met_is_reported_as_it_is(tmp_path, tracking_uri, monkeypatch, capsys):
+    """The budget met: exit 0, parent FINISHED, no "re-run to resume". Work left: exit 1 and say how much."""
+    from benchmark.tuning import session
+
+    def workers_that_finish_then_one_dies(spec, name, storage_url, uri, workers, quiet):
+        session.run_worker(spec, name, storage_url, uri, spec.trials, 0, quiet=True)
+        return ["worker 1 exit -9"]
+
+    monkeypatch.setattr(session, "_run_workers", workers_that_finish_then_one_dies)
+    path = study_file(tmp_path)
+    argv = ["tune", path, "--arch", "gru", "--tracking-uri", tracking_uri, "--workers", "2", "--trials", "2"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "worker 1 exit -9; the study holds all 2 trials" in err and "re-run" not in err
+    (parent,) = runs(tracking_uri, "study")
+    assert parent.info.status == "FINISHED"
+
+    monkeypatch.setattr(session, "_run_workers", lambda *args: ["worker 0 exit -9"])
+    assert cli.main([*argv[:-1], "3"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 3 trials left: re-run to resume" in err
+    (parent,) = runs(tracking_uri, "study")
+    assert parent.info.status == "FAILED"
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_a_study_file_naming_a_missing_device_is_refused_before_any_trial(tmp_path, tracking_uri, capsys):
+    path = Path(study_file(tmp_path))
+    path.write_text(path.read_text().replace("[fixed]\n", "[fixed]\ndevice = \"cuda\"\n", 1))
+    assert cli.main(["tune", str(path), "--arch", "gru", "--tracking-uri", tracking_uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "[fixed] device: device 'cuda' requested" in err
+    assert not (tmp_path / "mlruns").exists()
+
+
+DIE_AFTER_THE_RUN_ENDS = """
+import os, signal, sys
+from benchmark import cli, tracking
+from benchmark.schema import RunStatus
+
+finish = tracking.RunTracker.finish
+
+def finish_then_die(self, status=RunStatus.FINISHED, error=None):
+    finish(self, status, error)
+    if status == RunStatus.FINISHED:  # the trial's run is FINISHED and COMPLETE; Optuna has not heard yet
+        os.kill(os.getpid(), signal.SIGKILL)
+
+tracking.RunTracker.finish = finish_then_die
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_between_the_mlflow_end_and_the_optuna_tell_is_reconciled_on_resume(tmp_path, tracking_uri):
+    command = ["tune", study_file(tmp_path), "--arch", "gru", "--tracking-uri", tracking_uri, "--trials", "2"]
+    died = subprocess.run([sys.executable, "-c", DIE_AFTER_THE_RUN_ENDS, *command], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+    (run,) = runs(tracking_uri, "trial")
+    assert run.info.status == "FINISHED" and run.data.tags["optuna.state"] == "COMPLETE"  # the disagreement
+    assert load(tmp_path).trials[0].state.name == "RUNNING"
+
+    assert cli.main(command) == 0  # resume: trial 0 is lost (dead pid) and its parameters run again
+    study = load(tmp_path)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    by_number = {int(r.data.tags["trial_number"]): r for r in runs(tracking_uri, "trial")}
+    first = by_number[0]
+    assert first.info.status == "FAILED" and first.data.tags["optuna.state"] == "FAIL"
+    assert "before Optuna recorded the result" in first.data.tags["error"]
+    finished = sorted(n for n, r in by_number.items() if r.info.status == "FINISHED")
+    assert finished == [t.number for t in study.trials if t.state.name == "COMPLETE"] == [1, 2]

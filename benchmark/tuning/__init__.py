@@ -11,12 +11,21 @@ worker numbers), ``search`` (sampler, pruner, the study), ``objective`` (one tri
 from .coordination import coordination_study_name, counted_trials, holds_slot, next_step, trial_counts
 from .objective import BudgetUsed, Objective, TrialFailed
 from .search import make_pruner, make_sampler, open_study
-from .session import StudyResult, best_trial, format_value, list_studies, run_study, run_worker, update_parent
+from .session import (
+           StudyResult,
+           best_trial,
+           check_device,
+           format_value,
+           list_studies,
+           run_study,
+           run_worker,
+           update_parent,
+)
 from .storage import STORAGE_ENV, StorageNotFound, open_storage, resolve_storage_url
 from .study_file import PRESETS, StudyFileError, StudySpec, load_study, parse_study_file, studies_dir
 
 __all__ = ["BudgetUsed", "Objective", "PRESETS", "STORAGE_ENV", "StorageNotFound", "StudyFileError", "StudyResult",
-           "StudySpec", "TrialFailed", "best_trial", "coordination_study_name", "counted_trials", "format_value",
-           "holds_slot", "list_studies", "load_study", "make_pruner", "make_sampler", "next_step", "open_storage",
-           "open_study", "parse_study_file", "resolve_storage_url", "run_study", "run_worker", "studies_dir",
-           "trial_counts", "update_parent"]
+           "StudySpec", "TrialFailed", "best_trial", "check_device", "coordination_study_name", "counted_trials",
+           "format_value", "holds_slot", "list_studies", "load_study", "make_pruner", "make_sampler", "next_step",
+           "open_storage", "open_study", "parse_study_file", "resolve_storage_url", "run_study", "run_worker",
+           "studies_dir", "trial_counts", "update_parent"]

@@ -74,6 +74,13 @@ def slots_held(trials, below: int | None = None) -> int:
     return sum(1 for t in trials if (below is None or t.number < below) and not _discounted(t, requeued))
 
 
+def trials_left(trials, budget: int) -> int:
+    """Trials still to run for the budget: free slots plus re-queued (WAITING) trials."""
+    from optuna.trial import TrialState as OptunaState
+
+    return max(0, budget - slots_held(trials)) + sum(1 for t in trials if t.state == OptunaState.WAITING)
+
+
 def holds_slot(trials, number: int, budget: int) -> bool:
     """May trial ``number`` run? Only if fewer than ``budget`` trials numbered below it hold a slot.
 

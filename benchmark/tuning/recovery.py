@@ -6,7 +6,8 @@ Each trial records host, pid and process space (kernel boot + pid namespace). Ev
 trial, fails RUNNING trials whose pid is dead in its own process space (``recover_lost_trials``), marks
 their MLflow runs FAILED and re-queues their parameters with Optuna's RetryHeartbeatStaleTrialCallback;
 RDB storages also use Optuna's heartbeat for other machines, with ``LostTrialHandler`` as its callback.
-``reconcile_runs`` closes trial runs left RUNNING after their trial ended some other way.
+``reconcile_runs``, on every session start and end, fails trial runs that disagree with their trial: left
+RUNNING, or ended COMPLETE by a worker that died before Optuna heard of it.
 """
 
 from __future__ import annotations
@@ -101,23 +102,33 @@ def _pid_alive(pid) -> bool:
 
 
 def close_trial_runs(client, study_name: str, states: dict[int, str], reason: str) -> int:
-    """End RUNNING trial runs of ``study_name`` whose trial number is in ``states`` (number -> Optuna state)."""
+    """Make the trial runs of ``study_name`` agree with their trials' Optuna states (number -> state).
+
+    A run still RUNNING ends FAILED. So does a run that ended COMPLETE although Optuna failed its trial: its
+    worker died between ending the run and telling Optuna, and the parameters run again, so the report must not
+    count the first run as well. Returns how many runs changed.
+    """
     if not states:
         return 0
-    closed = 0
-    running = (f"tags.{Tag.STUDY} = '{study_name}' and tags.{Tag.ROLE} = '{Role.TRIAL}' "
-               f"and attributes.status = '{RunStatus.RUNNING}'")
-    for run in search_runs(client, running):
-        number = int(run.data.tags.get(Tag.TRIAL, -1))
-        if number in states:
-            client.set_tag(run.info.run_id, Tag.TRIAL_STATE, states[number])
-            end_run(client, run.info.run_id, RunStatus.FAILED, reason)
-            closed += 1
-    return closed
+    changed = 0
+    for run in search_runs(client, f"tags.{Tag.STUDY} = '{study_name}' and tags.{Tag.ROLE} = '{Role.TRIAL}'"):
+        state = states.get(int(run.data.tags.get(Tag.TRIAL, -1)))
+        if state is None:
+            continue
+        if run.info.status == RunStatus.RUNNING:
+            why = reason
+        elif state == TrialState.FAIL and run.data.tags.get(Tag.TRIAL_STATE) == TrialState.COMPLETE:
+            why = f"{reason} after its run ended, before Optuna recorded the result"
+        else:
+            continue
+        client.set_tag(run.info.run_id, Tag.TRIAL_STATE, state)
+        end_run(client, run.info.run_id, RunStatus.FAILED, why)
+        changed += 1
+    return changed
 
 
 def reconcile_runs(study, client) -> int:
-    """Trial runs left RUNNING although their Optuna trial is over (a worker died) end FAILED."""
+    """Trial runs that disagree with their finished Optuna trials (a worker died) end FAILED."""
     from optuna.trial import TrialState as OptunaState
 
     over = {t.number: t.state.name for t in study.get_trials(deepcopy=False) if t.state != OptunaState.RUNNING}

@@ -29,7 +29,7 @@ from ..config import ConfigError
 from ..schema import COORDINATION_MARK, EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
 from ..tracking import RunTracker
-from .coordination import ensure_parent_run, next_step, register_worker, slots_held, trial_counts
+from .coordination import ensure_parent_run, next_step, register_worker, trial_counts, trials_left
 from .objective import Objective, TrialFailed
 from .recovery import process_space, reconcile_runs, recover_lost_trials
 from .search import open_study
@@ -111,6 +111,18 @@ def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri:
     return len(ran)
 
 
+def check_device(spec: StudySpec) -> None:
+    """A study file's fixed device must exist here, or every trial would fail and use up the budget."""
+    device = spec.fixed_dict.get("device", "auto")
+    if device != "auto":
+        from ..train import resolve_device  # torch: only a study that names a device needs it now
+
+        try:
+            resolve_device(device)
+        except ConfigError as error:
+            raise ConfigError(f"{spec.path}: [fixed] device: {error}") from None
+
+
 def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | None = None,
               tracking_uri: str | None = None, workers: int = 1, quiet: bool = False) -> StudyResult:
     """One session of a study: create/resume it and its parent run, run what is left of the budget."""
@@ -118,6 +130,7 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
 
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    check_device(spec)
     started = time.perf_counter()
     tracking_uri = resolve_tracking_uri(tracking_uri)
     storage_url = resolve_storage_url(storage, tracking_uri)
@@ -131,8 +144,7 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
 
     trials = study.get_trials(deepcopy=False)
     running = sum(1 for t in trials if t.state == OptunaState.RUNNING)
-    waiting = sum(1 for t in trials if t.state == OptunaState.WAITING)  # re-queued or enqueued trials
-    remaining = max(0, spec.trials - slots_held(trials)) + waiting
+    remaining = trials_left(trials, spec.trials)
     if not quiet:
         resumed = f", resumed at trial {len(trials)}" if trials else ""
         others = f", {running} running elsewhere" if running else ""
@@ -149,8 +161,15 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
             if failures == INTERRUPTED:
                 raise KeyboardInterrupt
             if failures:
-                status, error = RunStatus.FAILED, f"worker(s) exited abnormally: {failures}; re-run to resume"
-                print(f"study {name}: {error}", file=sys.stderr)
+                recover_lost_trials(study, storage_obj, tracking_uri)  # their trials go back to the queue
+                left = trials_left(study.get_trials(deepcopy=False), spec.trials)
+                if left:
+                    status, error = RunStatus.FAILED, (f"worker(s) exited abnormally: {', '.join(failures)}; {left} "
+                                                       f"of {spec.trials} trials left: re-run to resume")
+                    print(f"study {name}: {error}", file=sys.stderr)
+                elif not quiet:
+                    print(f"study {name}: worker(s) exited abnormally: {', '.join(failures)}; the study holds all "
+                          f"{spec.trials} trials all the same", file=sys.stderr)
     except KeyboardInterrupt:
         status = RunStatus.KILLED
         raise

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,9 @@ def parse_study_file(path: str | Path) -> dict[tuple[str, str], StudySpec]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise StudyFileError(f"{path}: invalid TOML: {error}") from None
+        # Python 3.11's tomllib puts the position in the message only: "... (at line 3, column 5)".
+        reason, at = re.match(r"(.*?)(?: \(at line (\d+), column (\d+)\))?$", str(error)).group(1, 2)
+        raise StudyFileError(f"{path}:{at or 1}: invalid TOML: {reason}") from None
     fail = Failer(path, text)
 
     allowed_top = LAYER_KEYS | {"task", "description", "arch", "presets"}
