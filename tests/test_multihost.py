@@ -143,6 +143,8 @@ try:
     print(200)
 except urllib.error.HTTPError as error:
     print(error.code)
+except OSError:  # not listening yet
+    print(0)
 """
 
 
@@ -163,14 +165,16 @@ def test_two_worker_hosts_and_a_database_host_survive_a_killed_host(tmp_path):
         (tmp_path / "dbhost").mkdir()
         server = subprocess.Popen(
             ["ip", "netns", "exec", hosts["db"], sys.executable, "-m", "benchmark", "server", "--auth", "--host",
-             "0.0.0.0", "--port", "5000", "--artifacts-destination", str(tmp_path / "dbhost" / "artifacts")],
+             "0.0.0.0", "--port", "5000", "--artifacts-destination", str(tmp_path / "dbhost" / "artifacts"),
+             "--allowed-hosts", ",".join(f"{address}:5000" for address in ["127.0.0.1", *DB_ADDRESS.values()])],
             cwd=tmp_path / "dbhost", stdout=server_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_BACKEND_STORE_URI": f"{database}/mlflow",
                  "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password})
         workers: dict[str, tuple[subprocess.Popen, Path]] = {}
         try:
             deadline = time.monotonic() + 180
-            while in_host(hosts["w1"], ANONYMOUS.format(address=DB_ADDRESS["w1"])).strip() != "401":
+            while (answer := in_host(hosts["w1"], ANONYMOUS.format(address=DB_ADDRESS["w1"])).strip()) != "401":
+                assert answer == "0", f"HTTP {answer}: {server_log.read_text()[-3000:]}"  # 0: not listening yet
                 assert server.poll() is None and time.monotonic() < deadline, server_log.read_text()[-3000:]
                 time.sleep(1)
             # Without credentials every API request is refused, from the other worker host too.
