@@ -14,6 +14,7 @@ import threading
 import typing
 
 from . import commands as handlers
+from .catalog import PRESETS
 from .commands import NOT_FLAGS
 from .config import TASK_DEFAULTS, ConfigError, TrainConfig
 
@@ -147,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_tuning_commands(commands) -> None:
-    from .catalog import PRESETS
 
     tune = commands.add_parser("tune", help="tune one architecture with an Optuna study; each trial an MLflow run")
     tune.add_argument("study_file", metavar="STUDY.toml", help="study definition, e.g. studies/mnist.toml")

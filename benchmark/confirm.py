@@ -121,7 +121,7 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         print(f"confirm {name} trial {best.number} (val {100 * best.value:.2f}%){where}: seeds "
               f"{', '.join(map(str, confirm_seeds(seeds)))}; storage {mask_url(storage_url)}", flush=True)
     if task == "mnist" and task_data is None:
-        from .data import load_mnist
+        from .data import load_mnist  # numpy and torchvision: only an MNIST confirmation loads its data
 
         task_data = load_mnist()  # once for every seed
     results = []

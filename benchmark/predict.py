@@ -27,7 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .champion import resolve_model
+from .checkpoint import load_run_checkpoint
 from .config import ConfigError
+from .tasks.mnist import MnistTask
 
 BOX = 20  # MNIST's size-normalisation box
 FIELD = 28
@@ -150,11 +153,7 @@ def quiet_downloads():
 
 def load_model(*, run_id: str | None = None, model: str | None = None, tracking_uri: str | None = None):
     """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, config)."""
-    from .checkpoint import load_run_checkpoint
-
     if model:
-        from .champion import resolve_model
-
         run_id = resolve_model(model, tracking_uri)["run_id"]
     try:
         with quiet_downloads():
@@ -173,8 +172,6 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
 @torch.no_grad()
 def classify(network, images: torch.Tensor, input_scale: str = "standard") -> torch.Tensor:
     """uint8 [N, 28, 28] -> class probabilities [N, 10], through the same scaling as training."""
-    from .tasks.mnist import MnistTask
-
     network.eval()
     device = next(network.parameters()).device
     inputs = MnistTask.as_input(images.to(device), input_scale)
@@ -202,7 +199,7 @@ def predict_files(network, paths, input_scale: str = "standard"
 
 def contact_sheet_figure(predictions: list[Prediction], inputs: list[torch.Tensor], columns: int = 10):
     """Each input as the model sees it, titled with the prediction (and the true label, red when wrong)."""
-    from .plots import plt
+    from .plots import plt  # matplotlib: only a contact sheet draws
 
     n = max(len(inputs), 1)
     columns = min(columns, n)
@@ -222,7 +219,7 @@ def contact_sheet_figure(predictions: list[Prediction], inputs: list[torch.Tenso
 
 def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], path, columns: int = 10) -> None:
     """``contact_sheet_figure`` saved as a PNG at ``path``."""
-    from .plots import save_figure
+    from .plots import save_figure  # matplotlib, likewise
 
     save_figure(contact_sheet_figure(predictions, inputs, columns), path)
 

@@ -30,7 +30,7 @@ class MnistTask:
     def __init__(self, config, device, *, train_images: Tensor | None = None, train_labels: Tensor | None = None,
                  test_images: Tensor | None = None, test_labels: Tensor | None = None, data_dir=None):
         if train_images is None:
-            from ..data import load_mnist
+            from ..data import load_mnist  # torchvision: only when no preloaded tensors are given
 
             loaded = load_mnist(str(data_dir) if data_dir else None)
             train_images, train_labels = loaded["train_images"], loaded["train_labels"]

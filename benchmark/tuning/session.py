@@ -79,7 +79,7 @@ def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri:
     client = client_for(tracking_uri)
     task_data = None
     if spec.task == "mnist":
-        from ..data import load_mnist  # torch
+        from ..data import load_mnist  # numpy and torchvision: only an MNIST study loads its data
 
         task_data = load_mnist()  # once per worker, not once per trial
     objective = Objective(spec, study_name, parent, resolve_tracking_uri(tracking_uri), threads=threads, quiet=quiet,

@@ -45,6 +45,7 @@ def digits_markdown(snap: Snapshot, figures: Figures, *, run: RunRecord | None =
     # torch: loading and running the model
     import torch
 
+    # torch and matplotlib: only a report with an MNIST checkpoint and the test images on disk draws digits.
     from ...checkpoint import load_run_checkpoint
     from ...predict import Prediction, contact_sheet_figure, quiet_downloads
     from ...tasks.mnist import MnistTask
