@@ -1,4 +1,4 @@
-"""Time `rnnbench report` over a synthetic store of about 500 runs (issue 4: under 15 s on 2 cores).
+"""Time `rnnbench report` over a synthetic store of about 500 runs (the target: under 15 s on 2 cores).
 
 Example: python benchmarks/report_scale.py --runs 500 --store /tmp/report_scale
 
