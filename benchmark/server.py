@@ -123,6 +123,9 @@ def run_service(command: list[str], env: dict[str, str] | None = None) -> int:
     MLflow starts uvicorn (and its workers) as children: stopping only the direct child leaves them serving,
     re-parented to init. ``rnnbench``'s main turns SIGTERM into KeyboardInterrupt, as Ctrl-C is.
     """
+    # MLflow's job runner (GenAI evaluation jobs, seven queue consumers) has no work here and costs a core's worth.
+    env = {**(os.environ if env is None else env)}
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     process = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         return process.wait()

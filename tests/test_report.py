@@ -376,3 +376,11 @@ def test_architectures_and_tasks_come_in_catalogue_order():
     snap = report.Snapshot("sqlite://", [], runs, {}, "")
     assert reported_archs(snap, "addition") == ["rnn", "bigru", "zeta"]  # the notebook's reproductions aside
     assert snap.tasks() == ["mnist", "addition", "other"]
+
+
+def test_a_report_folder_that_cannot_be_written_is_one_line_exit_2(store, tmp_path, capsys):
+    (tmp_path / "reports").write_text("a file where the report's folder should be")
+    code = cli.main(["report", "--tracking-uri", store.uri])  # the default --out: reports
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "cannot write the report to reports: reports is not a folder; pass --out" in err

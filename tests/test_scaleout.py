@@ -334,3 +334,22 @@ def test_three_workers_on_postgres_and_a_server_survive_a_sigkill(tmp_path, data
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+OPEN_TOGETHER = """
+import os, sys, time
+from benchmark.tuning import open_storage
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
+open_storage(os.environ["RNNBENCH_STORAGE"])
+"""
+
+
+@pytest.mark.postgres
+def test_workers_opening_a_new_postgres_storage_together_all_succeed(databases):
+    """Optuna creates its tables without a lock: processes starting together race on a new database."""
+    start = time.time() + 5
+    env = {**subprocess_env(), tuning.STORAGE_ENV: databases["optuna"]}  # the URL in the environment, not argv
+    children = [subprocess.Popen([sys.executable, "-c", OPEN_TOGETHER, str(start)], env=env, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(4)]
+    errors = [child.communicate(timeout=120)[1] for child in children]
+    assert [child.returncode for child in children] == [0] * 4, "\n".join(errors)

@@ -144,3 +144,11 @@ def test_cli_rejects_bad_study_before_touching_the_store(tmp_path, capsys):
     assert code == 2 and "bad.toml:8: space.hidden_size: empty range" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "store").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_an_optuna_journal_that_cannot_be_written_is_one_line(tmp_path):
+    from benchmark.tuning import open_storage
+
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    with pytest.raises(ConfigError, match=r"cannot write the Optuna journal .*blocked/x.journal .*pass --storage"):
+        open_storage(str(tmp_path / "blocked" / "x.journal"))

@@ -12,9 +12,11 @@ one generation-time line (``--no-timestamp``).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..config import ConfigError
 from ..files import write_atomic
 from ..schema import RunStatus
 from .markdown import Figures
@@ -48,10 +50,23 @@ def render(snap: Snapshot, figures: Figures, sections: list[Section] | None = No
     return "\n".join(parts).rstrip("\n") + "\n"
 
 
+def check_writable(folder: Path) -> None:
+    """One line, before anything is read or written, when ``folder`` could not be created or written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = ("is not a folder" if not existing.is_dir() else "is read-only" if not os.access(existing, os.W_OK)
+               else None)
+    if problem:
+        raise ConfigError(f"cannot write the report to {folder.parent}: {existing} {problem}; pass --out a folder "
+                          "you can write")
+
+
 def write_report(out: Path | str = "reports", *, tracking_uri: str | None = None, storage: str | None = None,
                  experiments: Iterable[str] | None = None, timestamp: bool = True) -> tuple[Path, Snapshot, Figures]:
     """Load the store, render every section, write report.md atomically; returns its path."""
     out = Path(out)
+    check_writable(out / "figures")
     with OfflineWorker() if OfflineWorker.available() else contextlib.nullcontext() as worker:
         snap = load_snapshot(tracking_uri, experiments, storage, timestamp=timestamp)
         figures = Figures(out / "figures")

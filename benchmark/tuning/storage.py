@@ -15,6 +15,8 @@ Example: RNNBENCH_STORAGE=postgresql+psycopg://bench:PW@db/optuna rnnbench tune 
 from __future__ import annotations
 
 import os
+import random
+import time
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from .recovery import LostTrialHandler
 STORAGE_ENV = "RNNBENCH_STORAGE"  # the Optuna storage URL, from the environment: not on argv, never printed
 HEARTBEAT_SECONDS = 10  # RDB storages: a trial without a heartbeat for 2x this is stale
 SQLITE_TIMEOUT_SECONDS = 60  # how long a writer waits for SQLite's lock before "database is locked"
+CREATE_ATTEMPTS = 5
+TABLE_RACE = ("already exists", "duplicate key value", "UniqueViolation", "DuplicateTable")
 
 
 class StorageNotFound(ConfigError):
@@ -58,10 +62,14 @@ def open_storage(url: str, tracking_uri: str | None = None, *, create: bool = Tr
         path = Path(url).resolve()
         if not create and not path.is_file():
             raise StorageNotFound(f"no Optuna storage at {url}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return JournalStorage(JournalFileBackend(str(path)))
+        except OSError as error:
+            raise ConfigError(f"cannot write the Optuna journal {path} ({error.strerror or type(error).__name__}); "
+                              "pass --storage a path you can write") from None
     if "://" not in url:
         raise ConfigError(f"storage {url!r} is neither a URL (sqlite:///..., postgresql+psycopg://...) "
                           "nor a path ending in .journal")
@@ -71,17 +79,24 @@ def open_storage(url: str, tracking_uri: str | None = None, *, create: bool = Tr
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create,
-                              heartbeat_interval=HEARTBEAT_SECONDS, grace_period=2 * HEARTBEAT_SECONDS,
-                              heartbeat_stale_trial_callback=LostTrialHandler(tracking_uri))
-    except ImportError as error:
-        raise ConfigError(f"storage {mask_url(url)} needs a driver: {error}; "
-                          "for PostgreSQL: pip install 'psycopg[binary]'") from None
-    except Exception as error:  # connection refused, bad credentials, ...
-        raise ConfigError(f"cannot open storage {mask_url(url)}: {str(error).splitlines()[0]}") from None
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create,
+                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=2 * HEARTBEAT_SECONDS,
+                                  heartbeat_stale_trial_callback=LostTrialHandler(tracking_uri))
+        except ImportError as error:
+            raise ConfigError(f"storage {mask_url(url)} needs a driver: {error}; "
+                              "for PostgreSQL: pip install 'psycopg[binary]'") from None
+        except Exception as error:  # connection refused, bad credentials, ...
+            # Workers starting together on a new database race to create Optuna's tables (no lock of Optuna's
+            # own): the losers see a duplicate type or table, and find the tables complete on the next try.
+            if create and attempt + 1 < CREATE_ATTEMPTS and any(s in str(error) for s in TABLE_RACE):
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            raise ConfigError(f"cannot open storage {mask_url(url)}: {str(error).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def has_heartbeat(storage) -> bool:
