@@ -207,7 +207,8 @@ class StudyParam:
     FIXED_PREFIX = "fixed."
 
 
-CHECKPOINT_FORMAT = "rnnbench-checkpoint/1"
+CHECKPOINT_FORMAT = "rnnbench-checkpoint/2"  # /2 adds the input normalisation and the plugin record
+CHECKPOINT_FORMATS_READ = ("rnnbench-checkpoint/1", CHECKPOINT_FORMAT)
 REPRODUCE_EXPERIMENT = "reproduce"
 CHAMPION_ALIAS = "champion"
 # Companion Optuna studies "<study>#registry#<study id>" hold the parent-run election and worker numbers.
