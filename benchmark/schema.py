@@ -59,6 +59,7 @@ class Tag:
     OPTUNA_VERSION = "optuna_version"
     PROCESSOR = "processor"
     TORCH_THREADS = "torch_threads"
+    PLUGINS = "rnnbench_plugins"  # only on runs made where plugins were loaded: file-or-module@sha256 ...
     MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
     STUDY = "study_name"
     TRIAL = "trial_number"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from test_tuning import TINY, runs
 from benchmark import catalog, cli, plugins, registry
 from benchmark.checkpoint import CheckpointError, load_checkpoint, load_run_checkpoint, save_checkpoint
 from benchmark.models import CellModel, build_model
+from benchmark.schema import Tag
 from benchmark.tasks import build_task
 from benchmark.train import fit
 
@@ -87,6 +91,7 @@ def test_a_plugin_file_cell_trains_and_its_checkpoint_round_trips(tmp_path, caps
     (loaded,) = [p for p in plugins.LOADED.values() if p.spec == str(path)]
     assert loaded.file == str(path) and loaded.sha256 == registry.file_sha256(path) and loaded.cells == ("mycell",)
     (run,) = runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "run")
+    assert run.data.tags[Tag.PLUGINS] == f"{path}@{registry.file_sha256(path)}"
     model, config = load_run_checkpoint(run.info.run_id, f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     assert isinstance(model, CellModel) and config.arch == "mycell"
 
@@ -158,6 +163,10 @@ def test_tune_and_report_with_a_plugin_cell_and_the_report_without_it(tmp_path, 
                      "--tracking-uri", tracking_uri, "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert {r.data.params["batch_size"] for r in runs(tracking_uri, "trial")} == {"20"}
+    assert cli.main(["--plugin", str(path), "confirm", "--task", "addition", "--arch", "mycell", "--seeds", "1",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    assert len(runs(tracking_uri, "confirm")) == 1
+    assert cli.main(["--plugin", str(path), "reproduce", "--list"]) == 0
     assert cli.main(["report", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "with"),
                      "--no-timestamp", "--quiet", "--storage", str(tmp_path / "mlruns" / "optuna.journal")]) == 0
     forget_plugins()
@@ -167,6 +176,20 @@ def test_tune_and_report_with_a_plugin_cell_and_the_report_without_it(tmp_path, 
     with_plugin = (tmp_path / "with" / "report.md").read_text()
     assert "mycell" in with_plugin
     assert (tmp_path / "without" / "report.md").read_text() == with_plugin
+
+
+def test_perf_gives_a_registered_cell_its_rows(tmp_path):
+    path = write_plugin(tmp_path, cell_source())
+    out = tmp_path / "performance.md"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "RNNBENCH_DATA": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "benchmark", "--plugin", str(path), "perf", "--quick", "--threads",
+                           "1", "--hidden-size", "8", "--batch-size", "20", "--arch", "lstm", "mycell", "--out",
+                           str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sections = out.read_text().split("## ")
+    for section in ("Training step", "MNIST training", "Evaluation"):
+        table = next(part for part in sections if part.startswith(section))
+        assert "| lstm |" in table and "| mycell |" in table, section
 
 
 def test_a_plugin_checkpoint_needs_its_plugin_and_the_same_file(tmp_path):
