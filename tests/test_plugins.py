@@ -148,6 +148,28 @@ def test_a_missing_plugin_and_a_name_taken_by_another_plugin_are_refused(tmp_pat
     assert "failed to import: ModuleNotFoundError" in capsys.readouterr().err
 
 
+TASK = """
+from benchmark import register_task
+from benchmark.tasks.addition import AdditionTask
+
+
+@register_task("{name}")
+class ShortAddition(AdditionTask):
+    name = "{name}"
+"""
+
+
+def test_a_plugin_task_trains_and_a_task_lacking_the_protocol_is_refused(tmp_path, capsys):
+    path = write_plugin(tmp_path, TASK.format(name="shortadd"), "tasks_ok.py")
+    assert cli.main(["--plugin", str(path), *train_argv(tmp_path, "lstm", "shortadd")]) == 0
+    assert "lstm on shortadd" in capsys.readouterr().out
+    assert registry.list_tasks()[:2] == ["mnist", "addition"] and registry.list_tasks()[-1] == "shortadd"
+    broken = write_plugin(tmp_path, TASK.format(name="brokenadd").replace("(AdditionTask)", ""), "tasks_bad.py")
+    assert cli.main(["--plugin", str(broken), *train_argv(tmp_path, "lstm", "brokenadd")]) == 2
+    assert "task 'brokenadd' breaks the contract: ShortAddition lacks train_size, train_batches, loss, evaluate" \
+        in capsys.readouterr().err
+
+
 def test_workers_are_handed_the_launchers_plugins(tmp_path, monkeypatch):
     monkeypatch.setenv(plugins.PLUGINS_ENV, "already_there")
     path = write_plugin(tmp_path, cell_source())
