@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .catalog import ARCHITECTURES, TASKS
+from .catalog import ARCHITECTURES, BUILTIN_ARCHITECTURES, BUILTIN_TASKS, TASKS
 from .config import ConfigError
 from .confirm import confirm
 from .report import write_report
@@ -22,7 +22,7 @@ def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | Non
           quiet: bool = False) -> tuple[list[StudyResult], tuple]:
     """Tune (and confirm, where the preset asks) task x architecture; returns the results and ``write_report``'s
     (path, snapshot, figures)."""
-    archs, tasks = archs or list(ARCHITECTURES), tasks or list(TASKS)
+    archs, tasks = archs or list(BUILTIN_ARCHITECTURES), tasks or list(BUILTIN_TASKS)
     for name, chosen, valid in (("arch", archs, ARCHITECTURES), ("task", tasks, TASKS)):
         for value in chosen:
             if value not in valid:

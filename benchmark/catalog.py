@@ -3,7 +3,9 @@
 Example: python -c "from benchmark import catalog; print(list(catalog.ARCHITECTURES))"
 
 The CLI's choices, ``TrainConfig``'s validation and the report's row order read these without importing
-torch. An architecture is data: which recurrent cell and whether it runs both directions.
+torch. An architecture is data: which recurrent cell and whether it runs both directions, and for a cell a
+plugin registered (``benchmark.registry``), the file or module it came from. Registering appends to
+``ARCHITECTURES`` and ``TASKS``, so their order is the built-ins, then registered names in registration order.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ ARCHITECTURES: dict[str, dict] = {
     "bilstm": {"cell": "lstm", "bidirectional": True},
     "bigru": {"cell": "gru", "bidirectional": True},
 }
-TASKS: tuple[str, ...] = ("mnist", "addition")
+BUILTIN_ARCHITECTURES: tuple[str, ...] = tuple(ARCHITECTURES)
+TASKS: list[str] = ["mnist", "addition"]
+BUILTIN_TASKS: tuple[str, ...] = tuple(TASKS)
 LOSSES: tuple[str, ...] = ("ce", "mse")
 PRESETS: tuple[str, ...] = ("quick", "standard", "full")
 READOUTS: tuple[str, ...] = ("last", "per_step")

@@ -2,9 +2,12 @@
 
 Example: python -c "from benchmark.checkpoint import load_run_checkpoint; print(load_run_checkpoint('RUN_ID')[1])"
 
-A checkpoint holds the format tag, the full ``TrainConfig``, the model's constructor arguments and its
-weights as CPU tensors, so it loads with ``torch.load(weights_only=True)`` (no code runs) and rebuilds
-at any batch size and sequence length.
+A checkpoint holds the format tag, the full ``TrainConfig``, the model's constructor arguments (its readout
+included), the input normalisation the task applied (for MNIST the pixel mean and std, not only the
+``input_scale`` word) and its weights as CPU tensors, so it loads with ``torch.load(weights_only=True)`` (no
+code runs) and rebuilds at any batch size and sequence length. A plugin cell's checkpoint also names the cell,
+the plugin's module or file and the file's sha256: it loads only where that same plugin is loaded. Checkpoints
+of the first format (no input or plugin record) still load.
 """
 
 from __future__ import annotations
@@ -17,19 +20,48 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, TrainConfig
-from .models import RecurrentModel
-from .schema import CHECKPOINT_FORMAT, Artifact
+from .models import CellModel, RecurrentModel
+from .registry import CELLS, TASK_SOURCES
+from .schema import CHECKPOINT_FORMAT, CHECKPOINT_FORMATS_READ, Artifact
 from .store import resolve_tracking_uri
+from .tasks.mnist import PIXEL_MEAN, PIXEL_STD
 
 
-def save_checkpoint(path: Path, model: RecurrentModel, config: TrainConfig, **extra) -> None:
+def input_normalisation(config: TrainConfig) -> dict:
+    """What the task did to its inputs: ``(x - mean) / std`` on MNIST pixels in [0, 1]; others feed them as made."""
+    if config.task != "mnist":
+        return {"input_scale": config.input_scale, "mean": 0.0, "std": 1.0, "applied": False}
+    standard = config.input_scale == "standard"
+    return {"input_scale": config.input_scale, "mean": PIXEL_MEAN if standard else 0.0,
+            "std": PIXEL_STD if standard else 1.0, "applied": standard}
+
+
+def plugin_record(config: TrainConfig) -> dict:
+    """The plugin cell's and plugin task's names, modules, files and sha256s; empty for built-ins."""
+    record = {}
+    for kind, name, sources in (("cell", config.arch, {n: s.source for n, s in CELLS.items()}),
+                                ("task", config.task, TASK_SOURCES)):
+        if name in sources:
+            source = sources[name]
+            record[kind] = {"name": name, "module": source.module, "file": source.file, "sha256": source.sha256}
+    return record
+
+
+def save_checkpoint(path: Path, model: RecurrentModel | CellModel, config: TrainConfig, **extra) -> None:
     """State dict + everything needed to rebuild the model; plain types only, so weights_only loading works."""
+    if isinstance(model, CellModel):
+        sizes = {"input_size": model.input_size, "hidden_size": model.hidden_size, "num_layers": model.num_layers}
+    else:
+        sizes = {"input_size": model.rnn.input_size, "hidden_size": model.rnn.hidden_size,
+                 "num_layers": model.rnn.num_layers}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "config": config.as_dict(),
-        "model": {"arch": model.arch, "input_size": model.rnn.input_size, "hidden_size": model.rnn.hidden_size,
-                  "output_size": model.head.out_features, "num_layers": model.rnn.num_layers,
+        "model": {"arch": model.arch, "input_size": sizes["input_size"], "hidden_size": sizes["hidden_size"],
+                  "output_size": model.head.out_features, "num_layers": sizes["num_layers"],
                   "dropout": config.dropout, "readout": model.readout},
+        "input": input_normalisation(config),
+        "plugin": plugin_record(config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
@@ -42,7 +74,24 @@ class CheckpointError(ConfigError):
     """A file that is not an rnnbench checkpoint, or one that would run code to load; one line says which."""
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel, TrainConfig]:
+def check_plugins(path: Path, record: dict) -> None:
+    """Refuse a plugin's checkpoint where its plugin is not loaded, or is loaded from a changed file."""
+    for kind, loaded in (("cell", {n: s.source for n, s in CELLS.items()}), ("task", TASK_SOURCES)):
+        wanted = record.get(kind)
+        if not wanted:
+            continue
+        where = wanted.get("file") or wanted.get("module")
+        if wanted["name"] not in loaded:
+            raise CheckpointError(f"{path}: needs the plugin {kind} {wanted['name']!r} from {where}; load it with "
+                                  f"rnnbench --plugin {where} (or $RNNBENCH_PLUGINS)")
+        found = loaded[wanted["name"]].sha256
+        if wanted.get("sha256") and found != wanted["sha256"]:
+            raise CheckpointError(f"{path}: the plugin {kind} {wanted['name']!r} was saved from {where} with sha256 "
+                                  f"{wanted['sha256'][:12]}, but the loaded one has {str(found)[:12]}: the file "
+                                  "changed; load the plugin file the checkpoint was trained with")
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel | CellModel, TrainConfig]:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -55,13 +104,15 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel, Tr
         raise CheckpointError(f"{path}: not a readable torch file ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''})") from None
     found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-    if found != CHECKPOINT_FORMAT:
+    if found not in CHECKPOINT_FORMATS_READ:
         raise CheckpointError(f"{path}: not an rnnbench checkpoint (format {found!r}, expected "
                               f"{CHECKPOINT_FORMAT!r}); pass a run whose checkpoint rnnbench wrote")
+    check_plugins(path, payload.get("plugin") or {})
     try:
         spec = dict(payload["model"])
-        model = RecurrentModel(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"),
-                               spec.pop("output_size"), **spec)
+        kind = CellModel if spec["arch"] in CELLS else RecurrentModel
+        model = kind(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"), spec.pop("output_size"),
+                     **spec)
         model.load_state_dict(payload["state_dict"])
         config = TrainConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:

@@ -1,6 +1,9 @@
 """The ``rnnbench`` command line: its subcommands and options; ``benchmark.commands`` holds what each one does.
 
 Example: rnnbench train --task addition --arch lstm --hidden-size 10 --lr 0.01 --json
+
+Plugins (``--plugin``, before the subcommand) are loaded before the parser is built, so that ``--arch`` and
+``--task`` list what they registered.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import threading
 import typing
 
 from . import commands as handlers
-from .catalog import PRESETS
+from . import plugins
+from .catalog import ARCHITECTURES, PRESETS, TASKS
 from .commands import NOT_FLAGS
-from .config import TASK_DEFAULTS, ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig
 
 _HELP = {
     "hidden_size": "hidden units per direction and layer",
@@ -58,13 +62,43 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f"{_HELP.get(spec.name, '')} (default: {spec.default})".strip())
 
 
+# Commands that read the store or serve it: they never build a model, so they load plugins (which import torch)
+# only when --plugin names one.
+STORE_ONLY_COMMANDS = {"report", "ui", "studies", "server", "data"}
+
+
+def arch_help() -> str:
+    return f"one of: {', '.join(ARCHITECTURES)}"
+
+
+def task_help() -> str:
+    return f"one of: {', '.join(TASKS)}"
+
+
+def global_plugins(argv: list[str]) -> tuple[list[str], str | None]:
+    """The ``--plugin`` values and the subcommand, read before the full parser exists."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, rest = pre.parse_known_args(argv)
+    return known.plugin, next((token for token in rest if not token.startswith("-")), None)
+
+
+def load_plugins_for(command: str | None, specs: list[str]) -> None:
+    if command is None or (command in STORE_ONLY_COMMANDS and not specs):
+        return
+    plugins.load_plugins(specs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="rnnbench", description="Benchmark recurrent networks, tracked in MLflow.")
+    parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
+                        help="a Python file or module that registers cells or tasks (repeatable; also "
+                             f"${plugins.PLUGINS_ENV}, colon-separated, and entry points {plugins.ENTRY_POINT_GROUP})")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     train = commands.add_parser("train", help="train one architecture on one task as a tracked run")
-    train.add_argument("--task", required=True, help=f"one of: {', '.join(TASK_DEFAULTS)}")
-    train.add_argument("--arch", required=True, help="rnn, lstm, gru, birnn, bilstm or bigru")
+    train.add_argument("--task", required=True, help=task_help())
+    train.add_argument("--arch", required=True, help=arch_help())
     add_config_flags(train)
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
     train.add_argument("--experiment", help="MLflow experiment (default: the task name)")
@@ -106,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--batch-size", type=int, help="MNIST batch size (default: 500)")
     perf.add_argument("--batches", type=int, help="timed batches per measurement (default: 10; --quick 2)")
     perf.add_argument("--repeats", type=int, help="interleaved rounds, best counts (default: 2; --quick 1)")
-    perf.add_argument("--arch", nargs="+", help="architectures to measure (default: all)")
+    perf.add_argument("--arch", nargs="+", help=f"architectures to measure, {arch_help()} (default: all)")
     perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
     perf.set_defaults(handler=handlers.cmd_perf)
 
@@ -151,7 +185,7 @@ def add_tuning_commands(commands) -> None:
 
     tune = commands.add_parser("tune", help="tune one architecture with an Optuna study; each trial an MLflow run")
     tune.add_argument("study_file", metavar="STUDY.toml", help="study definition, e.g. studies/mnist.toml")
-    tune.add_argument("--arch", required=True, help="rnn, lstm, gru, birnn, bilstm or bigru")
+    tune.add_argument("--arch", required=True, help=arch_help())
     tune.add_argument("--preset", default="quick", choices=PRESETS, help="budget preset (default: quick)")
     _add_session_flags(tune)
     tune.add_argument("--trials", type=int, help="finished trials the study should hold (default: the preset's)")
@@ -163,8 +197,8 @@ def add_tuning_commands(commands) -> None:
 
     bench = commands.add_parser("bench", help="tune every architecture on both tasks at a preset budget")
     bench.add_argument("--preset", required=True, choices=PRESETS)
-    bench.add_argument("--archs", nargs="+", help="architectures (default: all six)")
-    bench.add_argument("--tasks", nargs="+", help="tasks (default: mnist addition)")
+    bench.add_argument("--archs", nargs="+", help=f"architectures, {arch_help()} (default: the six built-ins)")
+    bench.add_argument("--tasks", nargs="+", help=f"tasks, {task_help()} (default: mnist addition)")
     bench.add_argument("--studies-dir", help="folder with <task>.toml files (default: ./studies)")
     bench.add_argument("--out", default="reports", help="where the report is written (default: reports)")
     bench.add_argument("--seeds", type=int, help="fresh-seed confirmations of each study's best trial (default: "
@@ -173,8 +207,8 @@ def add_tuning_commands(commands) -> None:
     bench.set_defaults(handler=handlers.cmd_bench)
 
     confirm = commands.add_parser("confirm", help="retrain a study's best configuration with fresh seeds")
-    confirm.add_argument("--task", required=True, help="mnist or addition")
-    confirm.add_argument("--arch", required=True, help="rnn lstm gru birnn bilstm bigru")
+    confirm.add_argument("--task", required=True, help=task_help())
+    confirm.add_argument("--arch", required=True, help=arch_help())
     confirm.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default: 3)")
     confirm.add_argument("--preset", choices=PRESETS, help="which study when several exist (task-arch-preset)")
     confirm.add_argument("--study-name", help="the study, when not named task-arch-preset")
@@ -250,6 +284,13 @@ def _sigterm_as_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    specs, command = global_plugins(argv)
+    try:
+        load_plugins_for(command, specs)  # before anything is parsed or written
+    except ConfigError as error:
+        print(f"rnnbench: error: {error}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

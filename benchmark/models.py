@@ -1,4 +1,5 @@
-"""The recurrent model: one class over nn.RNN / nn.LSTM / nn.GRU, architectures as data.
+"""The recurrent models: one class over nn.RNN / nn.LSTM / nn.GRU, architectures as data, and one over a
+registered cell.
 
 Example: rnnbench train --task mnist --arch bigru --hidden-size 128 --num-layers 2
 
@@ -6,7 +7,8 @@ Readouts: ``last`` classifies from the final hidden state ``h_n`` of the top
 layer (both directions concatenated for bidirectional models, never
 ``output[:, -1]``, which for the backward direction has seen one step only);
 ``per_step`` emits one output per time step. Initial states are zeros sized
-from the input, so any batch size and sequence length works.
+from the input, so any batch size and sequence length works. A cell a plugin registered
+(``benchmark.registry``) runs in ``CellModel``: the cell, then the same dropout and readout head.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from . import fused
 from .catalog import ARCHITECTURES, IMPLS, READOUTS
 from .loop import loop_forward
+from .registry import CELLS as REGISTERED_CELLS
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -117,8 +120,43 @@ class RecurrentModel(nn.Module):
         return "aten" if choice == "fused" and not fused.available() else choice
 
 
-def build_model(config, task) -> RecurrentModel:
-    return RecurrentModel(
+class CellModel(nn.Module):
+    """A registered cell + dropout + a Linear head: on ``last`` (readout ``last``) or on ``outputs``
+    (``per_step``); the same ``forward(x, lengths) -> logits`` as ``RecurrentModel``."""
+
+    def __init__(self, arch: str, input_size: int, hidden_size: int, output_size: int, *,
+                 num_layers: int = 1, dropout: float = 0.0, readout: str = "last", impl: str = "auto"):
+        super().__init__()
+        if arch not in REGISTERED_CELLS:
+            raise ValueError(f"unknown registered cell {arch!r}; registered: {', '.join(REGISTERED_CELLS) or 'none'}")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        if impl not in ("auto", "native"):
+            raise ValueError(f"impl {impl!r} applies to the built-in architectures only; a registered cell runs "
+                             "its own forward (--impl auto)")
+        spec = REGISTERED_CELLS[arch]
+        self.arch = arch
+        self.readout = readout
+        self.impl = impl
+        self.bidirectional = spec.bidirectional
+        self.directions = 2 if spec.bidirectional else 1
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.cell = spec.cls(input_size, hidden_size, num_layers=num_layers, dropout=dropout,
+                             bidirectional=spec.bidirectional)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size * self.directions, output_size)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        outputs, last = self.cell(x, lengths)
+        return self.head(self.dropout(last if self.readout == "last" else outputs))
+
+    def resolved_impl(self, device: torch.device, training: bool = True) -> str:
+        return "native"  # the cell's own forward
+
+
+def build_model(config, task) -> RecurrentModel | CellModel:
+    kind = CellModel if config.arch in REGISTERED_CELLS else RecurrentModel
+    return kind(
         config.arch, task.input_size, config.hidden_size, task.output_size,
         num_layers=config.num_layers, dropout=config.dropout, readout=task.readout, impl=config.impl,
     )

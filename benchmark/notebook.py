@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import TASKS
+from .catalog import BUILTIN_TASKS
 from .config import TrainConfig
 
 TOLERANCE = {"mnist": 1.5, "addition": 3.0}  # points of accuracy counted as "within noise"
@@ -112,7 +112,7 @@ FIGURES = {
 
 # The comparison table's reference: task -> architecture -> the notebook's accuracy in percent.
 NOTEBOOK_REFERENCE: dict[str, dict[str, float]] = {
-    task: {e.arch: e.notebook for e in EXPERIMENTS if e.task == task and e.reference} for task in TASKS}
+    task: {e.arch: e.notebook for e in EXPERIMENTS if e.task == task and e.reference} for task in BUILTIN_TASKS}
 NOTEBOOK_REFERENCE_NOTE = {
     "mnist": "test accuracy, 10 epochs, Adam 1e-3, batch 500, hidden 128, one layer",
     "addition": "LSTM, hidden 10, lr 0.01, 10 epochs, 250 training strings; mean bit accuracy over lengths 1..20",

@@ -59,6 +59,7 @@ class Tag:
     OPTUNA_VERSION = "optuna_version"
     PROCESSOR = "processor"
     TORCH_THREADS = "torch_threads"
+    PLUGINS = "rnnbench_plugins"  # only on runs made where plugins were loaded: file-or-module@sha256 ...
     MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
     STUDY = "study_name"
     TRIAL = "trial_number"
@@ -207,7 +208,8 @@ class StudyParam:
     FIXED_PREFIX = "fixed."
 
 
-CHECKPOINT_FORMAT = "rnnbench-checkpoint/1"
+CHECKPOINT_FORMAT = "rnnbench-checkpoint/2"  # /2 adds the input normalisation and the plugin record
+CHECKPOINT_FORMATS_READ = ("rnnbench-checkpoint/1", CHECKPOINT_FORMAT)
 REPRODUCE_EXPERIMENT = "reproduce"
 CHAMPION_ALIAS = "champion"
 # Companion Optuna studies "<study>#registry#<study id>" hold the parent-run election and worker numbers.

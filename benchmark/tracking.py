@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import TrainConfig
+from .plugins import LOADED
 from .schema import Artifact, Metric, Role, RunStatus, Suite, Tag
 from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment
 
@@ -51,7 +52,14 @@ def environment_tags() -> dict[str, str]:
         import optuna
 
         tags[Tag.OPTUNA_VERSION] = optuna.__version__
+    if LOADED:  # only where a plugin was loaded: runs of the built-ins keep exactly the tags they had
+        tags[Tag.PLUGINS] = plugins_tag()
     return tags
+
+
+def plugins_tag() -> str:
+    """The loaded plugins as ``file-or-module@sha256`` joined by spaces."""
+    return " ".join(f"{plugin.file or plugin.module}@{plugin.sha256 or 'no-file'}" for plugin in LOADED.values())
 
 
 class RunTracker:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ..champion import register_champion
 from ..config import ConfigError
+from ..plugins import PLUGINS_ENV, environment_value
 from ..schema import COORDINATION_MARK, EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
 from ..tracking import RunTracker
@@ -207,6 +208,8 @@ def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str
     threads = spec.fixed_dict.get("threads") or max(1, cores // workers)
     # URLs reach the workers through the environment, never argv: they may hold passwords.
     env = {**os.environ, STORAGE_ENV: storage_url, "MLFLOW_TRACKING_URI": tracking_uri}
+    if environment_value():
+        env[PLUGINS_ENV] = environment_value()  # workers load this launcher's plugins
     processes = []
     for index in range(workers):
         command = [sys.executable, "-m", "benchmark", "tune", spec.path, "--arch", spec.arch, "--preset", spec.preset,
