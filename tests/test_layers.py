@@ -11,9 +11,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "benchmark"
 LAYERS = [
-    ("names", ["benchmark", "schema", "catalog", "files", "stats"]),
+    ("names", ["benchmark", "registry", "schema", "catalog", "files", "stats"]),
     ("settings and the store", ["config", "store", "notebook"]),
-    ("models and tasks", ["data", "losses", "loop", "fused", "models", "tasks"]),
+    ("models and tasks", ["data", "losses", "loop", "fused", "models", "tasks", "cells"]),
     ("training and runs", ["train", "checkpoint", "plots", "tracking"]),
     ("tuning and the commands' work", ["tuning", "champion", "confirm", "reproduce", "predict", "server", "perf"]),
     ("the report", ["report"]),
