@@ -92,6 +92,11 @@ class RunTracker:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         self._log([(key, value, step) for key, value in values.items()])
 

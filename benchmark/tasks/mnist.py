@@ -26,6 +26,7 @@ class MnistTask:
     input_size = 28
     output_size = 10
     readout = "last"
+    eval_batch = EVAL_BATCH  # images per evaluation forward pass
 
     def __init__(self, config, device, *, train_images: Tensor | None = None, train_labels: Tensor | None = None,
                  test_images: Tensor | None = None, test_labels: Tensor | None = None, data_dir=None):
@@ -83,8 +84,8 @@ class MnistTask:
         """Class probabilities [N, 10] and labels [N] of a split, in its stored order."""
         model.eval()
         images, labels = self.splits[split]
-        probs = [model(self.as_input(images[i:i + EVAL_BATCH], self.input_scale)).softmax(-1)
-                 for i in range(0, len(labels), EVAL_BATCH)]
+        probs = [model(self.as_input(images[i:i + self.eval_batch], self.input_scale)).softmax(-1)
+                 for i in range(0, len(labels), self.eval_batch)]
         return torch.cat(probs), labels
 
     @torch.no_grad()
@@ -93,8 +94,8 @@ class MnistTask:
         images, labels = self.splits[split]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        for start in range(0, len(labels), EVAL_BATCH):
-            chunk = slice(start, start + EVAL_BATCH)
+        for start in range(0, len(labels), self.eval_batch):
+            chunk = slice(start, start + self.eval_batch)
             batch = Batch(self.as_input(images[chunk], self.input_scale), labels[chunk])
             logits = model(batch.x)
             loss_sum += self.loss(loss_name, logits, batch)[0]

@@ -40,6 +40,7 @@ from typing import Any
 
 from ..catalog import ARCHITECTURES, PRESETS, TASKS
 from ..config import ConfigError, TrainConfig
+from ..registry import load_builtin_plugins
 from .study_checks import LAYER_KEYS, Failer, StudyFileError, check_layer, table_at
 
 
@@ -142,6 +143,17 @@ def load_study(path: str | Path, arch: str, preset: str = "quick") -> StudySpec:
     return specs[(arch, preset)]
 
 
+def _names_in(data: dict) -> set[str]:
+    """The task and architecture names a study file uses (whatever their shape; the checks come later)."""
+    def keys(table) -> set[str]:
+        return set(table) if isinstance(table, dict) else set()
+
+    presets = data.get("presets")
+    names = keys(data.get("arch")) | {name for p in (presets.values() if isinstance(presets, dict) else ())
+                                       if isinstance(p, dict) for name in keys(p.get("arch"))}
+    return names | ({data["task"]} if isinstance(data.get("task"), str) else set())
+
+
 def parse_study_file(path: str | Path) -> dict[tuple[str, str], StudySpec]:
     """Every (arch, preset) spec of a study file, or one StudyFileError line."""
     path = Path(path)
@@ -156,6 +168,8 @@ def parse_study_file(path: str | Path) -> dict[tuple[str, str], StudySpec]:
         reason, at = re.match(r"(.*?)(?: \(at line (\d+), column (\d+)\))?$", str(error)).group(1, 2)
         raise StudyFileError(f"{path}:{at or 1}: invalid TOML: {reason}") from None
     fail = Failer(path, text)
+    if not _names_in(data) <= set(ARCHITECTURES) | set(TASKS):
+        load_builtin_plugins()  # the cells and tasks rnnbench ships as plugins (torch): only when a file names one
 
     allowed_top = LAYER_KEYS | {"task", "description", "arch", "presets"}
     for key in data:
