@@ -250,7 +250,8 @@ def test_checkpoints_record_the_readout_and_the_input_normalisation(tmp_path, mn
 # --- the cell contract, over every registered cell (rnnbench's own plugins included) and the example ---
 
 registry.load_builtin_plugins()
-CONTRACT_CELLS = ["mycell", "bimycell", *registry.list_cells()]
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "janet.py"  # the file researchers copy
+CONTRACT_CELLS = ["mycell", "bimycell", "janet", "bijanet", *registry.list_cells()]
 
 
 @pytest.fixture
@@ -258,6 +259,8 @@ def cell(request, tmp_path) -> str:
     name = request.param
     if name in ("mycell", "bimycell"):
         plugins.load_plugin(str(write_plugin(tmp_path, cell_source(name, bidirectional=name == "bimycell"))))
+    elif name not in registry.CELLS:
+        plugins.load_plugin(str(EXAMPLE))
     return name
 
 
