@@ -301,3 +301,28 @@ def test_every_registered_cell_learns_on_every_builtin_task(cell, task, mnist_da
     config = tiny_config(task, cell, epochs=1, **({"train_size": 200} if task == "mnist" else {}))
     result = fit(config, quiet=True, task_data=mnist_data if task == "mnist" else None)
     assert result.test["acc"] > 0 and all(torch.isfinite(torch.tensor(result.train_losses)))
+
+
+def test_a_plugin_cells_mnist_run_registers_and_predicts_with_its_plugin(tmp_path, mnist_data, capsys):
+    from PIL import Image
+
+    from benchmark.champion import register_champion
+    from benchmark.tracking import tracked_run
+
+    path = write_plugin(tmp_path, cell_source())
+    plugins.load_plugin(str(path))
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    config = tiny_config("mnist", "mycell", epochs=1)
+    with tracked_run(config, tracking_uri=uri) as tracker:
+        fit(config, tracker=tracker, quiet=True, task_data=mnist_data)
+    info = register_champion(tracker.run_id, uri)
+    assert info["name"] == "mnist-mycell"
+    image = tmp_path / "3_digit.png"
+    Image.fromarray(mnist_data["test_images"][0].numpy()).save(image)
+    assert cli.main(["--plugin", str(path), "predict", "--model", "mnist-mycell@champion", "--tracking-uri", uri,
+                     str(image)]) == 0
+    assert "3_digit.png" in capsys.readouterr().out
+    forget_plugins()  # the same checkpoint without its plugin: one line naming it
+    assert cli.main(["predict", "--model", "mnist-mycell@champion", "--tracking-uri", uri, str(image)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs the plugin cell 'mycell'" in err and "--plugin" in err
