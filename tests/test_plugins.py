@@ -326,3 +326,17 @@ def test_a_plugin_cells_mnist_run_registers_and_predicts_with_its_plugin(tmp_pat
     assert cli.main(["predict", "--model", "mnist-mycell@champion", "--tracking-uri", uri, str(image)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs the plugin cell 'mycell'" in err and "--plugin" in err
+
+
+def test_tune_workers_load_the_launchers_plugins(tmp_path, tracking_uri, capsys):
+    """Worker processes import nothing from the launcher: they get the plugin through $RNNBENCH_PLUGINS."""
+    path = write_plugin(tmp_path, cell_source())
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY.format(pruner="none", epochs=1, train_size=60))
+    code = cli.main(["--plugin", str(path), "tune", str(study), "--arch", "mycell", "--trials", "2", "--workers", "2",
+                     "--tracking-uri", tracking_uri, "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    trials = runs(tracking_uri, "trial")
+    assert len(trials) == 2 and {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags["arch"] for r in trials} == {"mycell"}
+    assert {r.data.tags[Tag.PLUGINS] for r in trials} == {f"{path}@{registry.file_sha256(path)}"}
