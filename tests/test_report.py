@@ -384,3 +384,15 @@ def test_a_report_folder_that_cannot_be_written_is_one_line_exit_2(store, tmp_pa
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "cannot write the report to reports: reports is not a folder; pass --out" in err
+
+
+def test_plugin_architectures_follow_the_builtins_in_the_order_the_store_first_saw_them():
+    from types import SimpleNamespace
+
+    from benchmark.report.select import reported_archs
+
+    def run(arch, start):
+        return SimpleNamespace(arch=arch, task="addition", suite="train", start_time=start)
+
+    snap = SimpleNamespace(runs=[run("zcell", 1), run("lstm", 9), run("acell", 5), run("rnn", 7), run("zcell", 8)])
+    assert reported_archs(snap, "addition") == ["rnn", "lstm", "zcell", "acell"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from ..catalog import arch_order_key
+from ..catalog import BUILTIN_ARCHITECTURES
 from ..schema import Metric, Role, RunStatus, Suite, Tag, TrialState, rank_key
 from ..stats import mean_std
 from .snapshot import RunRecord, Snapshot
@@ -61,9 +61,15 @@ def best_mnist(runs: Iterable[RunRecord]) -> RunRecord | None:
 
 
 def reported_archs(snap: Snapshot, task: str) -> list[str]:
-    """The architectures with runs of ``task`` (the notebook's reproductions aside), in catalogue order."""
-    present = {r.arch for r in snap.runs if r.task == task and r.suite != Suite.REPRODUCE}
-    return sorted(present - {""}, key=arch_order_key)
+    """The architectures with runs of ``task`` (the notebook's reproductions aside): the built-ins in catalogue
+    order, then the others (plugin cells) in the order the store first saw them, which needs no plugin code."""
+    present = {r.arch for r in snap.runs if r.task == task and r.suite != Suite.REPRODUCE} - {""}
+    first_seen: dict[str, int] = {}
+    for run in snap.runs:
+        if run.arch in present:
+            first_seen[run.arch] = min(first_seen.get(run.arch, run.start_time), run.start_time)
+    builtin = [a for a in BUILTIN_ARCHITECTURES if a in present]
+    return builtin + sorted(present - set(builtin), key=lambda arch: (first_seen[arch], arch))
 
 
 def reported_tasks(snap: Snapshot) -> list[str]:
