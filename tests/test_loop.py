@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from benchmark.catalog import BUILTIN_ARCHITECTURES
 from benchmark.config import ConfigError, TrainConfig
-from benchmark.models import ARCHITECTURES, READOUTS, RecurrentModel
+from benchmark.models import READOUTS, RecurrentModel
 
 LENGTHS = torch.tensor([7, 3, 1, 5, 7, 2])  # right padding; unsorted, as packing allows
 
@@ -28,7 +29,7 @@ def _outputs_and_grads(model, x, lengths, readout):
     return out.detach(), grads, x.grad
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(BUILTIN_ARCHITECTURES))
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 @pytest.mark.parametrize("readout", READOUTS)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from benchmark.catalog import LOSSES
-from benchmark.models import ARCHITECTURES, RecurrentModel, build_model
+from benchmark.catalog import BUILTIN_ARCHITECTURES, LOSSES
+from benchmark.models import RecurrentModel, build_model
 from benchmark.tasks import TASKS, build_task
 
 
@@ -18,7 +18,7 @@ def tasks(mnist_data):
 
 
 @pytest.mark.parametrize("task_name", list(TASKS))
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(BUILTIN_ARCHITECTURES))
 @pytest.mark.parametrize("loss", LOSSES)
 def test_shapes_gradients_and_learning(tasks, task_name, arch, loss):
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def test_shapes_gradients_and_learning(tasks, task_name, arch, loss):
     assert losses[-1] < 0.8 * losses[0], f"loss did not decrease: {losses[0]:.4f} -> {losses[-1]:.4f}"
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(BUILTIN_ARCHITECTURES))
 def test_any_batch_size_and_length(arch):
     model = RecurrentModel(arch, 28, 8, 10, num_layers=2).eval()
     for batch, steps in [(1, 1), (3, 28), (7, 100)]:

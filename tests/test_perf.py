@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.models import ARCHITECTURES
+from benchmark.catalog import BUILTIN_ARCHITECTURES
 from benchmark.perf.machine import cpu_info, theoretical_peak, train_flops_per_sample
 from benchmark.perf.notebook_loops import NotebookModel
 
@@ -36,7 +36,7 @@ def test_quick_run_prints_every_section_and_writes_the_file(tmp_path):
         tables = text.split("## ")
         for section in ("Training step", "MNIST training", "Evaluation"):
             table = next(part for part in tables if part.startswith(section))
-            for arch in ARCHITECTURES:
+            for arch in BUILTIN_ARCHITECTURES:
                 assert f"| {arch} |" in table, f"{section} lacks a row for {arch}"
     assert f"torch {torch.__version__}" in written and "1 threads" in written
 
@@ -60,6 +60,6 @@ def test_flops_and_peak_arithmetic():
     assert "name" in cpu_info()
 
 
-@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(BUILTIN_ARCHITECTURES))
 def test_notebook_models_take_the_notebooks_input(arch):
     assert NotebookModel(arch, 8)(torch.rand(5, 28, 28)).shape == (5, 10)
