@@ -55,10 +55,19 @@ def cmd_perf(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown arch {', '.join(unknown)}; valid: {', '.join(ARCHITECTURES)}")
     run(quick=args.quick, threads=args.threads, out=args.out, data_dir=args.data_dir, hidden=args.hidden_size,
         batch=args.batch_size, batches=args.batches, repeats=args.repeats,
-        archs=tuple(args.arch or ARCHITECTURES), quiet=args.quiet)
+        archs=tuple(args.arch or default_archs()), quiet=args.quiet)
     if not args.quiet:
         print(f"written to {args.out}", file=sys.stderr)
     return 0
+
+
+def default_archs() -> list[str]:
+    """What perf measures without --arch: the built-ins and the cells of the plugins the user named (the cells
+    rnnbench ships as plugins only when named, so that a default run stays comparable with earlier ones)."""
+    from .catalog import BUILTIN_ARCHITECTURES
+    from .plugins import LOADED
+
+    return [*BUILTIN_ARCHITECTURES, *(cell for plugin in LOADED.values() for cell in plugin.cells)]
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
