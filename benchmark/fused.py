@@ -2,19 +2,25 @@
 
 Example: rnnbench train --task mnist --arch gru --impl fused
 
-The extension is compiled by ``torch.utils.cpp_extension`` the first time a process asks for it (about a
-minute on 2 cores) and cached under ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so
-later processes load it in well under a second. Without a C++ compiler, or when the build fails,
-``available()`` is False with the reason, ``--impl auto`` falls back to ATen, and an explicit
-``--impl fused`` is refused with that reason.
+The extension is compiled by ``torch.utils.cpp_extension`` the first time it is needed (about a minute on 2
+cores), and the built library is kept in ``$RNNBENCH_CACHE/fused`` (default ``~/.cache/rnnbench/fused``) under a
+name made of the source's sha256, the compiler flags, torch's version and Python's ABI. Later processes import that
+file directly, without ninja: a checkout elsewhere, another ninja on PATH, or another virtualenv with the same torch
+shares one build. ``train`` builds it before the first epoch's clock starts (``prepare``). Without a C++ compiler,
+or when the build fails, ``available()`` is False with the reason, ``--impl auto`` falls back to ATen, and an
+explicit ``--impl fused`` is refused with that reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import os
+import platform
 import shutil
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -32,6 +38,58 @@ def _has_avx2() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
+def _flags() -> list[str]:
+    # -fopenmp: at::parallel_for is inline OpenMP; without it each step's gate loop runs on one thread.
+    return ["-O3", "-fopenmp", *(["-mavx2", "-mfma"] if _has_avx2() else [])]
+
+
+def build_key(source: bytes | None = None, flags: list[str] | None = None) -> str:
+    """What a build depends on: the source's bytes, the flags, torch's version and the Python ABI; not the
+    checkout's path, the ninja that runs the build, or the virtualenv."""
+    parts = [source if source is not None else SOURCE.read_bytes(),
+             " ".join(_flags() if flags is None else flags).encode(),
+             torch.__version__.encode(), sys.implementation.cache_tag.encode(), platform.machine().encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RNNBENCH_CACHE") or Path.home() / ".cache" / "rnnbench") / "fused"
+
+
+def cached_library(key: str | None = None) -> Path:
+    """Where the built library for this source, flags and torch lives (it may not exist yet)."""
+    key = key or build_key()
+    return cache_dir() / f"rnnbench_cells_{key}.so"
+
+
+def _import_library(path: Path):
+    name = path.stem  # the module name the build gave PyInit_<name>
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def _build(library: Path):
+    """Compile into a private build folder, then publish the library with one atomic rename."""
+    import logging
+
+    # Its import warns "No CUDA runtime is found" on every CPU-only machine; this build needs none.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import cpp_extension
+
+    library.parent.mkdir(parents=True, exist_ok=True)
+    print("rnnbench: building the fused C++ LSTM/GRU cells (once per source and torch version, about a minute)",
+          file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(dir=library.parent, prefix=".build-") as build_dir:
+        module = cpp_extension.load(name=library.stem, sources=[str(SOURCE)], build_directory=build_dir,
+                                    extra_cflags=_flags(), extra_ldflags=["-fopenmp"], verbose=False)
+        # The rename keeps the loaded file's inode: this process goes on using it, later ones import it.
+        os.replace(Path(build_dir) / f"{library.stem}.so", library)  # two builders both publish a whole file
+    return module
+
+
 def load():
     """The built extension module; raises RuntimeError (once per process, then cached) when it cannot be built."""
     with _lock:
@@ -39,26 +97,19 @@ def load():
             return _state["module"]
         if "error" in _state:
             raise RuntimeError(_state["error"])
+        library = cached_library()
+        try:
+            if library.exists():
+                _state["module"] = _import_library(library)
+                return _state["module"]
+        except ImportError:
+            pass  # a damaged file: build it again
         compiler = os.environ.get("CXX", "c++")  # what cpp_extension invokes
         if shutil.which(compiler) is None:
             _state["error"] = f"the fused C++ cells need a C++ compiler and there is none ({compiler!r} not on PATH)"
             raise RuntimeError(_state["error"])
         try:
-            import logging
-
-            # Its import warns "No CUDA runtime is found" on every CPU-only machine; this build needs none.
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-            from torch.utils import cpp_extension
-
-            # -fopenmp: at::parallel_for is inline OpenMP; without it each step's gate loop runs on one thread.
-            flags = ["-O3", "-fopenmp", *(["-mavx2", "-mfma"] if _has_avx2() else [])]
-            # The name carries the source, its path and the flags: an edited file or another CPU never loads a stale
-            # build, and two checkouts do not rebuild each other's (ninja rebuilds when the source path changes).
-            key = SOURCE.read_bytes() + str(SOURCE).encode() + " ".join(flags).encode()
-            name = f"rnnbench_cells_{hashlib.sha1(key).hexdigest()[:10]}"
-            _announce_build(cpp_extension, name)
-            _state["module"] = cpp_extension.load(name=name, sources=[str(SOURCE)],
-                                                  extra_cflags=flags, extra_ldflags=["-fopenmp"], verbose=False)
+            _state["module"] = _build(library)
         except Exception as error:  # no ninja, a failed build: say why in one line
             lines = str(error).strip().splitlines() or [type(error).__name__]
             # The compiler's own complaint, else ninja's, else the first line (a long command line).
@@ -67,17 +118,6 @@ def load():
             _state["error"] = f"the fused C++ cells could not be built ({type(error).__name__}: {first[:300]})"
             raise RuntimeError(_state["error"]) from None
         return _state["module"]
-
-
-def _announce_build(cpp_extension, name: str) -> None:
-    """A minute of silence inside the first trial deserves a line; a private torch helper tells whether it comes."""
-    try:
-        built = (Path(cpp_extension._get_build_directory(name, False)) / f"{name}.so").exists()
-    except Exception:  # the helper moved in another torch: no notice, the build itself is unaffected
-        return
-    if not built:
-        print("rnnbench: building the fused C++ LSTM/GRU cells (once per checkout and machine, about a minute)",
-              file=sys.stderr, flush=True)
 
 
 def available() -> bool:

@@ -120,6 +120,12 @@ class RecurrentModel(nn.Module):
         return "aten" if choice == "fused" and not fused.available() else choice
 
 
+def prepare_kernels(model: nn.Module, device: torch.device) -> str | None:
+    """Build now what the model's training forward would build on first use (the fused C++ cells), so that no
+    epoch's clock counts a compile; returns the impl training will run (None for a registered cell)."""
+    return model.resolved_impl(device, training=True) if isinstance(model, RecurrentModel) else None
+
+
 class CellModel(nn.Module):
     """A registered cell + dropout + a Linear head: on ``last`` (readout ``last``) or on ``outputs``
     (``per_step``); the same ``forward(x, lengths) -> logits`` as ``RecurrentModel``."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, prepare_kernels
 from .tasks import build_task
 
 FINITE_CHECK_EVERY = 50  # iterations between host syncs that catch a diverged loss early
@@ -98,6 +98,7 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
     seed_everything(config.seed)
     task = task or build_task(config, device, **(task_data or {}))
     model = build_model(config, task).to(device)
+    prepare_kernels(model, device)  # a first build of the fused cells takes a minute: not inside epoch 1
     optimizer = make_optimizer(config, model)
     steps_per_epoch = math.ceil(task.train_size / config.batch_size)
     schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)

@@ -160,11 +160,46 @@ def test_fused_takes_float32_only_and_auto_falls_back():
         explicit(x)
 
 
-def test_fused_without_a_compiler_says_so(monkeypatch):
+def test_fused_without_a_compiler_says_so(monkeypatch, tmp_path):
     from benchmark import fused
 
     monkeypatch.setattr(fused, "_state", {})
+    monkeypatch.setenv("RNNBENCH_CACHE", str(tmp_path))  # no cached build to fall back on
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     with pytest.raises(RuntimeError, match=r"need a C\+\+ compiler and there is none \('/nonexistent/c\+\+' not on"):
         fused.load()
     assert not fused.available() and "not on PATH" in fused.unavailable_reason()
+
+
+def test_the_build_key_follows_source_flags_and_torch_but_not_the_checkout(monkeypatch):
+    from benchmark import fused
+
+    key = fused.build_key(b"source", ["-O3"])
+    assert fused.build_key(b"source", ["-O3"]) == key  # nothing of the path or the process goes in
+    assert fused.build_key(b"source!", ["-O3"]) != key
+    assert fused.build_key(b"source", ["-O2"]) != key
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert fused.build_key(b"source", ["-O3"]) != key
+
+
+def test_another_ninja_and_no_compiler_still_load_the_one_cached_build(tmp_path):
+    """Two environments with different ninja versions share one build: the second never runs ninja."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmark import fused
+
+    fused.load()  # built (or found) under this session's cache
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "ninja-calls"
+    (fake_bin / "ninja").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\necho 1.11.1\n")
+    (fake_bin / "ninja").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "CXX": "no-such-compiler",
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "torch_extensions")}
+    probe = "from benchmark import fused; fused.load(); print(fused.cached_library())"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(fused.cached_library())
+    assert "building" not in done.stderr and not calls.exists()
