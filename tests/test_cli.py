@@ -45,3 +45,17 @@ def test_every_command_handler_returns_an_exit_code():
     for handler in handlers:
         last = handler.body[-1]
         assert isinstance(last, ast.Return | ast.Try), f"{handler.name} can end without returning an exit code"
+
+
+def test_studies_refuses_a_storage_that_does_not_exist_and_creates_nothing(capsys, tmp_path):
+    assert cli.main(["studies", "--storage", str(tmp_path / "missing.journal")]) == 2
+    err = capsys.readouterr().err
+    assert "no Optuna storage at" in err and "missing.journal" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_studies_before_the_first_study_says_so_and_creates_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.delenv("RNNBENCH_STORAGE", raising=False)
+    assert cli.main(["studies", "--tracking-uri", f"sqlite:///{tmp_path}/store/mlflow.db"]) == 0
+    assert "no studies yet" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
