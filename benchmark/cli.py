@@ -86,7 +86,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 # Commands that read the store or serve it: they never build a model, so they load plugins (which import torch)
 # only when --plugin names one.
-STORE_ONLY_COMMANDS = {"report", "ui", "studies", "server", "data"}
+STORE_ONLY_COMMANDS = {"report", "ui", "dashboard", "studies", "server", "data"}
 
 
 def arch_help() -> str:
@@ -174,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
     ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.set_defaults(handler=handlers.cmd_ui)
+
+    dashboard = add_command(commands, "dashboard", "start optuna-dashboard over the studies' Optuna storage",
+                            "Start optuna-dashboard over the Optuna storage the studies use, on this machine only. "
+                            "Needs the optional extra: pip install -e \".[dashboard]\".")
+    dashboard.add_argument("--storage", help="Optuna storage URL or .journal path (default: $RNNBENCH_STORAGE, else "
+                           "mlruns/optuna.journal)")
+    dashboard.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.set_defaults(handler=handlers.cmd_dashboard)
     add_tuning_commands(commands)
 
     report = add_command(commands, "report", "write reports/report.md and figures from the tracking store")

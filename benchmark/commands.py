@@ -145,6 +145,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return ui(args.tracking_uri, args.host, args.port)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import dashboard
+
+    _warn_password_on_argv(args)
+    return dashboard(args.storage, args.tracking_uri, args.host, args.port)
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
 
     from .tuning import STORAGE_ENV, format_value, load_study, run_study, run_worker

@@ -135,3 +135,19 @@ def test_studies_before_the_first_study_says_so_and_creates_nothing(capsys, tmp_
     assert cli.main(["studies", "--tracking-uri", f"sqlite:///{tmp_path}/store/mlflow.db"]) == 0
     assert "no studies yet" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dashboard_without_its_extra_says_how_to_install_it(capsys, monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if not installed
+    assert cli.main(["dashboard", "--storage", str(tmp_path / "s.journal")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[dashboard]"' in err and len(err.strip().splitlines()) == 1
+
+
+def test_dashboard_serves_this_machine_only(capsys, tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    assert cli.main(["dashboard", "--host", "0.0.0.0", "--storage", str(tmp_path / "s.journal")]) == 2
+    assert "no authentication" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
