@@ -1,9 +1,11 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete's global completion looks for this marker)
 """The ``rnnbench`` command line: its subcommands and options; ``benchmark.commands`` holds what each one does.
 
 Example: rnnbench train --task addition --arch lstm --hidden-size 10 --lr 0.01 --json
 
 Plugins (``--plugin``, before the subcommand) are loaded before the parser is built, so that ``--arch`` and
-``--task`` list what they registered.
+``--task`` list (and complete) what they registered. Shell completion is argcomplete's:
+``eval "$(register-python-argcomplete rnnbench)"``; the parser answers it only when the shell asks.
 """
 
 from __future__ import annotations
@@ -11,33 +13,45 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
 import typing
 
+from . import catalog, plugins
 from . import commands as handlers
-from . import plugins
 from .catalog import ARCHITECTURES, PRESETS, TASKS
 from .commands import NOT_FLAGS
 from .config import ConfigError, TrainConfig
 
 _HELP = {
     "hidden_size": "hidden units per direction and layer",
-    "loss": "ce or mse",
+    "num_layers": "stacked recurrent layers",
+    "dropout": "dropout rate before the head, and between stacked layers",
+    "loss": "training loss",
     "lr": "learning rate (peak rate for --schedule onecycle)",
-    "schedule": "constant, cosine or onecycle",
-    "optimizer": "adam or adamw",
+    "epochs": "passes over the training set",
+    "batch_size": "examples per optimisation step",
+    "seed": "seed of the initial weights, the data order and addition's generated strings",
+    "optimizer": "optimiser",
+    "weight_decay": "weight decay (L2 for adam, decoupled for adamw)",
+    "schedule": "learning-rate schedule",
     "clip_grad": "max gradient norm; 0 disables",
     "early_stop": "stop after N epochs without validation improvement; 0 disables",
     "train_size": "training examples (mnist: subset of the 50k; addition: strings); 0 = default",
-    "train_lengths": "addition: train only on these lengths (e.g. 3)",
+    "train_lengths": "addition: train only on these lengths, e.g. 3 (default: all of 1..max-train-length)",
+    "max_train_length": "addition: train on lengths 1..N",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
-    "device": "auto, cpu or cuda",
+    "input_scale": "mnist pixels: standard (mean/std) or unit ([0, 1], the notebook's ToTensor)",
+    "device": "where to train",
     "impl": "recurrent kernel: native (nn.LSTM etc.), aten (the same with oneDNN off), loop (explicit cell loop, "
             "same weights), fused (that loop with C++ LSTM/GRU steps, built on first use) or auto",
     "threads": "torch threads; 0 = torch's default",
 }
+# TrainConfig fields whose values are catalogue names: their help lists them and the shell completes them.
+_CHOICES = {"loss": "LOSSES", "optimizer": "OPTIMIZERS", "schedule": "SCHEDULES", "device": "DEVICES",
+            "input_scale": "INPUT_SCALES", "impl": "IMPLS"}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -55,16 +69,24 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + spec.name.replace("_", "-")
         kind = hints[spec.name]
+        text = _HELP.get(spec.name, "")  # tests/test_cli.py fails a field without its help line
+        names = getattr(catalog, _CHOICES[spec.name]) if spec.name in _CHOICES else ()
+        if not all(name in text for name in names):
+            text = f"{text}: one of {', '.join(names)}"
         if typing.get_origin(kind) is tuple:
-            parser.add_argument(flag, type=int, nargs="+", default=None, help=_HELP.get(spec.name))
+            default = " ".join(map(str, spec.default))
+            action = parser.add_argument(flag, type=int, nargs="+", default=None, metavar="N",
+                                         help=f"{text} (default: {default})" if default else text)
         else:
-            parser.add_argument(flag, type=kind, default=None,
-                                help=f"{_HELP.get(spec.name, '')} (default: {spec.default})".strip())
+            action = parser.add_argument(flag, type=kind, default=None,
+                                         help=f"{text} (default: {spec.default})".strip())
+        if names:
+            action.completer = completer(names)
 
 
 # Commands that read the store or serve it: they never build a model, so they load plugins (which import torch)
 # only when --plugin names one.
-STORE_ONLY_COMMANDS = {"report", "ui", "studies", "server", "data"}
+STORE_ONLY_COMMANDS = {"report", "ui", "dashboard", "studies", "server", "data"}
 
 
 def arch_help() -> str:
@@ -73,6 +95,36 @@ def arch_help() -> str:
 
 def task_help() -> str:
     return f"one of: {', '.join(TASKS)}"
+
+
+def completer(names):
+    """An argcomplete completer offering ``names`` (as they are when the parser is built, plugins loaded)."""
+    offered = list(names)
+    return lambda **_: offered
+
+
+def names_flag(parser: argparse.ArgumentParser, flag: str, names, text: str, **options) -> argparse.Action:
+    """A flag whose values are catalogue names: validated by ``TrainConfig`` (one line naming the valid ones),
+    listed in its help and completed by the shell."""
+    action = parser.add_argument(flag, help=text, **options)
+    action.completer = completer(names)
+    return action
+
+
+def add_command(commands, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand: ``summary`` in ``rnnbench --help``, and ``description`` (default: the summary) atop its own."""
+    return commands.add_parser(name, help=summary, description=description or summary[0].upper() + summary[1:] + ".")
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rnnbench")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return f"{__version__} (not installed)"
 
 
 def global_plugins(argv: list[str]) -> tuple[list[str], str | None]:
@@ -94,11 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
                         help="a Python file or module that registers cells or tasks (repeatable; also "
                              f"${plugins.PLUGINS_ENV}, colon-separated, and entry points {plugins.ENTRY_POINT_GROUP})")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the installed version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser, metavar="COMMAND",
+                                     help="what to do; rnnbench COMMAND --help lists its options")
 
-    train = commands.add_parser("train", help="train one architecture on one task as a tracked run")
-    train.add_argument("--task", required=True, help=task_help())
-    train.add_argument("--arch", required=True, help=arch_help())
+    train = add_command(commands, "train", "train one architecture on one task as a tracked run")
+    names_flag(train, "--task", TASKS, task_help(), required=True)
+    names_flag(train, "--arch", ARCHITECTURES, arch_help(), required=True)
     add_config_flags(train)
     train.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
     train.add_argument("--experiment", help="MLflow experiment (default: the task name)")
@@ -107,20 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(handler=handlers.cmd_train)
 
-    data = commands.add_parser("data", help="manage datasets")
-    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
-    fetch = data_commands.add_parser("fetch", help="get MNIST onto disk and verify its md5s")
+    data = add_command(commands, "data", "manage datasets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser,
+                                        metavar="ACTION", help="what to do with the data")
+    fetch = add_command(data_commands, "fetch", "get MNIST onto disk and verify its md5s")
     fetch.add_argument("--data-dir", help="target folder (default: $RNNBENCH_DATA or ./data)")
     fetch.set_defaults(handler=handlers.cmd_data_fetch)
 
-    ui = commands.add_parser("ui", help="start the MLflow UI over the tracking store")
+    ui = add_command(commands, "ui", "start the MLflow UI over the tracking store")
     ui.add_argument("--tracking-uri", help="store to browse (default: sqlite store under ./mlruns)")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     ui.set_defaults(handler=handlers.cmd_ui)
+
+    dashboard = add_command(commands, "dashboard", "start optuna-dashboard over the studies' Optuna storage",
+                            "Start optuna-dashboard over the Optuna storage the studies use, on this machine only. "
+                            "Needs the optional extra: pip install -e \".[dashboard]\".")
+    dashboard.add_argument("--storage", help="Optuna storage URL or .journal path (default: $RNNBENCH_STORAGE, else "
+                           "mlruns/optuna.journal)")
+    dashboard.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.set_defaults(handler=handlers.cmd_dashboard)
     add_tuning_commands(commands)
 
-    report = commands.add_parser("report", help="write reports/report.md and figures from the tracking store")
+    report = add_command(commands, "report", "write reports/report.md and figures from the tracking store")
     report.add_argument("--tracking-uri", help="store to read (default: sqlite store under ./mlruns)")
     report.add_argument("--storage", help="Optuna storage: RDB URL or journal file (default: optuna.journal "
                                           "beside the tracking store, if present)")
@@ -131,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--quiet", action="store_true", help="no summary line")
     report.set_defaults(handler=handlers.cmd_report)
 
-    perf = commands.add_parser("perf", help="measure training/evaluation speed against the notebook's loops")
+    perf = add_command(commands, "perf", "measure training/evaluation speed against the notebook's loops")
     perf.add_argument("--quick", action="store_true", help="smoke run: a few iterations, synthetic MNIST if none")
     perf.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     perf.add_argument("--out", default="reports/performance.md", help="markdown file to write")
@@ -140,11 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--batch-size", type=int, help="MNIST batch size (default: 500)")
     perf.add_argument("--batches", type=int, help="timed batches per measurement (default: 10; --quick 2)")
     perf.add_argument("--repeats", type=int, help="interleaved rounds, best counts (default: 2; --quick 1)")
-    perf.add_argument("--arch", nargs="+", help=f"architectures to measure, {arch_help()} (default: all)")
+    names_flag(perf, "--arch", ARCHITECTURES, f"architectures to measure, {arch_help()} (default: the built-ins "
+               "and the cells of plugins named with --plugin)", nargs="+")
     perf.add_argument("--quiet", action="store_true", help="write the file only, print nothing")
     perf.set_defaults(handler=handlers.cmd_perf)
 
-    reproduce = commands.add_parser("reproduce", help="re-run the course notebook's experiments and compare")
+    reproduce = add_command(commands, "reproduce", "re-run the course notebook's experiments and compare")
     reproduce.add_argument("--only", nargs="+", metavar="NAME",
                            help="mnist, addition and/or experiment ids (default: all; see --list)")
     reproduce.add_argument("--epochs", type=int, help="override the notebook's 10 epochs (smoke checks only)")
@@ -157,21 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     reproduce.set_defaults(handler=handlers.cmd_reproduce)
 
-    predict = commands.add_parser("predict", help="classify digit images (PNG/JPEG) with a trained MNIST model")
+    predict = add_command(commands, "predict", "classify digit images (PNG/JPEG) with a trained MNIST model")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", dest="run_id", metavar="RUN_ID", help="an MNIST run's id")
     source.add_argument("--model", metavar="NAME[@ALIAS]", help="a registered model, e.g. mnist-lstm@champion")
-    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each")
     predict.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
     predict.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     predict.add_argument("--sheet", metavar="OUT.png",
                          help="write a contact sheet of the inputs as the model sees them")
     predict.set_defaults(handler=handlers.cmd_predict)
 
-    register = commands.add_parser("register", help="register a run's model as <task>-<arch>@champion")
-    register.add_argument("run_id", metavar="RUN_ID")
+    register = add_command(commands, "register", "register a run's model as <task>-<arch>@champion")
+    register.add_argument("run_id", metavar="RUN_ID", help="the MLflow run whose checkpoint is registered")
     register.add_argument("--name", help="registered model name (default: <task>-<arch>)")
-    register.add_argument("--alias", default="champion")
+    register.add_argument("--alias", default="champion", help="alias set on the new version (default: champion)")
     register.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store under ./mlruns)")
     register.set_defaults(handler=handlers.cmd_register)
     add_server_command(commands)
@@ -183,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_tuning_commands(commands) -> None:
 
-    tune = commands.add_parser("tune", help="tune one architecture with an Optuna study; each trial an MLflow run")
+    tune = add_command(commands, "tune", "tune one architecture with an Optuna study; each trial an MLflow run")
     tune.add_argument("study_file", metavar="STUDY.toml", help="study definition, e.g. studies/mnist.toml")
-    tune.add_argument("--arch", required=True, help=arch_help())
+    names_flag(tune, "--arch", ARCHITECTURES, arch_help(), required=True)
     tune.add_argument("--preset", default="quick", choices=PRESETS, help="budget preset (default: quick)")
     _add_session_flags(tune)
     tune.add_argument("--trials", type=int, help="finished trials the study should hold (default: the preset's)")
@@ -195,10 +262,11 @@ def add_tuning_commands(commands) -> None:
     tune.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     tune.set_defaults(handler=handlers.cmd_tune)
 
-    bench = commands.add_parser("bench", help="tune every architecture on both tasks at a preset budget")
-    bench.add_argument("--preset", required=True, choices=PRESETS)
-    bench.add_argument("--archs", nargs="+", help=f"architectures, {arch_help()} (default: the six built-ins)")
-    bench.add_argument("--tasks", nargs="+", help=f"tasks, {task_help()} (default: mnist addition)")
+    bench = add_command(commands, "bench", "tune every architecture on both tasks at a preset budget")
+    bench.add_argument("--preset", required=True, choices=PRESETS, help="budget preset of every study")
+    names_flag(bench, "--archs", ARCHITECTURES, f"architectures, {arch_help()} (default: the six built-ins)",
+               nargs="+")
+    names_flag(bench, "--tasks", TASKS, f"tasks, {task_help()} (default: mnist addition)", nargs="+")
     bench.add_argument("--studies-dir", help="folder with <task>.toml files (default: ./studies)")
     bench.add_argument("--out", default="reports", help="where the report is written (default: reports)")
     bench.add_argument("--seeds", type=int, help="fresh-seed confirmations of each study's best trial (default: "
@@ -206,9 +274,9 @@ def add_tuning_commands(commands) -> None:
     _add_session_flags(bench)
     bench.set_defaults(handler=handlers.cmd_bench)
 
-    confirm = commands.add_parser("confirm", help="retrain a study's best configuration with fresh seeds")
-    confirm.add_argument("--task", required=True, help=task_help())
-    confirm.add_argument("--arch", required=True, help=arch_help())
+    confirm = add_command(commands, "confirm", "retrain a study's best configuration with fresh seeds")
+    names_flag(confirm, "--task", TASKS, task_help(), required=True)
+    names_flag(confirm, "--arch", ARCHITECTURES, arch_help(), required=True)
     confirm.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default: 3)")
     confirm.add_argument("--preset", choices=PRESETS, help="which study when several exist (task-arch-preset)")
     confirm.add_argument("--study-name", help="the study, when not named task-arch-preset")
@@ -221,7 +289,7 @@ def add_tuning_commands(commands) -> None:
     _add_session_flags(confirm, workers=False)
     confirm.set_defaults(handler=handlers.cmd_confirm)
 
-    studies = commands.add_parser("studies", help="list the studies in the Optuna storage")
+    studies = add_command(commands, "studies", "list the studies in the Optuna storage")
     studies.add_argument("--storage", help="Optuna storage (default: $RNNBENCH_STORAGE, else mlruns/optuna.journal)")
     studies.add_argument("--tracking-uri", help="MLflow tracking URI whose folder holds the default storage")
     studies.set_defaults(handler=handlers.cmd_studies)
@@ -248,7 +316,7 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
 
 
 def add_server_command(commands) -> None:
-    server = commands.add_parser("server", help="MLflow tracking server with artifact proxying, for many workers")
+    server = add_command(commands, "server", "MLflow tracking server with artifact proxying, for many workers")
     server.add_argument("--backend-store-uri", help="runs database (default: $MLFLOW_BACKEND_STORE_URI, else "
                         "mlruns/mlflow.db); put passwords in $MLFLOW_BACKEND_STORE_URI, not on the command line")
     server.add_argument("--artifacts-destination",
@@ -258,7 +326,7 @@ def add_server_command(commands) -> None:
     server.add_argument("--auth", action="store_true", help="require a user name and password (MLflow's basic-auth "
                         "app); the admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD, workers send "
                         "$MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD")
-    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
     server.add_argument("--workers", type=int, help="server processes (default: MLflow's)")
     server.add_argument("--allowed-hosts", help="Host headers accepted besides localhost and private IPs, "
                         "e.g. mlflow.example.org")
@@ -283,15 +351,36 @@ def _sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def completion_words() -> list[str] | None:
+    """The words a shell asks argcomplete to complete (program name left out); None when it is not asking."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return None
+    line = os.environ.get("COMP_LINE", "")
+    return line[: int(os.environ.get("COMP_POINT", len(line)))].split()[1:]
+
+
+def complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request and exit; returns at once when the shell is not asking."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    try:
+        import argcomplete
+    except ImportError:  # completion registered from another environment: offer nothing, run nothing
+        sys.exit(1)
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    specs, command = global_plugins(argv)
+    words = completion_words()
+    specs, command = global_plugins(argv if words is None else words)  # completing: plugins of the line typed
     try:
         load_plugins_for(command, specs)  # before anything is parsed or written
     except ConfigError as error:
         print(f"rnnbench: error: {error}", file=sys.stderr)
         return 2
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     try:
         with _sigterm_as_interrupt():

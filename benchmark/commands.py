@@ -145,6 +145,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return ui(args.tracking_uri, args.host, args.port)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import dashboard
+
+    _warn_password_on_argv(args)
+    return dashboard(args.storage, args.tracking_uri, args.host, args.port)
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
 
     from .tuning import STORAGE_ENV, format_value, load_study, run_study, run_worker
@@ -205,9 +212,15 @@ def cmd_confirm(args: argparse.Namespace) -> int:
 
 def cmd_studies(args: argparse.Namespace) -> int:
     from .store import mask_url
-    from .tuning import format_value, list_studies, resolve_storage_url
+    from .tuning import STORAGE_ENV, format_value, list_studies, resolve_storage_url
+    from .tuning.storage import existing_storage
 
     storage = resolve_storage_url(args.storage, args.tracking_uri)
+    if args.storage or os.environ.get(STORAGE_ENV):
+        storage = existing_storage(storage, args.tracking_uri)  # a storage named but absent is a typo: refused
+    elif not os.path.exists(storage):  # the default journal, before the first study: nothing to list or create
+        print(f"no studies yet: {storage} does not exist (rnnbench tune creates it)")
+        return 0
     rows = list_studies(storage, args.tracking_uri)
     if not rows:
         print(f"no studies in {mask_url(storage)}")

@@ -1,4 +1,5 @@
-"""The UI and the tracking server run in a process group of their own, and SIGTERM stops all of it."""
+"""The MLflow UI, the tracking server and the Optuna dashboard run in a process group of their own, and
+SIGTERM stops all of it."""
 
 from __future__ import annotations
 
@@ -45,34 +46,73 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def wait_for(url: str, service: subprocess.Popen, seconds: float = 120) -> bytes:
+    """The body of ``url`` once ``service`` answers it with HTTP 200 (redirects followed)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                assert answer.status == 200
+                return answer.read()
+        except OSError:
+            assert service.poll() is None, service.stderr.read()
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.5)
+
+
+def stop_and_check_group(service: subprocess.Popen, url: str) -> None:
+    """SIGTERM to the ``rnnbench`` process: it exits 130 and no process of the server's own group is left."""
+    (leader,) = children_of(service.pid)
+    assert os.getpgid(leader) == leader  # its own group: a terminal's Ctrl-C goes to rnnbench alone
+    assert len(group_members(leader)) >= 1
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(timeout=30) == 130
+    deadline = time.monotonic() + 15
+    while group_members(leader) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert group_members(leader) == [], "a server process survived SIGTERM"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)
+
+
+def rnnbench(*argv: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    return subprocess.Popen([sys.executable, "-m", "benchmark", *argv], env=env, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.integration
 def test_sigterm_to_ui_stops_its_whole_process_group(tmp_path):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    ui = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port), "--tracking-uri",
-                           f"sqlite:///{tmp_path / 'mlflow.db'}"], env=env, stderr=subprocess.PIPE, text=True)
+    ui = rnnbench("ui", "--port", str(port), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                    assert answer.status == 200
-                break
-            except OSError:
-                assert ui.poll() is None, ui.stderr.read()
-                assert time.monotonic() < deadline, "the UI never answered"
-                time.sleep(0.5)
-        (leader,) = children_of(ui.pid)
-        assert os.getpgid(leader) == leader  # its own group: a terminal's Ctrl-C goes to rnnbench alone
-        assert len(group_members(leader)) >= 1
-        ui.send_signal(signal.SIGTERM)
-        assert ui.wait(timeout=30) == 130
-        deadline = time.monotonic() + 15
-        while group_members(leader) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert group_members(leader) == [], "a server process survived SIGTERM"
-        with pytest.raises(OSError):
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+        wait_for(f"http://127.0.0.1:{port}/health", ui)
+        stop_and_check_group(ui, f"http://127.0.0.1:{port}/health")
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+@pytest.mark.integration
+def test_dashboard_lists_the_studies_of_a_journal_and_stops_with_its_group(tmp_path):
+    import json
+
+    pytest.importorskip("optuna_dashboard")
+    import optuna
+
+    from benchmark.tuning import open_storage
+
+    journal = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="addition-lstm-quick", direction="maximize",
+                                storage=open_storage(str(journal)))
+    study.optimize(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=2)
+    port = free_port()
+    dashboard = rnnbench("dashboard", "--port", str(port), "--storage", str(journal))
+    try:
+        assert b"<html" in wait_for(f"http://127.0.0.1:{port}/", dashboard).lower()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as answer:
+            listed = json.load(answer)["study_summaries"]
+        assert [s["study_name"] for s in listed] == ["addition-lstm-quick"]
+        stop_and_check_group(dashboard, f"http://127.0.0.1:{port}/api/studies")
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()

@@ -10,6 +10,7 @@ Example: RNNBENCH_STORAGE=postgresql+psycopg://bench:PW@db/optuna rnnbench tune 
   are noticed.
 - ``open_storage(url, create=False)`` is for readers (the report, listings): it opens an existing storage
   and creates no file, folder or table; an absent journal or SQLite file raises ``StorageNotFound``.
+  ``existing_storage`` is the commands' check: one line with the fix when a named storage is absent.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ class StorageNotFound(ConfigError):
 def resolve_storage_url(storage: str | None = None, tracking_uri: str | None = None) -> str:
     """``--storage``, else ``$RNNBENCH_STORAGE``, else the journal file beside the tracking store."""
     return storage or os.environ.get(STORAGE_ENV) or str(default_journal(tracking_uri))
+
+
+def existing_storage(storage: str | None = None, tracking_uri: str | None = None) -> str:
+    """The resolved storage URL (a journal path made absolute), refused with the fix when nothing is there."""
+    url = resolve_storage_url(storage, tracking_uri)
+    try:
+        open_storage(url, tracking_uri, create=False)
+    except StorageNotFound:
+        raise ConfigError(f"no Optuna storage at {mask_url(url)}; pass --storage an existing journal file or "
+                          "URL, or create it with rnnbench tune") from None
+    return str(Path(url).resolve()) if is_journal(url) else url
 
 
 def is_journal(url: str) -> bool:
