@@ -78,6 +78,20 @@ class Tag:
     REPRODUCE_KEY = "reproduce_key"
 
 
+class ExperimentTag:
+    """Experiment tags. MLflow 3's UI reads the kind to choose between its model-training and GenAI views."""
+
+    KIND = "mlflow.experimentKind"
+    KIND_TRAINING = "custom_model_development"  # the UI's "machine learning" kind: runs, models, no traces
+
+
+class DatasetTag:
+    """Tags of a run's dataset input (``RunTracker.log_dataset``)."""
+
+    CONTEXT = "mlflow.data.context"  # MLflow's: the runs table shows it beside the dataset's name
+    ALL_SPLITS = "train/val/test"  # one input holds the three splits; their sizes are in its profile
+
+
 class Suite:
     """What made a run (tag ``suite``)."""
 

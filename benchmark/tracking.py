@@ -20,7 +20,7 @@ from pathlib import Path
 from . import __version__
 from .config import TrainConfig
 from .plugins import LOADED
-from .schema import Artifact, Metric, Role, RunStatus, Suite, Tag
+from .schema import Artifact, DatasetTag, Metric, Role, RunStatus, Suite, Tag
 from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment
 
 
@@ -96,6 +96,18 @@ class RunTracker:
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_dataset(self, info: dict) -> None:
+        """The task's data as the run's dataset input (metadata only: name, digest, source, profile)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=info["name"], digest=info["digest"], source_type="code",
+                          source=json.dumps({"tags": {"mlflow.source.name": info["source"]}}),
+                          profile=json.dumps(info.get("profile", {})))
+        tags = [InputTag(DatasetTag.CONTEXT, DatasetTag.ALL_SPLITS)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         self._log([(key, value, step) for key, value in values.items()])
