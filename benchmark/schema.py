@@ -224,6 +224,7 @@ class StudyParam:
 
 CHECKPOINT_FORMAT = "rnnbench-checkpoint/2"  # /2 adds the input normalisation and the plugin record
 CHECKPOINT_FORMATS_READ = ("rnnbench-checkpoint/1", CHECKPOINT_FORMAT)
+PRUNED_RUN_SUFFIX = "-pruned"  # ends a pruned trial's run name: the runs table shows KILLED for both kinds of stop
 REPRODUCE_EXPERIMENT = "reproduce"
 CHAMPION_ALIAS = "champion"
 # Companion Optuna studies "<study>#registry#<study id>" hold the parent-run election and worker numbers.

@@ -56,7 +56,8 @@ class StudyResult:
 
 
 def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri: str | None, budget: int,
-               timeout: float, *, threads: int = 0, quiet: bool = False, fit_quiet: bool = True) -> int:
+               timeout: float, *, threads: int = 0, quiet: bool = False, fit_quiet: bool = True,
+               system_metrics: bool = False) -> int:
     """Run trials of an existing study until it holds ``budget`` counted trials; returns how many ran here.
 
     Any number of these may run at once, on any machines: the budget is shared exactly (holds_slot).
@@ -84,7 +85,8 @@ def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri:
 
         task_data = load_mnist()  # once per worker, not once per trial
     objective = Objective(spec, study_name, parent, resolve_tracking_uri(tracking_uri), threads=threads, quiet=quiet,
-                          fit_quiet=fit_quiet, task_data=task_data, client=client, budget=budget)
+                          fit_quiet=fit_quiet, task_data=task_data, client=client, budget=budget,
+                          system_metrics=system_metrics)
     ran = []
 
     def after_trial(study, trial) -> None:
@@ -125,7 +127,8 @@ def check_device(spec: StudySpec) -> None:
 
 
 def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | None = None,
-              tracking_uri: str | None = None, workers: int = 1, quiet: bool = False) -> StudyResult:
+              tracking_uri: str | None = None, workers: int = 1, quiet: bool = False,
+              system_metrics: bool = False) -> StudyResult:
     """One session of a study: create/resume it and its parent run, run what is left of the budget."""
     from optuna.trial import TrialState as OptunaState
 
@@ -156,9 +159,9 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     try:
         if (remaining or running) and workers == 1:  # running elsewhere: stay to take over their trials if lost
             run_worker(spec, name, storage_url, tracking_uri, spec.trials, spec.timeout, threads=0, quiet=quiet,
-                       fit_quiet=quiet)
+                       fit_quiet=quiet, system_metrics=system_metrics)
         elif remaining or running:
-            failures = _run_workers(spec, name, storage_url, tracking_uri, workers, quiet)
+            failures = _run_workers(spec, name, storage_url, tracking_uri, workers, quiet, system_metrics)
             if failures == INTERRUPTED:
                 raise KeyboardInterrupt
             if failures:
@@ -202,7 +205,8 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
                        best_run, time.perf_counter() - started, status)
 
 
-def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str, workers: int, quiet: bool):
+def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str, workers: int, quiet: bool,
+                 system_metrics: bool = False):
     """Worker processes sharing the study's budget, torch threads divided; returns the failures."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = spec.fixed_dict.get("threads") or max(1, cores // workers)
@@ -217,6 +221,8 @@ def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str
                    "--timeout", str(spec.timeout), "--threads", str(threads)]
         if quiet:
             command.append("--quiet")
+        if system_metrics:
+            command.append("--system-metrics")
         # Own session: a terminal Ctrl-C reaches the launcher only, which forwards exactly one SIGINT.
         processes.append(subprocess.Popen(command, env=env, start_new_session=True))
     try:
