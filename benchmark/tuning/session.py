@@ -9,7 +9,8 @@ Example: rnnbench tune studies/mnist.toml --arch lstm --preset quick --workers 2
 - ``--workers N`` starts N processes ``python -m benchmark tune ... --worker I`` sharing the budget; the
   storage and tracking URLs reach them through the environment, never argv. Workers whose budget is used
   up stay while other trials run, so that a lost trial's retry is picked up.
-- At the end the best trial's model is registered as ``<task>-<arch>@champion`` (``benchmark.champion``).
+- At the end the best trial's model is registered as a version of ``<task>-<arch>``; the alias ``champion``
+  moves to it only when it ranks above the current champion (``benchmark.champion``, ``schema.rank_key``).
 """
 
 from __future__ import annotations
@@ -196,7 +197,10 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     best_run = best.user_attrs.get(StudyAttr.RUN_ID) if best is not None else None
     if best_run:
         try:
-            register_champion(best_run, tracking_uri)
+            info = register_champion(best_run, tracking_uri, only_if_better=True)
+            if not info["moved"] and not quiet:
+                print(f"study {name}: its best (version {info['version']}) does not beat {info['name']}@"
+                      f"{info['alias']} (run {info['champion_run_id']}); the alias stays", flush=True)
         except Exception as problem:  # no checkpoint, a Model Registry error: the study itself still succeeded
             print(f"study {name}: best model not registered: {type(problem).__name__}: {problem}".splitlines()[0],
                   file=sys.stderr)
