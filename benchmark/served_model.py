@@ -14,10 +14,10 @@ It scores any batch size and sequence length: the signature's batch and step dim
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
+import numpy as np
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # the key of the checkpoint file among the pyfunc's artifacts
 PIXEL_TASKS = ("mnist",)  # tasks whose pyfunc input is raw 0..255 pixel rows
@@ -31,8 +31,7 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
 
         self.network, self.config = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import torch
 
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
@@ -51,7 +50,6 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
 
 def signature(config, input_size: int, output_size: int, readout: str):
     """Any batch size and sequence length (-1); the feature and class sizes are the network's."""
-    import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
@@ -80,7 +78,6 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
     returns its ModelInfo (``model_uri``, ``model_id``)."""
     import tempfile
 
-    import numpy as np
     import torch
     from mlflow.models import Model
 
@@ -91,11 +88,9 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
     features = 28 if config.task in PIXEL_TASKS else spec["input_size"]
     # Pinned by hand: MLflow's inference of requirements imports the model in a subprocess, seconds per call.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
-    with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri):
         code = Path(tmp) / "rnnbench_model.py"
         code.write_text(MODEL_CODE)
-        # It asks for type hints on predict; the explicit tensor signature says more than they could.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method")
         return Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=str(code),
                          artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
                          signature=signature(config, spec["input_size"], spec["output_size"], spec["readout"]),
