@@ -28,10 +28,17 @@ from dataclasses import dataclass
 from ..champion import register_champion
 from ..config import ConfigError
 from ..plugins import PLUGINS_ENV, environment_value
-from ..schema import COORDINATION_MARK, EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
+from ..schema import EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
 from ..tracking import RunTracker
-from .coordination import ensure_parent_run, next_step, register_worker, trial_counts, trials_left
+from .coordination import (
+    ensure_parent_run,
+    is_coordination_study,
+    next_step,
+    register_worker,
+    trial_counts,
+    trials_left,
+)
 from .objective import Objective, TrialFailed
 from .recovery import process_space, reconcile_runs, recover_lost_trials
 from .search import open_study
@@ -279,7 +286,7 @@ def list_studies(storage_url: str | None = None, tracking_uri: str | None = None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(resolve_storage_url(storage_url, tracking_uri), tracking_uri)
     rows = []
-    for name in sorted(n for n in optuna.get_all_study_names(storage) if COORDINATION_MARK not in n):
+    for name in sorted(n for n in optuna.get_all_study_names(storage) if not is_coordination_study(n)):
         study = optuna.load_study(study_name=name, storage=storage)
         best = best_trial(study)
         rows.append({"study": name, **trial_counts(study), "best_value": best.value if best else None,
