@@ -14,6 +14,8 @@ It scores any batch size and sequence length: the signature's batch and step dim
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -88,7 +90,7 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
     features = 28 if config.task in PIXEL_TASKS else spec["input_size"]
     # Pinned by hand: MLflow's inference of requirements imports the model in a subprocess, seconds per call.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
-    with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri):
+    with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), _quiet("mlflow.pyfunc"):
         code = Path(tmp) / "rnnbench_model.py"
         code.write_text(MODEL_CODE)
         return Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=str(code),
@@ -103,3 +105,15 @@ def using_tracking_uri(uri: str):
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     return _use_tracking_uri(uri)
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """MLflow announces at INFO that it checks the input example against the signature; registering says one line."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
