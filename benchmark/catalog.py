@@ -31,6 +31,9 @@ INPUT_SCALES: tuple[str, ...] = ("standard", "unit")
 # native: the nn module; aten: the same with oneDNN off (CPU); loop: an explicit cell loop over the same
 # weights; fused: that loop with C++ LSTM/GRU steps; auto: what benchmark.models picks for the device.
 IMPLS: tuple[str, ...] = ("auto", "native", "aten", "loop", "fused")
+# Addition's generalisation lengths, tested beyond max_train_length by train, every study and confirm alike, so
+# that ``test_bit_acc_by_len`` compares the same lengths across runs. The test is batched across lengths: ~1 s.
+ADDITION_EVAL_LENGTHS: tuple[int, ...] = (30, 50, 100, 200, 500, 1000)
 
 
 def arch_order_key(arch: str) -> tuple[int, str]:

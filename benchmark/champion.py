@@ -2,30 +2,37 @@
 
 Example: rnnbench predict --model mnist-lstm@champion digit.png
 
-A registered version's source is the run's ``checkpoint`` artifact folder: a
-state dict + the config that rebuilds the model (``benchmark.checkpoint``),
-which runs at any batch size and sequence length. We deliberately do not use
-``mlflow.pytorch.log_model``'s default ``pt2`` export, which freezes the shapes
-it was traced with (an RNN saved that way cannot score other string lengths).
+A registered version is an MLflow pyfunc model logged from its run (``benchmark.served_model``), so
+``mlflow.pyfunc.load_model("models:/mnist-lstm@champion")`` and ``mlflow models serve`` work; its one artifact
+is the run's checkpoint (state dict + config, ``benchmark.checkpoint.load_checkpoint``), which runs at any batch
+size and sequence length. We deliberately do not use ``mlflow.pytorch.log_model``'s default ``pt2`` export,
+which freezes the shapes it was traced with (an RNN saved that way cannot score other string lengths).
 
-``register_champion`` is idempotent: registering a run that already has a
-version reuses that version, and the alias always ends on the given run.
+``register_champion`` is idempotent: registering a run that already has a version reuses that version.
+The alias ends on the given run, unless ``only_if_better`` and the current champion ranks as high or higher
+(``schema.rank_key``): a tune session moves it only when its study's best beats the champion.
 Registries need a database-backed store (the default SQLite store is one).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import time
 
 from .config import ConfigError
 from .schema import (
     CHAMPION_ALIAS,
     CHECKPOINT_FORMAT,
+    PYFUNC_CHECKPOINT,
     Artifact,
     Metric,
+    ModelTag,
     ModelVersionTag,
     RunStatus,
     Tag,
+    rank_key,
     registered_model_name,
 )
 from .store import client_for
@@ -35,10 +42,11 @@ ALIAS_RETRIES = 3
 
 
 def register_champion(run_id: str, tracking_uri: str | None = None, name: str | None = None,
-                      alias: str = CHAMPION_ALIAS) -> dict:
-    """Register ``run_id``'s checkpoint as a version of ``name`` (default ``<task>-<arch>``) and point ``alias`` at it.
+                      alias: str = CHAMPION_ALIAS, *, only_if_better: bool = False) -> dict:
+    """Register ``run_id``'s model as a version of ``name`` (default ``<task>-<arch>``) and point ``alias`` at it
+    (with ``only_if_better``, only when it ranks above the alias's current run).
 
-    Returns {"name", "version", "alias", "run_id", "created"}.
+    Returns {"name", "version", "alias", "run_id", "created", "moved", "champion_run_id"}.
     """
     from mlflow.exceptions import MlflowException
 
@@ -56,24 +64,91 @@ def register_champion(run_id: str, tracking_uri: str | None = None, name: str | 
         raise ConfigError(f"run {run_id} has no {Artifact.CHECKPOINT} artifact to register")
     name = name or registered_model_name(task, arch)
     try:
-        client.create_registered_model(name, tags={Tag.TASK: task or "", Tag.ARCH: arch or ""},
-                                       description=f"Best {arch} on {task}; checkpoint = state dict + config "
-                                                   "(benchmark.checkpoint.load_checkpoint).")
+        client.create_registered_model(name, tags={ModelTag.TRAINED: f"{arch} on {task}"},
+                                       description=model_description(name, task, arch, alias))
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    # Versions registered before they were pyfunc models (their source: the checkpoint folder) are not reused.
+    existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+                if v.source.startswith("models:/")]
     created = not existing
-    if existing:
-        version = min(existing, key=lambda v: int(v.version))
-    else:
-        metrics = run.data.metrics
-        tags = {k: f"{metrics[k]:.6g}" for k in VERSION_METRICS if k in metrics}
-        tags.update({ModelVersionTag.FORMAT: CHECKPOINT_FORMAT, ModelVersionTag.CHECKPOINT: Artifact.CHECKPOINT})
-        version = client.create_model_version(name, source=f"{run.info.artifact_uri}/{Artifact.CHECKPOINT_FOLDER}",
-                                              run_id=run_id, tags=tags)
-    _set_alias(client, name, alias, version.version)
-    return {"name": name, "version": int(version.version), "alias": alias, "run_id": run_id, "created": created}
+    version = min(existing, key=lambda v: int(v.version)) if existing else _create_version(client, name, run)
+    current = _alias_run(client, name, alias)
+    moved = not (only_if_better and current is not None and current.info.run_id != run_id
+                 and not _ranks_above(run, current))
+    if moved:
+        _set_alias(client, name, alias, version.version)
+    return {"name": name, "version": int(version.version), "alias": alias, "run_id": run_id, "created": created,
+            "moved": moved, "champion_run_id": run_id if moved else current.info.run_id}
+
+
+def model_description(name: str, task: str | None, arch: str | None, alias: str = CHAMPION_ALIAS) -> str:
+    """The registered model's description (markdown in the UI): what it is and the two ways to load it."""
+    what = f"The best {arch} on {task}" if task and arch else "A model"
+    return (f"{what} benchmarked by rnnbench, ranked by validation accuracy.\n\n"
+            f"- As an MLflow model, at any batch size and sequence length: "
+            f"`mlflow.pyfunc.load_model(\"models:/{name}@{alias}\")`, or `mlflow models serve`.\n"
+            f"- The network itself: `benchmark.checkpoint.load_checkpoint` on the version's "
+            f"`{PYFUNC_CHECKPOINT}`, or `rnnbench predict --model {name}@{alias}` (MNIST).")
+
+
+def _create_version(client, name: str, run):
+    """Log the run's checkpoint as a pyfunc model of the run, then register it, linked to the run."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow.artifacts
+
+    from .served_model import log_pyfunc, using_tracking_uri
+
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=Artifact.CHECKPOINT, dst_path=tmp,
+                                                    tracking_uri=client.tracking_uri)
+        info = log_pyfunc(run_id, Path(local), client.tracking_uri)
+    metrics = run.data.metrics
+    tags = {k: f"{metrics[k]:.6g}" for k in VERSION_METRICS if k in metrics}
+    tags.update({ModelVersionTag.FORMAT: CHECKPOINT_FORMAT, ModelVersionTag.CHECKPOINT: PYFUNC_CHECKPOINT})
+    with using_tracking_uri(client.tracking_uri):
+        return client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
+                                           model_id=info.model_id,
+                                           run_link=f"#/experiments/{run.info.experiment_id}/runs/{run_id}")
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """MLflow draws a download bar per artifact; registering is one line of output."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as PROGRESS
+
+    before = os.environ.get(PROGRESS.name)
+    os.environ[PROGRESS.name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS.name, None)
+        else:
+            os.environ[PROGRESS.name] = before
+
+
+def _alias_run(client, name: str, alias: str):
+    """The run the alias points at now, or None (no alias yet, or its run is gone)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(client.get_model_version_by_alias(name, alias).run_id)
+    except MlflowException:
+        return None
+
+
+def _ranks_above(run, other) -> bool:
+    """Strictly better in ``schema.rank_key``'s order (validation accuracy, then loss); a tie keeps the champion."""
+    def key(r):
+        metrics = r.data.metrics
+        return rank_key(metrics.get(Metric.BEST_VAL_ACC, -math.inf), metrics.get(Metric.BEST_VAL_LOSS))
+
+    return key(run) < key(other)
 
 
 def _set_alias(client, name: str, alias: str, version) -> None:

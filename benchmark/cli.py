@@ -54,6 +54,9 @@ _CHOICES = {"loss": "LOSSES", "optimizer": "OPTIMIZERS", "schedule": "SCHEDULES"
             "input_scale": "INPUT_SCALES", "impl": "IMPLS"}
 
 
+SYSTEM_METRICS_HELP = "log MLflow's system metrics (CPU, memory, GPU; needs psutil: the system-metrics extra)"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Usage errors as one line naming the problem, exit code 2."""
 
@@ -160,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
     train.add_argument("--json", action="store_true", help="print one JSON object with the results on stdout")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.add_argument("--system-metrics", action="store_true", help=SYSTEM_METRICS_HELP)
     train.set_defaults(handler=handlers.cmd_train)
 
     data = add_command(commands, "data", "manage datasets")
@@ -258,6 +262,7 @@ def add_tuning_commands(commands) -> None:
     tune.add_argument("--trials", type=int, help="finished trials the study should hold (default: the preset's)")
     tune.add_argument("--timeout", type=float, help="stop starting trials after S seconds (default: the preset's)")
     tune.add_argument("--study-name", help="default: <task>-<arch>-<preset>; the same name resumes the study")
+    tune.add_argument("--system-metrics", action="store_true", help=SYSTEM_METRICS_HELP + " on every trial's run")
     tune.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # internal: one worker of --workers N
     tune.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     tune.set_defaults(handler=handlers.cmd_tune)

@@ -107,13 +107,16 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .tracking import tracked_run
+    from .tracking import check_system_metrics, tracked_run
     from .train import fit, resolve_device
 
     config = config_from_args(args)  # validated before anything touches the store
     resolve_device(config.device)
+    if args.system_metrics:
+        check_system_metrics()
     task_data = {"data_dir": args.data_dir} if args.task == "mnist" and args.data_dir else None
-    with tracked_run(config, tracking_uri=args.tracking_uri, experiment=args.experiment) as tracker:
+    with tracked_run(config, tracking_uri=args.tracking_uri, experiment=args.experiment,
+                     system_metrics=args.system_metrics) as tracker:
         result = fit(config, tracker=tracker, quiet=args.quiet or args.json, task_data=task_data)
     summary = {"run_id": tracker.run_id, "task": config.task, "arch": config.arch,
                "test_acc": result.test["acc"], "val_acc": result.val["acc"], "best_epoch": result.best_epoch}
@@ -158,15 +161,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     spec = load_study(args.study_file, args.arch, args.preset).with_budget(args.trials, args.timeout)
     _warn_password_on_argv(args)
+    if args.system_metrics:
+        from .tracking import check_system_metrics
+
+        check_system_metrics()
     if args.worker is not None:
         # The launcher stops its workers with SIGINT. A launcher started in the background by a script
         # (`cmd &`, nohup) passes on an ignored SIGINT, and Python then never raises KeyboardInterrupt.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         run_worker(spec, args.study_name, os.environ[STORAGE_ENV], args.tracking_uri, spec.trials,
-                   spec.timeout, threads=args.threads, quiet=args.quiet)
+                   spec.timeout, threads=args.threads, quiet=args.quiet, system_metrics=args.system_metrics)
         return 0
     result = run_study(spec, study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
-                       workers=args.workers, quiet=args.quiet)
+                       workers=args.workers, quiet=args.quiet, system_metrics=args.system_metrics)
     counts = " ".join(f"{k.lower()} {v}" for k, v in sorted(result.counts.items()))
     print(f"study {result.study_name}: best val_acc {format_value(result.best_value)}% "
           f"(test {format_value(result.best_test_acc)}%) run {result.best_run_id}; {counts}; "

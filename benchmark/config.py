@@ -12,7 +12,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import ARCHITECTURES, DEVICES, IMPLS, INPUT_SCALES, LOSSES, OPTIMIZERS, SCHEDULES, TASKS
+from .catalog import (
+    ADDITION_EVAL_LENGTHS,
+    ARCHITECTURES,
+    DEVICES,
+    IMPLS,
+    INPUT_SCALES,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TASKS,
+)
 
 
 class ConfigError(ValueError):
@@ -46,7 +56,7 @@ class TrainConfig:
     train_size: int = 0  # 0 = the task's whole training set (mnist) or its default (addition)
     train_lengths: tuple[int, ...] = ()  # addition: lengths to train on; () = 1..20
     max_train_length: int = 20
-    eval_lengths: tuple[int, ...] = (30, 50, 100)  # addition: generalisation lengths tested
+    eval_lengths: tuple[int, ...] = ADDITION_EVAL_LENGTHS  # addition: generalisation lengths tested
     input_scale: str = "standard"  # mnist: "standard" (mean/std) or "unit" ([0, 1], the notebook's ToTensor)
     impl: str = "auto"
     device: str = "auto"

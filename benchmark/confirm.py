@@ -25,11 +25,11 @@ import sys
 from dataclasses import dataclass
 
 from .config import ConfigError, TrainConfig
-from .schema import COORDINATION_MARK, Metric, Role, RunStatus, StudyAttr, Suite, Tag
+from .schema import Metric, Role, RunStatus, StudyAttr, Suite, Tag
 from .stats import mean_std
 from .store import client_for, mask_url, resolve_tracking_uri, search_runs
 from .tracking import RunTracker
-from .tuning import best_trial, open_storage, resolve_storage_url
+from .tuning import best_trial, is_coordination_study, open_storage, resolve_storage_url
 
 CONFIRM_SEED_BASE = 1000
 SKIPPED = "SKIPPED"  # a ConfirmRun status: the seed had finished in an earlier session
@@ -53,7 +53,7 @@ def find_study(storage, task: str, arch: str, preset: str | None = None, study_n
     """The study to confirm: ``study_name``, else ``<task>-<arch>-<preset>``, else the only ``<task>-<arch>-*``."""
     import optuna
 
-    names = [n for n in optuna.get_all_study_names(storage) if COORDINATION_MARK not in n]
+    names = [n for n in optuna.get_all_study_names(storage) if not is_coordination_study(n)]
     if study_name:
         if study_name not in names:
             raise ConfigError(f"no study {study_name!r} in the storage; it has: {', '.join(sorted(names)) or 'none'}")

@@ -30,7 +30,8 @@ below; artifacts ``checkpoint/model.pt``, ``curves/learning_curve.png`` and, for
 - ``suite=reproduce, role=run``: one of the course notebook's experiments (``notebook_ref``,
   ``notebook_value``, ``reproduce_key``; metric ``notebook_acc``).
 
-Registered models: ``<task>-<arch>`` with the alias ``champion``.
+Registered models: ``<task>-<arch>`` with the alias ``champion``; each version a pyfunc model logged from its
+run (``benchmark.served_model``), holding the run's checkpoint.
 """
 
 from __future__ import annotations
@@ -76,6 +77,20 @@ class Tag:
     NOTEBOOK_REF = "notebook_ref"
     NOTEBOOK_VALUE = "notebook_value"
     REPRODUCE_KEY = "reproduce_key"
+
+
+class ExperimentTag:
+    """Experiment tags. MLflow 3's UI reads the kind to choose between its model-training and GenAI views."""
+
+    KIND = "mlflow.experimentKind"
+    KIND_TRAINING = "custom_model_development"  # the UI's "machine learning" kind: runs, models, no traces
+
+
+class DatasetTag:
+    """Tags of a run's dataset input (``RunTracker.log_dataset``)."""
+
+    CONTEXT = "mlflow.data.context"  # MLflow's: the runs table shows it beside the dataset's name
+    ALL_SPLITS = "train/val/test"  # one input holds the three splits; their sizes are in its profile
 
 
 class Suite:
@@ -150,11 +165,17 @@ class Artifact:
     ACCURACY_BY_LENGTH = "metrics/accuracy_by_length.csv"
 
 
+class ModelTag:
+    """Tags of a registered model. One only: the UI's model list runs a model's tags together on one line."""
+
+    TRAINED = "trained"  # "<arch> on <task>"
+
+
 class ModelVersionTag:
     """Tags of a registered model version (besides the run's metrics ``test_acc``, ``best_val_acc``, ``n_params``)."""
 
     FORMAT = "format"  # CHECKPOINT_FORMAT
-    CHECKPOINT = "checkpoint"  # Artifact.CHECKPOINT, the file within the version's source folder
+    CHECKPOINT = "checkpoint"  # PYFUNC_CHECKPOINT, the checkpoint file within the version's pyfunc model
 
 
 class StudyAttr:
@@ -210,8 +231,10 @@ class StudyParam:
 
 CHECKPOINT_FORMAT = "rnnbench-checkpoint/2"  # /2 adds the input normalisation and the plugin record
 CHECKPOINT_FORMATS_READ = ("rnnbench-checkpoint/1", CHECKPOINT_FORMAT)
+PRUNED_RUN_SUFFIX = "-pruned"  # ends a pruned trial's run name: the runs table shows KILLED for both kinds of stop
 REPRODUCE_EXPERIMENT = "reproduce"
 CHAMPION_ALIAS = "champion"
+PYFUNC_CHECKPOINT = "artifacts/model.pt"  # where a registered version's pyfunc model keeps the run's checkpoint
 # Companion Optuna studies "<study>#registry#<study id>" hold the parent-run election and worker numbers.
 # The spelling is part of stored studies: it stays, though the module that uses it calls it coordination.
 COORDINATION_MARK = "#registry#"

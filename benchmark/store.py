@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .config import ConfigError
-from .schema import MLFLOW_DATABASE, OPTUNA_JOURNAL, RunStatus, Tag
+from .schema import MLFLOW_DATABASE, OPTUNA_JOURNAL, ExperimentTag, RunStatus, Tag
 
 PAGE_SIZE = 1000  # runs per search_runs call
 MAX_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
@@ -150,19 +150,25 @@ def client_for(tracking_uri: str | None = None):
 
 
 def get_or_create_experiment(client, name: str) -> str:
-    """Experiment id for ``name``; safe when several processes create it at once."""
+    """Experiment id for ``name``; safe when several processes create it at once.
+
+    Every experiment rnnbench writes to is of MLflow's model-training kind; without the tag MLflow 3's UI may
+    infer GenAI and hide the Models page. An experiment made elsewhere keeps a kind it already has.
+    """
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
-    if found:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location_for(client.tracking_uri, name))
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if not found:
-            raise
-        return found.experiment_id
+    if not found:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location_for(client.tracking_uri, name),
+                                            tags={ExperimentTag.KIND: ExperimentTag.KIND_TRAINING})
+        except MlflowException:
+            found = client.get_experiment_by_name(name)
+            if not found:
+                raise
+    if ExperimentTag.KIND not in found.tags:  # made by an older rnnbench, or by MLflow's own Default
+        client.set_experiment_tag(found.experiment_id, ExperimentTag.KIND, ExperimentTag.KIND_TRAINING)
+    return found.experiment_id
 
 
 def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] | None = None,

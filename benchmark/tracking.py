@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .plugins import LOADED
-from .schema import Artifact, Metric, Role, RunStatus, Suite, Tag
+from .schema import Artifact, DatasetTag, Metric, Role, RunStatus, Suite, Tag
 from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment
 
 
@@ -62,6 +62,26 @@ def plugins_tag() -> str:
     return " ".join(f"{plugin.file or plugin.module}@{plugin.sha256 or 'no-file'}" for plugin in LOADED.values())
 
 
+def check_system_metrics() -> None:
+    """``--system-metrics`` needs psutil (the ``system-metrics`` extra): refuse before any run starts."""
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        raise ConfigError("--system-metrics needs psutil; install it with pip install -e \".[system-metrics]\" "
+                          "or drop --system-metrics") from None
+
+
+def start_system_metrics(run_id: str, tracking_uri: str):
+    """MLflow's system metrics (``system/...``: CPU, memory, disk, network, GPU when present) for one run, sampled
+    every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` seconds (MLflow's default: 10) on a thread of its own."""
+    check_system_metrics()
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
+
+
 class RunTracker:
     """One MLflow run: what ``fit`` reports goes here, batched to keep the store fast."""
 
@@ -69,11 +89,12 @@ class RunTracker:
         self.client = client
         self.run_id = run_id
         self.finished = False
+        self.monitor = None  # MLflow's system-metrics thread, with --system-metrics
 
     @classmethod
     def start(cls, config: TrainConfig, *, tracking_uri: str | None = None, experiment: str | None = None,
               tags: dict | None = None, parent_run_id: str | None = None, run_name: str | None = None,
-              client=None) -> RunTracker:
+              client=None, system_metrics: bool = False) -> RunTracker:
         from mlflow.entities import Param
 
         client = client or client_for(tracking_uri)
@@ -85,7 +106,12 @@ class RunTracker:
         run = client.create_run(experiment_id, run_name=run_name or default_run_name(config), tags=all_tags)
         tracker = cls(client, run.info.run_id)
         client.log_batch(tracker.run_id, params=[Param(k, v) for k, v in config.to_params().items()])
+        if system_metrics:
+            tracker.monitor = start_system_metrics(tracker.run_id, client.tracking_uri)
         return tracker
+
+    def rename(self, name: str) -> None:
+        self.client.update_run(self.run_id, name=name)
 
     def set_tags(self, tags: dict) -> None:
         from mlflow.entities import RunTag
@@ -96,6 +122,18 @@ class RunTracker:
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def log_dataset(self, info: dict) -> None:
+        """The task's data as the run's dataset input (metadata only: name, digest, source, profile)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=info["name"], digest=info["digest"], source_type="code",
+                          source=json.dumps({"tags": {"mlflow.source.name": info["source"]}}),
+                          profile=json.dumps(info.get("profile", {})))
+        tags = [InputTag(DatasetTag.CONTEXT, DatasetTag.ALL_SPLITS)]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         self._log([(key, value, step) for key, value in values.items()])
@@ -159,6 +197,9 @@ class RunTracker:
     def finish(self, status: str = RunStatus.FINISHED, error: str | None = None) -> None:
         if self.finished:
             return
+        if self.monitor is not None:
+            self.monitor.finish()  # its last samples are flushed while the run is still open
+            self.monitor = None
         end_run(self.client, self.run_id, status, error)
         self.finished = True
 
@@ -179,4 +220,10 @@ def tracked_run(config: TrainConfig, **start_kwargs):
 
 
 def default_run_name(config: TrainConfig) -> str:
+    """A plain run: what it trains and with which loss and seed, e.g. ``lstm-h128x1-ce-seed0``."""
     return f"{config.arch}-h{config.hidden_size}x{config.num_layers}-{config.loss}-seed{config.seed}"
+
+
+def trial_run_name(config: TrainConfig, number: int) -> str:
+    """A trial under its study's parent run (named after the study): ``lstm-h128x1-t07``."""
+    return f"{config.arch}-h{config.hidden_size}x{config.num_layers}-t{number:02d}"

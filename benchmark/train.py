@@ -108,6 +108,8 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
         tracker.log_model_info(n_params=n_params, device=str(device))
         if hasattr(task, "run_params"):  # what a task draws once and keeps (a pixel permutation's seed)
             tracker.log_params(task.run_params())
+        if hasattr(task, "dataset"):
+            tracker.log_dataset(task.dataset())
 
     best = None  # (val_acc, -val_loss), compared as a tuple
     best_state, best_epoch, best_val = None, 0, {}

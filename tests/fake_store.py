@@ -32,6 +32,9 @@ class FakeStore:
     runs: dict[str, dict] = field(default_factory=dict)  # run id -> what was logged (for assertions)
 
 
+FAKE_EVAL_LENGTHS = (30, 50, 100)  # short of the default's 1000: the report must say what was not tested
+
+
 def _metrics(task: str, arch: str, config: TrainConfig, rng: random.Random, epochs: int, iterations: int,
              stop_epoch: int | None = None, boost: float = 0.0):
     """Curves and final metrics for one fake run; `stop_epoch` cuts it short (pruned)."""
@@ -119,7 +122,7 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
     for task in tasks:
         for arch in archs:
             study = f"{task}-{arch}"
-            base = TrainConfig.for_task(task, arch, epochs=epochs)
+            base = TrainConfig.for_task(task, arch, epochs=epochs, eval_lengths=FAKE_EVAL_LENGTHS)
             parent = create(task, base, {Tag.SUITE: Suite.TUNE, Tag.ROLE: Role.STUDY, Tag.STUDY: study,
                                          Tag.PRESET: "quick"}, RunStatus.FINISHED, metrics=False)
             for number in range(trials):
@@ -144,7 +147,8 @@ def build_store(uri: str, *, tasks=("mnist", "addition"), archs=tuple(QUALITY), 
         for ref in ("addition-h3", "addition-h10", "addition-h5-mse", "addition-h5-ce", "addition-h5-len3",
                     "addition-h5-len5", "addition-h5-len10", "mnist-rnn-256"):
             experiment = BY_ID[ref]
-            config = TrainConfig.for_task(experiment.task, experiment.arch, **{**experiment.settings, "epochs": epochs})
+            settings = {"eval_lengths": FAKE_EVAL_LENGTHS, **experiment.settings, "epochs": epochs}
+            config = TrainConfig.for_task(experiment.task, experiment.arch, **settings)
             tags = {Tag.SUITE: Suite.REPRODUCE, Tag.ROLE: Role.RUN, Tag.NOTEBOOK_REF: ref}
             create(REPRODUCE_EXPERIMENT, config, tags, RunStatus.FINISHED)
     return store

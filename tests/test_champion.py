@@ -10,6 +10,7 @@ from benchmark import cli
 from benchmark.champion import parse_reference, register_champion, resolve_model
 from benchmark.checkpoint import load_checkpoint
 from benchmark.config import ConfigError
+from benchmark.schema import PYFUNC_CHECKPOINT
 from benchmark.store import client_for
 from benchmark.tracking import tracked_run
 from benchmark.train import fit
@@ -56,8 +57,13 @@ def test_registered_source_runs_at_any_batch_size_and_length(store, tmp_path):
     uri, _, _, addition = store
     info = register_champion(addition, uri)
     assert info["name"] == "addition-lstm"
-    source = resolve_model("addition-lstm@champion", uri)["source"]
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/model.pt", dst_path=str(tmp_path),
+    client = client_for(uri)
+    version = client.get_model_version_by_alias("addition-lstm", "champion")
+    assert version.source.startswith("models:/m-")  # a pyfunc model logged from the run
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.source_run_id == version.run_id
+    folder = logged.artifact_location
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{folder}/{PYFUNC_CHECKPOINT}", dst_path=str(tmp_path),
                                                 tracking_uri=uri)
     model, config = load_checkpoint(local)
     assert config.task == "addition"

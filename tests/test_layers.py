@@ -15,8 +15,8 @@ LAYERS = [
     ("settings and the store", ["config", "store", "notebook"]),
     ("models and tasks", ["data", "losses", "loop", "fused", "registry", "plugins", "cells", "models", "tasks"]),
     ("training and runs", ["train", "checkpoint", "plots", "tracking"]),
-    ("tuning and the commands' work", ["tuning", "champion", "confirm", "reproduce", "predict", "server", "dashboard",
-                                       "perf"]),
+    ("tuning and the commands' work", ["tuning", "champion", "served_model", "confirm", "reproduce", "predict",
+                                       "server", "dashboard", "perf"]),
     ("the report", ["report"]),
     ("commands", ["bench", "commands", "cli", "__main__"]),
 ]

@@ -19,6 +19,9 @@ uses a fixed seed so that every run is scored on the same strings.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 from torch import Tensor
 
@@ -48,6 +51,17 @@ def generate(lengths: Tensor, generator: torch.Generator) -> tuple[Tensor, Tenso
     return torch.stack([a, b], dim=-1).float(), total.float()
 
 
+def spans(lengths) -> str:
+    """Sorted lengths with runs joined: (1, 2, 3, 5, 30) -> "1-3,5,30"."""
+    values, parts = sorted(set(lengths)), []
+    for value in values:
+        if parts and value == parts[-1][1] + 1:
+            parts[-1][1] = value
+        else:
+            parts.append([value, value])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
+
+
 def bits_to_int(bits) -> int:
     """LSB-first bits -> integer (for tests and debugging)."""
     return sum(int(bit) << i for i, bit in enumerate(bits))
@@ -66,6 +80,7 @@ class AdditionTask:
         self.train_length_choices = list(config.train_lengths) or in_range
         self.test_lengths = in_range + [n for n in config.eval_lengths if n > config.max_train_length]
 
+        self.seed = config.seed
         rng = torch.Generator().manual_seed(config.seed)
         choices = torch.tensor(self.train_length_choices)
         train_lengths = choices[torch.randint(0, len(choices), (config.train_size or 10_000,), generator=rng)]
@@ -76,6 +91,15 @@ class AdditionTask:
             "val": self._make(val_lengths, rng),
             "test": self._make(test_lengths, torch.Generator().manual_seed(TEST_SEED)),
         }
+
+    def dataset(self) -> dict:
+        """The run's dataset input: the generator's seeds, the lengths and the split sizes (all that fixes the data)."""
+        profile = {"generator_seed": self.seed, "test_seed": TEST_SEED,
+                   "train_lengths": spans(self.train_length_choices), "test_lengths": spans(self.test_lengths),
+                   **{split: len(lengths) for split, (_, _, lengths) in self.splits.items()}}
+        digest = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:12]
+        return {"name": f"{self.name}-L{spans(self.train_length_choices)}-to{max(self.test_lengths)}",
+                "digest": digest, "source": "benchmark.tasks.addition.generate", "profile": profile}
 
     def _make(self, lengths: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         x, y = generate(lengths, generator)

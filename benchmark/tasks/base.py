@@ -49,3 +49,6 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, split: str, loss_name: str) -> dict:
         """Metrics of ``split`` ("val" or "test"): at least ``loss`` and ``acc``."""
         ...
+
+    # Optional: ``dataset() -> dict`` with "name", "digest", "source" and "profile" (a flat dict): what the run
+    # logs as its MLflow dataset input (metadata only, never the data). Tasks without it log none.

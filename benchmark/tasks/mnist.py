@@ -10,6 +10,8 @@ the device; a batch is one index + one fused scale-and-standardise, no per-image
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor
 
@@ -38,6 +40,8 @@ class MnistTask:
             test_images, test_labels = loaded["test_images"], loaded["test_labels"]
         self.device = torch.device(device)
         self.input_scale = config.input_scale
+        self.content_md5 = content_md5(train_images, train_labels, test_images, test_labels)
+        self.subset = config.train_size
         split = torch.Generator().manual_seed(config.seed)
         order = torch.randperm(len(train_images), generator=split)
         n_val = round(len(train_images) * VALIDATION_FRACTION)
@@ -49,6 +53,13 @@ class MnistTask:
             "val": self._to_device(train_images[val_index], train_labels[val_index]),
             "test": self._to_device(test_images, test_labels),
         }
+
+    def dataset(self) -> dict:
+        """The run's dataset input: the images' md5 and the split sizes; a training subset is in the name."""
+        sizes = {split: len(labels) for split, (_, labels) in self.splits.items()}
+        return {"name": self.name + (f"-train{sizes['train']}" if self.subset else ""), "digest": self.content_md5,
+                "source": "benchmark.data.load_mnist",
+                "profile": {"md5": self.content_md5, **sizes, "validation": "seeded split of the 60k training set"}}
 
     def _to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return images.to(self.device, torch.uint8).contiguous(), labels.to(self.device, torch.int64)
@@ -102,3 +113,11 @@ class MnistTask:
             correct += (logits.argmax(-1) == batch.y).sum()
         n = max(len(labels), 1)
         return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+
+
+def content_md5(*tensors: Tensor) -> str:
+    """md5 of the tensors' bytes: the same images and labels give the same digest, however they were loaded."""
+    digest = hashlib.md5()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

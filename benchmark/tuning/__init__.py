@@ -8,7 +8,15 @@ worker numbers), ``search`` (sampler, pruner, the study), ``objective`` (one tri
 (``run_study``, ``run_worker``, listings). Torch-free until a trial trains.
 """
 
-from .coordination import coordination_study_name, counted_trials, holds_slot, next_step, trial_counts
+from .coordination import (
+    coordination_study_name,
+    counted_trials,
+    holds_slot,
+    is_coordination_study,
+    next_step,
+    trial_counts,
+    without_coordination,
+)
 from .objective import BudgetUsed, Objective, TrialFailed
 from .search import make_pruner, make_sampler, open_study
 from .session import (
@@ -26,6 +34,6 @@ from .study_file import PRESETS, StudyFileError, StudySpec, load_study, parse_st
 
 __all__ = ["BudgetUsed", "Objective", "PRESETS", "STORAGE_ENV", "StorageNotFound", "StudyFileError", "StudyResult",
            "StudySpec", "TrialFailed", "best_trial", "check_device", "coordination_study_name", "counted_trials",
-           "format_value", "holds_slot", "list_studies", "load_study", "make_pruner", "make_sampler", "next_step",
-           "open_storage", "open_study", "parse_study_file", "resolve_storage_url", "run_study", "run_worker",
-           "studies_dir", "trial_counts", "update_parent"]
+           "format_value", "holds_slot", "is_coordination_study", "list_studies", "load_study", "make_pruner",
+           "make_sampler", "next_step", "open_storage", "open_study", "parse_study_file", "resolve_storage_url",
+           "run_study", "run_worker", "studies_dir", "trial_counts", "update_parent", "without_coordination"]

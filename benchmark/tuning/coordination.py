@@ -12,6 +12,8 @@ No lock of our own: everything rests on the Optuna storage numbering trials in c
   spelling is ``schema.COORDINATION_MARK``, kept for existing stores). Its id is in the study's user attrs.
 - Worker numbers: one trial each in the same companion study (``register_worker``); they offset the
   sampler seed.
+- Companion studies are bookkeeping: every listing leaves them out (``is_coordination_study``), and
+  ``without_coordination`` gives optuna-dashboard a storage that lists the real studies only.
 """
 
 from __future__ import annotations
@@ -122,6 +124,34 @@ def trial_counts(study) -> dict[str, int]:
 
 
 # --- the companion study: parent-run election and worker numbers -----------------------------------
+
+
+def is_coordination_study(name: str) -> bool:
+    return COORDINATION_MARK in name
+
+
+def without_coordination(storage):
+    """``storage`` as a browser of studies (optuna-dashboard) should list it: the companion studies left out.
+
+    Every other call goes to ``storage`` itself, so that the studies read and write as through it.
+    """
+    from optuna.storages import BaseStorage
+
+    def forward(name):
+        return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)
+
+    members = {name: forward(name) for name, member in vars(BaseStorage).items()
+               if callable(member) and not name.startswith("_")}
+
+    def get_all_studies(self):
+        return [s for s in self.inner.get_all_studies() if not is_coordination_study(s.study_name)]
+
+    def init(self, inner):
+        self.inner = inner
+
+    view = type("WithoutCoordination", (BaseStorage,), {**members, "__init__": init,
+                                                         "get_all_studies": get_all_studies})
+    return view(storage)
 
 
 def coordination_study_name(study_name: str, study_id: int) -> str:

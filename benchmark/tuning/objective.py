@@ -2,7 +2,8 @@
 
 Example: rnnbench tune studies/addition.toml --arch gru --trials 5   (five calls of Objective)
 
-Each trial opens its own run under the study's parent run (``parent_run_id``), tagged ``suite=tune``,
+Each trial opens its own run under the study's parent run (``parent_run_id``), named for what it trains
+(``lstm-h128x1-t07``; a pruned one ends ``-pruned``), tagged ``suite=tune``,
 ``role=trial``, ``study_name``, ``trial_number`` and ``optuna.state``; it ends FINISHED (COMPLETE), KILLED
 (PRUNED, with ``pruned_at_epoch``; or Ctrl-C) or FAILED with its ``error``. The value is the best
 validation accuracy; ties are broken by the ``val_loss`` user attr (``schema.rank_key``).
@@ -17,8 +18,8 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from ..schema import EndedBy, Role, RunStatus, StudyAttr, Suite, Tag, TrialState
-from ..tracking import RunTracker
+from ..schema import PRUNED_RUN_SUFFIX, EndedBy, Role, RunStatus, StudyAttr, Suite, Tag, TrialState
+from ..tracking import RunTracker, trial_run_name
 from .coordination import holds_slot
 from .recovery import process_space
 from .study_file import StudySpec
@@ -44,6 +45,7 @@ class Objective:
     task_data: dict | None = None
     client: object = None
     budget: int | None = None  # the study's trial budget, shared with every other worker (see holds_slot)
+    system_metrics: bool = False  # MLflow's system metrics (CPU, memory, GPU) on each trial's run
 
     def suggest(self, trial) -> dict:
         values = {}
@@ -83,7 +85,7 @@ class Objective:
         if retried is not None:
             tags[Tag.RETRIED_TRIAL] = str(retried)
         tracker = RunTracker.start(config, tags=tags, parent_run_id=self.parent_run_id, client=self.client,
-                                   run_name=f"{self.study_name}/trial-{trial.number}")
+                                   run_name=trial_run_name(config, trial.number), system_metrics=self.system_metrics)
         trial.set_user_attr(StudyAttr.RUN_ID, tracker.run_id)
         stopped_at = []
 
@@ -100,6 +102,8 @@ class Objective:
                                task_data=self.task_data)
         except optuna.TrialPruned:
             tracker.set_tags({Tag.TRIAL_STATE: TrialState.PRUNED, Tag.PRUNED_AT: stopped_at[0]})
+            # KILLED is MLflow's nearest status; the name says it was the pruner, not a crash or Ctrl-C.
+            tracker.rename(f"{trial_run_name(config, trial.number)}{PRUNED_RUN_SUFFIX}")
             tracker.finish(RunStatus.KILLED)
             self._line(trial, values, TrialState.PRUNED, None, started, f"at epoch {stopped_at[0]}")
             raise

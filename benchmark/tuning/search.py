@@ -2,8 +2,8 @@
 
 Example: rnnbench tune studies/addition.toml --arch gru --preset standard
 
-The study maximises the validation accuracy. A study is refused when it was created from a different
-search space, fixed settings or epochs (its ``spec_fingerprint`` user attr).
+The study maximises the validation accuracy, named ``best_val_acc`` in its metric names. A study is refused
+when it was created from a different search space, fixed settings or epochs (its ``spec_fingerprint`` user attr).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import warnings
 
 from ..config import ConfigError
-from ..schema import COORDINATION_MARK, StudyAttr
+from ..schema import COORDINATION_MARK, Metric, StudyAttr
 from .study_file import StudySpec, spec_mismatch
+
+OBJECTIVE_NAME = Metric.BEST_VAL_ACC  # each trial's value: its best epoch's validation accuracy
 
 
 def make_sampler(spec: StudySpec, worker: int = 0):
@@ -58,6 +60,10 @@ def open_study(spec: StudySpec, name: str, storage, worker: int = 0, create: boo
     else:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                     sampler=make_sampler(spec, worker), pruner=make_pruner(spec))
+    if create and study.metric_names != [OBJECTIVE_NAME]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([OBJECTIVE_NAME])  # optuna-dashboard's name for the value, not "Objective 0"
     stored = study.user_attrs.get(StudyAttr.SPEC)
     if stored is None and create:
         for key, value in {StudyAttr.SPEC: spec.fingerprint(), StudyAttr.TASK: spec.task, StudyAttr.ARCH: spec.arch,

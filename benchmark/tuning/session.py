@@ -9,7 +9,8 @@ Example: rnnbench tune studies/mnist.toml --arch lstm --preset quick --workers 2
 - ``--workers N`` starts N processes ``python -m benchmark tune ... --worker I`` sharing the budget; the
   storage and tracking URLs reach them through the environment, never argv. Workers whose budget is used
   up stay while other trials run, so that a lost trial's retry is picked up.
-- At the end the best trial's model is registered as ``<task>-<arch>@champion`` (``benchmark.champion``).
+- At the end the best trial's model is registered as a version of ``<task>-<arch>``; the alias ``champion``
+  moves to it only when it ranks above the current champion (``benchmark.champion``, ``schema.rank_key``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ from dataclasses import dataclass
 from ..champion import register_champion
 from ..config import ConfigError
 from ..plugins import PLUGINS_ENV, environment_value
-from ..schema import COORDINATION_MARK, EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
+from ..schema import EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
 from ..tracking import RunTracker
-from .coordination import ensure_parent_run, next_step, register_worker, trial_counts, trials_left
+from .coordination import (
+    ensure_parent_run,
+    is_coordination_study,
+    next_step,
+    register_worker,
+    trial_counts,
+    trials_left,
+)
 from .objective import Objective, TrialFailed
 from .recovery import process_space, reconcile_runs, recover_lost_trials
 from .search import open_study
@@ -56,7 +64,8 @@ class StudyResult:
 
 
 def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri: str | None, budget: int,
-               timeout: float, *, threads: int = 0, quiet: bool = False, fit_quiet: bool = True) -> int:
+               timeout: float, *, threads: int = 0, quiet: bool = False, fit_quiet: bool = True,
+               system_metrics: bool = False) -> int:
     """Run trials of an existing study until it holds ``budget`` counted trials; returns how many ran here.
 
     Any number of these may run at once, on any machines: the budget is shared exactly (holds_slot).
@@ -84,7 +93,8 @@ def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri:
 
         task_data = load_mnist()  # once per worker, not once per trial
     objective = Objective(spec, study_name, parent, resolve_tracking_uri(tracking_uri), threads=threads, quiet=quiet,
-                          fit_quiet=fit_quiet, task_data=task_data, client=client, budget=budget)
+                          fit_quiet=fit_quiet, task_data=task_data, client=client, budget=budget,
+                          system_metrics=system_metrics)
     ran = []
 
     def after_trial(study, trial) -> None:
@@ -125,7 +135,8 @@ def check_device(spec: StudySpec) -> None:
 
 
 def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | None = None,
-              tracking_uri: str | None = None, workers: int = 1, quiet: bool = False) -> StudyResult:
+              tracking_uri: str | None = None, workers: int = 1, quiet: bool = False,
+              system_metrics: bool = False) -> StudyResult:
     """One session of a study: create/resume it and its parent run, run what is left of the budget."""
     from optuna.trial import TrialState as OptunaState
 
@@ -156,9 +167,9 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     try:
         if (remaining or running) and workers == 1:  # running elsewhere: stay to take over their trials if lost
             run_worker(spec, name, storage_url, tracking_uri, spec.trials, spec.timeout, threads=0, quiet=quiet,
-                       fit_quiet=quiet)
+                       fit_quiet=quiet, system_metrics=system_metrics)
         elif remaining or running:
-            failures = _run_workers(spec, name, storage_url, tracking_uri, workers, quiet)
+            failures = _run_workers(spec, name, storage_url, tracking_uri, workers, quiet, system_metrics)
             if failures == INTERRUPTED:
                 raise KeyboardInterrupt
             if failures:
@@ -193,7 +204,10 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
     best_run = best.user_attrs.get(StudyAttr.RUN_ID) if best is not None else None
     if best_run:
         try:
-            register_champion(best_run, tracking_uri)
+            info = register_champion(best_run, tracking_uri, only_if_better=True)
+            if not info["moved"] and not quiet:
+                print(f"study {name}: its best (version {info['version']}) does not beat {info['name']}@"
+                      f"{info['alias']} (run {info['champion_run_id']}); the alias stays", flush=True)
         except Exception as problem:  # no checkpoint, a Model Registry error: the study itself still succeeded
             print(f"study {name}: best model not registered: {type(problem).__name__}: {problem}".splitlines()[0],
                   file=sys.stderr)
@@ -202,7 +216,8 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
                        best_run, time.perf_counter() - started, status)
 
 
-def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str, workers: int, quiet: bool):
+def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str, workers: int, quiet: bool,
+                 system_metrics: bool = False):
     """Worker processes sharing the study's budget, torch threads divided; returns the failures."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = spec.fixed_dict.get("threads") or max(1, cores // workers)
@@ -217,6 +232,8 @@ def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str
                    "--timeout", str(spec.timeout), "--threads", str(threads)]
         if quiet:
             command.append("--quiet")
+        if system_metrics:
+            command.append("--system-metrics")
         # Own session: a terminal Ctrl-C reaches the launcher only, which forwards exactly one SIGINT.
         processes.append(subprocess.Popen(command, env=env, start_new_session=True))
     try:
@@ -269,7 +286,7 @@ def list_studies(storage_url: str | None = None, tracking_uri: str | None = None
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(resolve_storage_url(storage_url, tracking_uri), tracking_uri)
     rows = []
-    for name in sorted(n for n in optuna.get_all_study_names(storage) if COORDINATION_MARK not in n):
+    for name in sorted(n for n in optuna.get_all_study_names(storage) if not is_coordination_study(n)):
         study = optuna.load_study(study_name=name, storage=storage)
         best = best_trial(study)
         rows.append({"study": name, **trial_counts(study), "best_value": best.value if best else None,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import ARCHITECTURES, PRESETS, TASKS
+from ..catalog import ADDITION_EVAL_LENGTHS, ARCHITECTURES, PRESETS, TASKS
 from ..config import ConfigError, TrainConfig
 from ..registry import load_builtin_plugins
 from .study_checks import LAYER_KEYS, Failer, StudyFileError, check_layer, table_at
@@ -110,8 +110,12 @@ class StudySpec:
 
     def fingerprint(self) -> str:
         """Identifies what the trials mean (space, fixed settings, epochs), not the session budget."""
+        fixed = self.fixed_dict
+        if self.task == "addition" and "eval_lengths" not in fixed:
+            # The shipped file once spelled out the default lengths: the same trials keep the same fingerprint.
+            fixed = {**fixed, "eval_lengths": ADDITION_EVAL_LENGTHS}
         meaning = {"task": self.task, "arch": self.arch, "space": [dataclasses.asdict(p) for p in self.space],
-                   "fixed": self.fixed_dict, "epochs": self.epochs}
+                   "fixed": fixed, "epochs": self.epochs}
         return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def with_budget(self, trials: int | None = None, timeout: float | None = None) -> StudySpec:

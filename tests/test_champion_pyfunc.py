@@ -1,0 +1,112 @@
+"""A registered champion is an MLflow pyfunc model linked to its run, and the alias moves only to a better run."""
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_mnist, tiny_config
+
+from benchmark.champion import register_champion, resolve_model
+from benchmark.checkpoint import load_run_checkpoint
+from benchmark.schema import PYFUNC_CHECKPOINT, ModelTag, ModelVersionTag
+from benchmark.store import client_for
+from benchmark.tasks.mnist import MnistTask
+from benchmark.tracking import tracked_run
+from benchmark.train import fit
+
+README = __import__("pathlib").Path(__file__).resolve().parent.parent / "README.md"
+
+
+def train(config, uri, **data):
+    with tracked_run(config, tracking_uri=uri) as tracker:
+        fit(config, tracker=tracker, quiet=True, task_data=data or None)
+    return tracker.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pyfunc")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mnist = train(tiny_config("mnist", "gru", epochs=1), uri, **synthetic_mnist(300, 60))
+    addition = train(tiny_config("addition", "lstm", epochs=1, train_size=60), uri)
+    return uri, mnist, addition
+
+
+def load_pyfunc(uri, reference):
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.pyfunc.load_model(f"models:/{reference}")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_mnist_champion_loads_with_pyfunc_and_predicts_at_any_batch_size(store):
+    uri, mnist, _ = store
+    info = register_champion(mnist, uri)
+    model = load_pyfunc(uri, "mnist-gru@champion")
+    assert model.metadata.run_id == mnist
+    assert [(spec.shape, spec.type) for spec in model.metadata.get_input_schema().inputs] == [
+        ((-1, -1, 28), np.dtype("float32"))]
+    images = synthetic_mnist(5, 5, seed=1)["test_images"]
+    network, config = load_run_checkpoint(mnist, uri)
+    expected = network(MnistTask.as_input(images, config.input_scale)).softmax(-1).detach().numpy()
+    for batch in (1, 5):  # raw 0..255 pixel rows in, class probabilities out
+        probs = model.predict(images[:batch].numpy().astype(np.float32))
+        assert probs.shape == (batch, 10) and np.allclose(probs, expected[:batch], atol=1e-5)
+    client = client_for(uri)
+    version = client.get_model_version("mnist-gru", str(info["version"]))
+    assert version.run_id == mnist and version.run_link.endswith(f"/runs/{mnist}")
+    assert version.tags[ModelVersionTag.CHECKPOINT] == PYFUNC_CHECKPOINT
+    assert client.get_run(mnist).outputs.model_outputs  # the run's Models column: its logged model
+
+
+def test_addition_champion_scores_any_length(store):
+    uri, _, addition = store
+    register_champion(addition, uri)
+    model = load_pyfunc(uri, "addition-lstm@champion")
+    for batch, steps in ((1, 3), (4, 25)):
+        bits = model.predict(np.random.default_rng(0).integers(0, 2, (batch, steps, 2)).astype(np.float32))
+        assert bits.shape == (batch, steps) and ((bits >= 0) & (bits <= 1)).all()
+
+
+def test_registered_model_says_how_to_load_it_and_its_tag_reads_alone(store):
+    uri, mnist, _ = store
+    register_champion(mnist, uri)
+    registered = client_for(uri).get_registered_model("mnist-gru")
+    assert registered.tags == {ModelTag.TRAINED: "gru on mnist"}
+    assert 'mlflow.pyfunc.load_model("models:/mnist-gru@champion")' in registered.description
+    loader = "benchmark.checkpoint.load_checkpoint"
+    assert loader in registered.description and loader in README.read_text()  # the README names the same one
+
+
+def test_alias_moves_only_to_a_better_run(store, tmp_path):
+    uri, _, _ = store
+    client = client_for(uri)
+    weak = train(tiny_config("addition", "gru", epochs=1, train_size=40, lr=1e-4), uri)
+    strong = train(tiny_config("addition", "gru", epochs=2, train_size=200, lr=3e-2), uri)
+    score = {r: client.get_run(r).data.metrics["best_val_acc"] for r in (weak, strong)}
+    assert score[strong] > score[weak]
+    assert register_champion(strong, uri, only_if_better=True)["moved"]  # no champion yet
+    kept = register_champion(weak, uri, only_if_better=True)
+    assert not kept["moved"] and kept["champion_run_id"] == strong and kept["created"]  # registered, not champion
+    assert resolve_model("addition-gru@champion", uri)["run_id"] == strong
+    assert register_champion(weak, uri)["moved"]  # `rnnbench register` is an explicit choice: it always moves
+    assert resolve_model("addition-gru@champion", uri)["run_id"] == weak
+    assert register_champion(strong, uri, only_if_better=True)["moved"]
+    assert resolve_model("addition-gru@champion", uri)["run_id"] == strong
+
+
+def test_pyfunc_rebuilds_the_network_without_running_code_from_the_file(store, monkeypatch):
+    """load_context goes through load_checkpoint, which loads with weights_only=True."""
+    uri, mnist, _ = store
+    register_champion(mnist, uri)
+    seen = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    load_pyfunc(uri, "mnist-gru@champion")
+    assert seen == [True]
