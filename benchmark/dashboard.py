@@ -19,6 +19,7 @@ import sys
 from .config import ConfigError
 from .server import is_loopback, run_service
 from .store import mask_url
+from .tuning.coordination import without_coordination
 from .tuning.storage import STORAGE_ENV, existing_storage, open_storage
 
 INSTALL_HINT = "optuna-dashboard is not installed; pip install -e \".[dashboard]\" (or pip install optuna-dashboard)"
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     if not is_loopback(args.host):
         parser.error(f"no authentication: serves 127.0.0.1 only, not {args.host}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna_dashboard.run_server(open_storage(os.environ[STORAGE_ENV], create=False), host=args.host, port=args.port)
+    # The per-study companions that elect a parent run among workers are plumbing: not listed.
+    storage = without_coordination(open_storage(os.environ[STORAGE_ENV], create=False))
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -100,11 +100,15 @@ def test_dashboard_lists_the_studies_of_a_journal_and_stops_with_its_group(tmp_p
     import optuna
 
     from benchmark.tuning import open_storage
+    from benchmark.tuning.coordination import coordination_study_name
 
     journal = tmp_path / "optuna.journal"
     study = optuna.create_study(study_name="addition-lstm-quick", direction="maximize",
                                 storage=open_storage(str(journal)))
     study.optimize(lambda trial: trial.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=2)
+    # The companion study workers elect the parent run through: plumbing, not listed.
+    optuna.create_study(study_name=coordination_study_name(study.study_name, study._study_id),
+                        storage=open_storage(str(journal)))
     port = free_port()
     dashboard = rnnbench("dashboard", "--port", str(port), "--storage", str(journal))
     try:
