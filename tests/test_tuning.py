@@ -380,7 +380,7 @@ def test_a_dead_worker_after_the_budget_is_met_is_reported_as_it_is(tmp_path, tr
     """The budget met: exit 0, parent FINISHED, no "re-run to resume". Work left: exit 1 and say how much."""
     from benchmark.tuning import session
 
-    def workers_that_finish_then_one_dies(spec, name, storage_url, uri, workers, quiet):
+    def workers_that_finish_then_one_dies(spec, name, storage_url, uri, workers, quiet, system_metrics=False):
         session.run_worker(spec, name, storage_url, uri, spec.trials, 0, quiet=True)
         return ["worker 1 exit -9"]
 
