@@ -91,6 +91,14 @@ def length_axis(ax, lengths: Iterable[float], axis: str = "x") -> None:
     (ax.set_xlim if axis == "x" else ax.set_ylim)(lo / pad, hi * pad)
 
 
+def suptitle(fig, text: str, size: float = 12):
+    """The figure's title, wrapped to the figure's width (a long 'what was trained on what' is never cut)."""
+    import textwrap
+
+    width = max(20, int(fig.get_figwidth() * 72 / (0.6 * size)))
+    return fig.suptitle(textwrap.fill(text, width), fontsize=size)
+
+
 def legend_outside(ax, **kwargs):
     """The legend to the right of the axes, where it cannot cover a line (constrained layout makes room)."""
     if not ax.get_legend_handles_labels()[0]:
@@ -131,6 +139,6 @@ def learning_curve(result, config):
     legend_outside(right)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{config.arch} trained on {trained_on(config)}: hidden {config.hidden_size} x {config.num_layers}, "
+    suptitle(fig, f"{config.arch} trained on {trained_on(config)}: hidden {config.hidden_size} x {config.num_layers}, "
                  f"lr {config.lr:g}, {config.loss} loss")
     return fig

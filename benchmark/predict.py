@@ -215,10 +215,10 @@ def contact_sheet_figure(predictions: list[Prediction], inputs: list[torch.Tenso
         if prediction.label is not None:
             caption += f"\ntrue {prediction.label}"
         ax.set_title(caption, fontsize=8, color="tab:red" if prediction.correct is False else "black")
-    if title:  # wrapped to the sheet's width: a sheet of one digit is narrow
-        import textwrap
+    if title:
+        from .plots import suptitle
 
-        fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)), fontsize=10)
+        suptitle(fig, title, size=10)
     return fig
 
 

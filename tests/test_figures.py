@@ -221,13 +221,15 @@ def drawn(tmp_path_factory):
     (folder / "mlruns").mkdir()
     store = build_store(f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}", archs=("rnn", "lstm", "bigru"), trials=4,
                         epochs=3, confirm_seeds=2, confirm_lengths=(3,))
-    seen: dict[str, tuple[list[str], list[tuple[str, str]]]] = {}
+    seen: dict[str, tuple] = {}  # name -> (problems, (label, colour, marker) per line, titles, legend texts)
     save = markdown.Figures.save
 
     def inspect_then_save(self, fig, name):
-        lines = [(line.get_label(), matplotlib.colors.to_hex(line.get_color())) for ax in fig.axes
-                 for line in ax.get_lines()] + [(fig.axes[0].get_title(), "")]
-        seen[name] = (problems(fig), lines, [ax.get_title() for ax in fig.axes] + [fig.get_suptitle()])
+        lines = [(line.get_label(), matplotlib.colors.to_hex(line.get_color()), line.get_marker()) for ax in fig.axes
+                 for line in ax.get_lines()]
+        legends = [text.get_text() for legend in [*fig.legends, *(a.get_legend() for a in fig.axes if a.get_legend())]
+                   for text in legend.get_texts()]
+        seen[name] = (problems(fig), lines, [ax.get_title() for ax in fig.axes] + [fig.get_suptitle()], legends)
         return save(self, fig, name)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -239,13 +241,13 @@ def drawn(tmp_path_factory):
 
 def test_every_report_figure_is_readable(drawn):
     assert len(drawn) >= 8
-    assert {name: found for name, (found, _, _) in drawn.items() if found} == {}
+    assert {name: found for name, (found, *_) in drawn.items() if found} == {}
 
 
 def test_one_colour_per_architecture_across_the_report(drawn):
     colours: dict[str, set[str]] = {}
-    for _, lines, _ in drawn.values():
-        for label, colour in lines:
+    for _, lines, *_ in drawn.values():
+        for label, colour, _ in lines:
             arch = label.split(" ")[0]
             if arch in catalog.ARCH_COLOURS and colour:
                 colours.setdefault(arch, set()).add(colour)
@@ -255,6 +257,14 @@ def test_one_colour_per_architecture_across_the_report(drawn):
 
 def test_report_titles_say_what_was_trained_on_what(drawn):
     for name in ("addition_accuracy_by_length", "addition_val_acc", "mnist_val_acc", "mnist_train_loss"):
-        title = drawn[name][2][-1] + " ".join(drawn[name][2])
+        title = " ".join(drawn[name][2]).replace("\n", " ")
         assert "trained on" in title, (name, title)
         assert ("MNIST" in title) == name.startswith("mnist"), (name, title)
+
+
+def test_optimisation_history_marks_pruned_trials(drawn):
+    found, lines, _, legend = drawn["addition_optimisation_history"]
+    pruned = [(label, marker) for label, _, marker in lines if label.startswith("pruned")]
+    completed = {marker for label, _, marker in lines if label.startswith("completed")}
+    assert len(pruned) == 3 and {marker for _, marker in pruned} == {"x"} and completed == {"o"}  # 1 per study
+    assert found == [] and "pruned trial (last value)" in legend

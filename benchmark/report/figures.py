@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..plots import figure, integer_axis, legend_outside, length_axis, percent_axis
+from ..plots import figure, integer_axis, legend_outside, length_axis, percent_axis, suptitle
 
 Series = dict[str, list[tuple[float, float]]]
 Colours = dict[str, str]  # label -> colour (``catalog.arch_colour`` of the label's architecture)
@@ -51,7 +51,7 @@ def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, t
         axes[0].annotate("longest training length", (max_train_length, 0.03), xycoords=("data", "axes fraction"),
                          rotation=90, fontsize=8, color="gray", ha="right", va="bottom")
     legend_outside(axes[1])
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
@@ -64,7 +64,8 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str, percent: boo
         if points:
             ax.plot([p[0] for p in points], [scale * p[1] for p in points], "o-" if markers else "-",
                     ms=3, lw=1.2 if markers else 0.8, label=label, color=(colours or {}).get(label))
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    suptitle(fig, title)
     if log_y:
         ax.set_yscale("log")
     if percent:
@@ -92,7 +93,8 @@ def loss_comparison(values: dict[str, dict[str, float | None]], losses: list[str
                         color=(colours or {}).get(arch, "black"), markeredgecolor="black", markeredgewidth=0.6)
     ax.set_xticks(range(len(archs)), archs)
     ax.set_xlim(-0.5, len(archs) - 0.5)
-    ax.set(ylabel=ylabel, title=title, xlabel="architecture")
+    ax.set(ylabel=ylabel, xlabel="architecture")
+    suptitle(fig, title)
     percent_axis(ax, [100 * v for by_loss in values.values() for v in by_loss.values() if v is not None])
     _grid(ax)
     handles = [Line2D([], [], marker=LOSS_MARKERS[i % 4], ls="none", color="white", markeredgecolor="black", ms=8,
@@ -149,7 +151,7 @@ def optimisation_histories(studies: dict[str, dict], title: str):
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles),
                    fontsize=8)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
@@ -162,7 +164,7 @@ def importances(studies: dict[str, dict[str, float]], title: str):
         ax.set(title=name, xlabel="importance (fraction of the objective's variance)", xlim=(0, 1))
         ax.title.set_fontsize(9)
         ax.grid(axis="x", alpha=0.4)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
@@ -186,7 +188,8 @@ def notebook_lengths(lines: list[tuple[str, list[list[tuple[int, float]]]]], tit
         ax.plot(lengths, [statistics.fmean(by_length[n]) for n in lengths], "o-", ms=3, color=colour, label=label)
     steps = [step for _, histories in lines for history in histories for step, _ in history]
     ax.axvline(20.5, color="gray", ls=":", lw=0.8)
-    ax.set(xlabel="string length (log scale)", ylabel="bit accuracy", title=title)
+    ax.set(xlabel="string length (log scale)", ylabel="bit accuracy")
+    suptitle(fig, title)
     length_axis(ax, steps + [20.5])
     percent_axis(ax, every)
     ax.text(21, ax.get_ylim()[0], " beyond the training lengths", fontsize=7, color="gray", va="bottom")
@@ -206,7 +209,8 @@ def confusion_matrix(confusion, title: str):
             if n:
                 ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
                         color="white" if t == p else ("tab:red" if n >= 5 else "black"))
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit", title=title)
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit")
+    suptitle(fig, title, size=11)
     bar = fig.colorbar(shown, ax=ax, label="count (log scale)")
     top = int(np.max(confusion)) if np.size(confusion) else 1
     counts = [c for c in (0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10_000) if c <= max(top, 1)]
