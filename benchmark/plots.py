@@ -72,8 +72,26 @@ def percent_axis(ax, values: Iterable[float], axis: str = "y") -> None:
 def integer_axis(ax, axis: str = "x") -> None:
     """Epochs, trial numbers: ticks on whole numbers only, no offset."""
     target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_locator(MaxNLocator(integer=True))
-    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0f}"))
+    # min_n_ticks=1: with a single whole number in view (one trial, one epoch) MaxNLocator would fall back to
+    # fractions.
+    target.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+
+
+def log_axis(ax, axis: str = "y") -> None:
+    """A log axis (losses) labelled with plain numbers ('0.5', '2'), not '2 x 10^0'; minor ticks labelled only
+    where the axis spans less than a decade and a half, else at 2 and 5 of each decade."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+    def minor(value, _):
+        low, high = sorted(target.get_view_interval())
+        narrow = low > 0 and math.log10(high / low) < 1.5
+        lead = round(value / 10 ** math.floor(math.log10(value)), 6) if value > 0 else 0
+        return f"{value:g}" if narrow or lead in (2, 5) else ""
+
+    target.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    target.set_minor_formatter(FuncFormatter(minor))
 
 
 def length_axis(ax, lengths: Iterable[float], axis: str = "x") -> None:
@@ -126,7 +144,8 @@ def learning_curve(result, config):
     epochs = range(1, len(result.val_history) + 1)
     left.plot([e * iterations_per_epoch for e in epochs], [v["loss"] for v in result.val_history], "o-",
               color="black", ms=4, label="validation loss (end of epoch)")
-    left.set(xlabel="iteration", ylabel=f"{config.loss} loss (log scale)", yscale="log", title="Loss")
+    left.set(xlabel="iteration", ylabel=f"{config.loss} loss (log scale)", title="Loss")
+    log_axis(left)
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend_outside(left)
     accs = [100 * v["acc"] for v in result.val_history]

@@ -83,6 +83,10 @@ CASES = {
         {f"addition-{arch}": {"complete": [(0, 0.9), (3, 1.0), (4, 0.9995)], "pruned": [(1, 0.6), (2, 0.7)],
                               "colour": catalog.arch_colour(arch)} for arch in ("rnn", "lstm", "gru", "bigru")},
         "t"),
+    "optimisation_histories/one trial": lambda: figures.optimisation_histories(
+        {"addition-gru": {"complete": [(0, 0.547)], "pruned": [], "colour": catalog.arch_colour("gru")}}, "t"),
+    "curves/one epoch": lambda: figures.curves({"gru": [(1, 0.5)]}, xlabel="epoch", ylabel="validation accuracy",
+                                               title="t", percent=True, integer_x=True),
     "importances": lambda: figures.importances({"mnist-lstm": {"lr": 0.7, "hidden_size": 0.2, "num_layers": 0.1},
                                                 "mnist-gru": {"lr": 0.9, "loss": 0.1}}, "t"),
     "notebook_lengths": lambda: figures.notebook_lengths(

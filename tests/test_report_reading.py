@@ -179,3 +179,12 @@ def test_a_length_claim_counts_only_architectures_tested_at_that_length():
     line = next(line for line in text.splitlines() if "at length" in line)
     assert "at length 1000, 1 of the 1 architecture tested there" in line
     assert "not counted, tested only to shorter lengths: gru (to 100)" in line
+
+
+def test_a_winner_is_not_called_from_one_run_each():
+    one = _findings([_run("a0", "lstm", 1, 0.48), _run("b0", "gru", 1, 0.55)])
+    line = next(line for line in one.splitlines() if "highest" in line or "wins" in line)
+    assert "wins" not in line and "not called a win" in line and "1 run each" in line
+    two = _findings([_run("a0", "lstm", 1, 0.48), _run("a1", "lstm", 1, 0.40), _run("b0", "gru", 1, 0.55),
+                     _run("b1", "gru", 1, 0.50)])
+    assert "- **addition**: gru wins with 55.00 % mean bit accuracy (best trial), 7.00 points ahead of lstm" in two

@@ -14,7 +14,7 @@ import statistics
 import numpy as np
 from matplotlib.lines import Line2D
 
-from ..plots import figure, integer_axis, legend_outside, length_axis, percent_axis, suptitle
+from ..plots import figure, integer_axis, legend_outside, length_axis, log_axis, percent_axis, suptitle
 
 Series = dict[str, list[tuple[float, float]]]
 Colours = dict[str, str]  # label -> colour (``catalog.arch_colour`` of the label's architecture)
@@ -67,7 +67,7 @@ def curves(series: Series, *, xlabel: str, ylabel: str, title: str, percent: boo
     ax.set(xlabel=xlabel, ylabel=ylabel)
     suptitle(fig, title)
     if log_y:
-        ax.set_yscale("log")
+        log_axis(ax)
     if percent:
         percent_axis(ax, _values(series))
     if integer_x:

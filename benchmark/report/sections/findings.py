@@ -79,10 +79,16 @@ def _winner_line(task: str, numbers: dict[str, tuple[float, list[float]]], pools
         return [f"- **{task}**: only {winner} has a finished run ({metric} {pct(top)} %, {basis}; {rests})."]
     second, runner_up = scored[1]
     margin = 100 * (top - second)
+    weakest = f"; the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} %" if len(scored) > 2 else ""
+    thin = not seeds and min(pools[a] for _, a in scored) < MIN_EVIDENCE
     tied = [arch for acc, arch in scored if 100 * (top - acc) < TIE_POINTS]
-    if len(tied) > 1:
+    if thin:  # one run a side: a standing, not a result
+        lines.append(f"- **{task}**: {winner} has the highest {metric}, {pct(top)} % ({basis}), {margin:.2f} points "
+                     f"over {runner_up}{weakest}; not called a win: {rests}, and each architecture needs "
+                     f"{MIN_EVIDENCE} runs.")
+    elif len(tied) > 1:
         lines.append(f"- **{task}**: {', '.join(tied)} tie within {TIE_POINTS:g} points at {pct(top)} % {metric} "
-                     f"({basis}); the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} % ({rests}).")
+                     f"({basis}){weakest} ({rests}).")
     else:
         noise = ""
         if len(seeds) >= 2 and len(numbers[runner_up][1]) >= 2:
@@ -90,8 +96,7 @@ def _winner_line(task: str, numbers: dict[str, tuple[float, list[float]]], pools
             noise = (", within the seeds' noise (95 % Welch t)" if same else ", beyond the seeds' noise (95 % "
                      "Welch t)")
         lines.append(f"- **{task}**: {winner} wins with {pct(top)} % {metric} ({basis}), {margin:.2f} points ahead "
-                     f"of {runner_up} ({pct(second)} %){noise}; the weakest, {scored[-1][1]}, reaches "
-                     f"{pct(scored[-1][0])} % ({rests}).")
+                     f"of {runner_up} ({pct(second)} %){noise}{weakest} ({rests}).")
     return lines
 
 

@@ -88,8 +88,9 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
         styles = {label: {"color": palette[regime[label][0]],
                           "ls": dashes[lengths.index(regime[label][1]) % len(dashes)]} for label in both_bits}
         fig = accuracy_by_length(both_bits, both_seqs, None,
-                                 f"{', '.join(fixed_archs)} trained on addition of one length only (the notebook's "
-                                 f"experiments) against lengths 1..{longest or 'max'}: test accuracy against length",
+                                 f"{', '.join(fixed_archs)} trained on addition of one length only (broken lines; "
+                                 f"the notebook's experiments) or of lengths 1..{longest or 'max'} (solid): test "
+                                 "accuracy against string length",
                                  styles=styles)
         out += ["The notebook's fixed-length experiments: the same configurations trained on strings of one "
                 "length only, tested on every length.", "",

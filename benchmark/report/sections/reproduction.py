@@ -85,10 +85,8 @@ def reproduction(snap: Snapshot, figures: Figures) -> str:
                      f"(notebook {experiment.notebook:.1f}%)")
             curves.append((label, [snap.history(run.run_id, Metric.TEST_BIT_ACC_BY_LEN) for run in runs]))
         archs = ", ".join(sorted({e.arch.upper() for e in members}))
-        fixed = sorted({n for e in members for n in e.settings.get("train_lengths", ())})
-        trained = (f"length {', '.join(map(str, fixed[:-1]))} or {fixed[-1]} only" if len(fixed) > 1
-                   else f"length {fixed[0]} only" if fixed
-                   else f"lengths 1..{members[0].settings.get('max_train_length', 20)}")
-        heading = f"The notebook's {archs} trained on addition ({trained}): {title[0].lower()}{title[1:]}"
+        fixed = any(e.settings.get("train_lengths") for e in members)
+        spans = "" if fixed else f", lengths 1..{members[0].settings.get('max_train_length', 20)}"
+        heading = f"{title}: the notebook's {archs} trained on addition{spans}"
         lines += [figures.image(notebook_lengths(curves, heading), f"reproduce_{figure}", title), ""]
     return "\n".join(lines)
