@@ -80,13 +80,13 @@ def integer_axis(ax, axis: str = "x") -> None:
 
 def log_axis(ax, axis: str = "y") -> None:
     """A log axis (losses) labelled with plain numbers ('0.5', '2'), not '2 x 10^0'; minor ticks labelled only
-    where the axis spans less than a decade and a half, else at 2 and 5 of each decade."""
+    where the axis spans under 0.8 of a decade, else at 2 and 5 of each decade."""
     target = ax.yaxis if axis == "y" else ax.xaxis
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
     def minor(value, _):
         low, high = sorted(target.get_view_interval())
-        narrow = low > 0 and math.log10(high / low) < 1.5
+        narrow = low > 0 and math.log10(high / low) < 0.8
         lead = round(value / 10 ** math.floor(math.log10(value)), 6) if value > 0 else 0
         return f"{value:g}" if narrow or lead in (2, 5) else ""
 
@@ -139,17 +139,17 @@ def learning_curve(result, config):
     fig, (left, right) = figure(1, 2, figsize=(11, 4.2))
     colour = arch_colour(config.arch)
     left.plot(range(1, len(result.train_losses) + 1), result.train_losses, lw=0.8, color=colour, alpha=0.8,
-              label="train loss")
+              label="train")
     iterations_per_epoch = len(result.train_losses) / max(result.epochs_run, 1)
     epochs = range(1, len(result.val_history) + 1)
     left.plot([e * iterations_per_epoch for e in epochs], [v["loss"] for v in result.val_history], "o-",
-              color="black", ms=4, label="validation loss (end of epoch)")
+              color="black", ms=4, label="validation\n(end of epoch)")
     left.set(xlabel="iteration", ylabel=f"{config.loss} loss (log scale)", title="Loss")
     log_axis(left)
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     legend_outside(left)
     accs = [100 * v["acc"] for v in result.val_history]
-    right.plot(epochs, accs, "o-", color=colour, label="validation accuracy")
+    right.plot(epochs, accs, "o-", color=colour)
     right.axvline(result.best_epoch, color="gray", ls="--", lw=0.8, label=f"best epoch {result.best_epoch}")
     right.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
     percent_axis(right, accs)
@@ -159,5 +159,5 @@ def learning_curve(result, config):
     for ax in (left, right):
         ax.grid(alpha=0.3)
     suptitle(fig, f"{config.arch} trained on {trained_on(config)}: hidden {config.hidden_size} x {config.num_layers}, "
-                 f"lr {config.lr:g}, {config.loss} loss")
+                 f"lr {config.lr:.3g}, {config.loss} loss")
     return fig

@@ -118,8 +118,12 @@ def problems(fig) -> list[str]:
             if axis.get_offset_text().get_text():
                 found.append(f"{name}: offset notation {axis.get_offset_text().get_text()!r}")
             low, high = sorted(axis.get_view_interval())
-            texts += [tick.label1 for tick in axis.get_major_ticks() if tick.label1.get_visible()
-                      and tick.label1.get_text() and low <= tick.get_loc() <= high]
+            shown = [tick.label1 for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+                     if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high]
+            boxes = [label.get_window_extent(renderer) for label in shown]
+            if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+                found.append(f"{name}: tick labels overlap {[label.get_text() for label in shown]}")
+            texts += shown
             texts.append(axis.label)
         texts += [ax.title] + [t for t in ax.texts if t.get_text()]
         xlim, ylim = sorted(ax.get_xlim()), sorted(ax.get_ylim())
@@ -192,14 +196,15 @@ def test_accuracy_at_100_percent_gets_a_range_that_shows_it():
 def test_the_checker_catches_what_it_looks_for():
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0.5, 1.5, 2.5], [100.0001, 100.0002, 100.0003], label="x" * 10)
+    ax.set_xticks([0.6, 0.62], ["one label", "another"])  # a label on top of another
     ax.set(xlabel="epoch", ylabel="validation accuracy")
     ax.set_xlim(0.5, 2.0)
     ax.legend(loc="center")
     fig.supylabel("a long label " * 5)
     found = "\n".join(problems(fig))
     plt.close(fig)
-    for expected in ("offset notation", "outside the limits", "without a % formatter", "non-integer ticks",
-                     "clipped by the canvas", "covers the data"):
+    for expected in ("tick labels overlap", "offset notation", "outside the limits", "without a % formatter",
+                     "non-integer ticks", "clipped by the canvas", "covers the data"):
         assert expected in found
 
 
