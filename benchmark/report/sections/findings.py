@@ -76,7 +76,9 @@ def _winner_line(task: str, numbers: dict[str, tuple[float, list[float]]], pools
              f"rests on one {kind} per architecture, chosen from {_evidence([pools[a] for _, a in scored], 'run')}, "
              "no seeds")
     if len(scored) == 1:
-        return [f"- **{task}**: only {winner} has a finished run ({metric} {pct(top)} %, {basis}; {rests})."]
+        alone = (f"{plural(len(seeds), 'seed')}" if seeds
+                 else f"one {kind}, chosen from {plural(pools[winner], 'run')}, no seeds")
+        return [f"- **{task}**: only {winner} has a finished run ({metric} {pct(top)} %, {basis}; rests on {alone})."]
     second, runner_up = scored[1]
     margin = 100 * (top - second)
     weakest = f"; the weakest, {scored[-1][1]}, reaches {pct(scored[-1][0])} %" if len(scored) > 2 else ""
