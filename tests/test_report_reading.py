@@ -160,7 +160,7 @@ def test_an_effect_is_claimed_only_with_enough_runs_each_side():
     enough = _findings([_run("a0", "lstm", 1, 0.99), _run("a1", "lstm", 1, 0.97), _run("a2", "lstm", 2, 0.50),
                         _run("a3", "lstm", 3, 0.48)])
     depth = next(line for line in enough.splitlines() if "depth" in line)
-    assert "hurt" in depth and "-49.00 (best of 2 vs best of 2 runs)" in depth
+    assert "hurt" in depth and "-49.00: best of 2 vs best of 2 runs" in depth
 
 
 def test_every_finding_says_what_it_rests_on():
@@ -188,3 +188,18 @@ def test_a_winner_is_not_called_from_one_run_each():
     two = _findings([_run("a0", "lstm", 1, 0.48), _run("a1", "lstm", 1, 0.40), _run("b0", "gru", 1, 0.55),
                      _run("b1", "gru", 1, 0.50)])
     assert "- **addition**: gru wins with 55.00 % mean bit accuracy (best trial), 7.00 points ahead of lstm" in two
+
+
+def test_seed_means_within_their_noise_are_no_effect():
+    def seed(run_id, of, arch, value, number):
+        tags = {Tag.TASK: "addition", Tag.ARCH: arch, Tag.SUITE: Suite.CONFIRM, Tag.ROLE: Role.CONFIRM,
+                Tag.CONFIRM_OF: of, Tag.SEED: str(number)}
+        return RunRecord(run_id, "addition", RunStatus.FINISHED, number, tags, {"epochs": "4", "train_size": "0"},
+                         {Metric.TEST_ACC: value})
+
+    runs = [_run("a0", "lstm", 1, 0.90), _run("a1", "lstm", 1, 0.80), _run("b0", "bilstm", 1, 0.95),
+            _run("b1", "bilstm", 1, 0.85),
+            seed("s1", "a0", "lstm", 0.90, 1), seed("s2", "a0", "lstm", 0.94, 2),
+            seed("s3", "b0", "bilstm", 0.91, 1), seed("s4", "b0", "bilstm", 0.95, 2)]
+    line = next(line for line in _findings(runs).splitlines() if "bidirectionality" in line)
+    assert "made no difference" in line and "+1.00: 2 vs 2 seeds, within the seeds' noise" in line

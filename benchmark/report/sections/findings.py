@@ -103,14 +103,17 @@ def _winner_line(task: str, numbers: dict[str, tuple[float, list[float]]], pools
 
 
 def _compare(a: Side, b: Side) -> tuple[float, str] | None:
-    """(b − a in points, what it rests on), or None where a side has fewer than MIN_EVIDENCE runs."""
+    """(b − a in points, 0 where the seeds cannot tell them apart; the difference and what it rests on), or None
+    where a side has fewer than MIN_EVIDENCE runs."""
     if a.best is None or b.best is None:
         return None
     if len(a.seeds) >= MIN_EVIDENCE and len(b.seeds) >= MIN_EVIDENCE:
-        return 100 * (mean_std(b.seeds)[0] - mean_std(a.seeds)[0]), f"{len(a.seeds)} vs {len(b.seeds)} seeds"
+        diff = 100 * (mean_std(b.seeds)[0] - mean_std(a.seeds)[0])
+        noise = ", within the seeds' noise" if within_noise(a.seeds, b.seeds)[0] else ""
+        return (0.0 if noise else diff), f"{diff:+.2f}: {len(a.seeds)} vs {len(b.seeds)} seeds{noise}"
     if a.runs >= MIN_EVIDENCE and b.runs >= MIN_EVIDENCE:
         diff = 100 * (b.best.metric(Metric.TEST_ACC) - a.best.metric(Metric.TEST_ACC))
-        return diff, f"best of {a.runs} vs best of {b.runs} runs"
+        return diff, f"{diff:+.2f}: best of {a.runs} vs best of {b.runs} runs"
     return None
 
 
@@ -132,7 +135,7 @@ def _pair_line(task: str, what: str, pairs: list[tuple[Side, Side]]) -> list[str
         return [f"- **{task}**: {what}: not enough runs to state an effect ({need}; had {', '.join(thin)})."]
     helped = [d for d in diffs if d[2] >= TIE_POINTS]
     hurt = [d for d in diffs if d[2] <= -TIE_POINTS]
-    detail = ", ".join(f"{x} → {y} {d:+.2f} ({rests})" for x, y, d, rests in diffs)
+    detail = ", ".join(f"{x} → {y} {rests}" for x, y, _, rests in diffs)
     if len(helped) == len(diffs):
         verdict = "helped"
     elif len(hurt) == len(diffs):
