@@ -10,6 +10,9 @@ plugin registered (``benchmark.registry``), the file or module it came from. Reg
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
+
 ARCHITECTURES: dict[str, dict] = {
     "rnn": {"cell": "rnn", "bidirectional": False},
     "lstm": {"cell": "lstm", "bidirectional": False},
@@ -44,3 +47,21 @@ def arch_order_key(arch: str) -> tuple[int, str]:
 
 def task_order_key(task: str) -> tuple[int, str]:
     return (TASKS.index(task) if task in TASKS else len(TASKS), task)
+
+
+# One colour per architecture in every figure (matplotlib's tab10, in catalogue order); plugin cells take the
+# next colours in the order given (the report: the order the store first saw them), else one by name hash.
+ARCH_COLOURS: dict[str, str] = {"rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c", "birnn": "#d62728",
+                                "bilstm": "#9467bd", "bigru": "#8c564b"}
+PLUGIN_COLOURS: tuple[str, ...] = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
+                                   "#7b4173")
+
+
+def arch_colour(arch: str, plugins: Sequence[str] = ()) -> str:
+    """The colour of ``arch`` in every figure: fixed for the built-ins; a plugin's from its place in
+    ``plugins`` (built-ins in it are skipped), or, when it is not there, from a hash of its name."""
+    if arch in ARCH_COLOURS:
+        return ARCH_COLOURS[arch]
+    others = [name for name in dict.fromkeys(plugins) if name not in ARCH_COLOURS]
+    index = others.index(arch) if arch in others else zlib.crc32(arch.encode())
+    return PLUGIN_COLOURS[index % len(PLUGIN_COLOURS)]

@@ -197,31 +197,37 @@ def predict_files(network, paths, input_scale: str = "standard"
     return predictions, inputs, errors
 
 
-def contact_sheet_figure(predictions: list[Prediction], inputs: list[torch.Tensor], columns: int = 10):
+def contact_sheet_figure(predictions: list[Prediction], inputs: list[torch.Tensor], columns: int = 10,
+                         title: str | None = None):
     """Each input as the model sees it, titled with the prediction (and the true label, red when wrong)."""
-    from .plots import plt  # matplotlib: only a contact sheet draws
+    from .plots import figure  # matplotlib: only a contact sheet draws
 
     n = max(len(inputs), 1)
     columns = min(columns, n)
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.6 * rows), squeeze=False)
+    fig, axes = figure(rows, columns, figsize=(max(1.3 * columns, 4.5), 1.6 * rows + (0.5 if title else 0)),
+                       squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, prediction, image in zip(axes.flat, predictions, inputs, strict=False):
         ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255)
-        title = f"{prediction.digit} ({prediction.probability:.2f})"
+        caption = f"{prediction.digit} ({prediction.probability:.2f})"
         if prediction.label is not None:
-            title += f"\ntrue {prediction.label}"
-        ax.set_title(title, fontsize=8, color="tab:red" if prediction.correct is False else "black")
-    fig.tight_layout()
+            caption += f"\ntrue {prediction.label}"
+        ax.set_title(caption, fontsize=8, color="tab:red" if prediction.correct is False else "black")
+    if title:
+        from .plots import suptitle
+
+        suptitle(fig, title, size=10)
     return fig
 
 
-def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], path, columns: int = 10) -> None:
+def contact_sheet(predictions: list[Prediction], inputs: list[torch.Tensor], path, columns: int = 10,
+                  title: str | None = None) -> None:
     """``contact_sheet_figure`` saved as a PNG at ``path``."""
     from .plots import save_figure  # matplotlib, likewise
 
-    save_figure(contact_sheet_figure(predictions, inputs, columns), path)
+    save_figure(contact_sheet_figure(predictions, inputs, columns, title), path)
 
 
 def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, sheet=None, out=None, err=None) -> int:
@@ -239,5 +245,7 @@ def run(paths, *, run_id=None, model=None, tracking_uri=None, as_json=False, she
             extra = "" if p.label is None else f"  (true {p.label}{'' if p.correct else ', WRONG'})"
             print(f"{p.file:<{width}}  {p.digit}  {p.probability:.4f}{extra}", file=out)
     if sheet and predictions:
-        contact_sheet(predictions, inputs, sheet)
+        source = f"run {run_id[:8]}" if run_id else f"model {model}" if model else "the best MNIST run"
+        contact_sheet(predictions, inputs, sheet, title=f"{config.arch} trained on MNIST ({source}): predicted "
+                      "digit (probability)")
     return 1 if errors else 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..files import write_atomic
 from ..schema import RunStatus
-from .markdown import Figures
+from .markdown import Figures, plural
 from .sections.comparison import comparison
 from .sections.curves import learning_curves
 from .sections.digits import digits
@@ -34,6 +34,15 @@ from .select import reported_tasks
 from .snapshot import Snapshot, load_snapshot
 from .worker import OfflineWorker, Section, run_sections
 
+HOW_TO_READ = (
+    "**How to read this report.** Each task's architectures were tuned by Optuna studies (or trained once "
+    "with `rnnbench train`); each 'best' is the completed trial with the highest validation accuracy (without "
+    "trials, the best train run), and every number shown for it is measured on the held-out test set. "
+    "Accuracies are in %, differences in points. A best trial is one draw: where `rnnbench confirm` retrained "
+    "it with fresh seeds, the seed mean ± std is the number to trust, and differences within the seeds' noise "
+    "are flagged as such. Each finding says how many runs it rests on; with few trials per study, read the "
+    "optimisation histories as hints, not results. Provenance (commits, versions, hardware) closes the report.")
+
 SECTIONS: list[Section] = [comparison, goals, findings, length_plots, learning_curves, loss_comparison, studies,
                            reproduction, digits, provenance]
 
@@ -42,8 +51,9 @@ def render(snap: Snapshot, figures: Figures, sections: list[Section] | None = No
            worker: OfflineWorker | None = None) -> str:
     finished = sum(r.status == RunStatus.FINISHED for r in snap.runs)
     parts = ["# rnnbench report", "",
-             f"{len(snap.runs)} runs ({finished} finished) in {', '.join(snap.experiments)}; "
-             f"tasks: {', '.join(reported_tasks(snap)) or 'none with a finished run'}.", ""]
+             f"{plural(len(snap.runs), 'run')} ({finished} finished) in {', '.join(snap.experiments)}; "
+             f"tasks: {', '.join(reported_tasks(snap)) or 'none with a finished run'}.", "",
+             HOW_TO_READ, ""]
     sections = SECTIONS if sections is None else sections
     texts = run_sections(snap, figures, sections, worker)
     parts += [text.rstrip("\n") + "\n" for text in texts if text]

@@ -11,87 +11,103 @@ from __future__ import annotations
 import math
 import statistics
 
-import matplotlib
 import numpy as np
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")  # headless: figures are files, never windows
-
-import matplotlib.pyplot as plt  # noqa: E402
+from ..plots import figure, integer_axis, legend_outside, length_axis, log_axis, percent_axis, suptitle
 
 Series = dict[str, list[tuple[float, float]]]
+Colours = dict[str, str]  # label -> colour (``catalog.arch_colour`` of the label's architecture)
 
 
 def _grid(ax) -> None:
     ax.grid(alpha=0.4)  # major ticks only: minor ticks triple the drawing time
 
 
+def _values(series: Series, scale: float = 100) -> list[float]:
+    return [scale * y for points in series.values() for _, y in points]
+
+
 def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, title: str,
                        styles: dict[str, dict] | None = None):
     """Bit and whole-string accuracy against string length, one line per label, log-scaled lengths.
 
-    ``styles`` maps a label to matplotlib line keywords (e.g. one colour per architecture, one dash
-    pattern per training regime)."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharex=True)
-    for ax, series, name in ((axes[0], bit, "bit accuracy (%)"), (axes[1], seq, "whole-string accuracy (%)")):
+    ``styles`` maps a label to matplotlib line keywords (one colour per architecture, one dash pattern per
+    training regime)."""
+    fig, axes = figure(1, 2, figsize=(13, 4.8), sharex=True)
+    lengths = [x for series in (bit, seq) for points in series.values() for x, _ in points]
+    for ax, series, name in ((axes[0], bit, "bit accuracy"), (axes[1], seq, "whole-string accuracy")):
         for label, points in series.items():
             if points:
                 style = {"marker": "o", "ms": 3, "lw": 1.2, **(styles or {}).get(label, {})}
                 ax.plot([p[0] for p in points], [100 * p[1] for p in points], label=label, **style)
         if max_train_length:
             ax.axvline(max_train_length, color="gray", ls="--", lw=0.8)
-        ax.set(xscale="log", xlabel="string length L (log scale)", ylabel=name)
+        ax.set(xlabel="string length L (log scale)", ylabel=name, title=name)
+        length_axis(ax, lengths + ([max_train_length] if max_train_length else []))
+        percent_axis(ax, _values(series))
         _grid(ax)
     if max_train_length:
-        axes[0].annotate("longest training length", (max_train_length, 0.02), xycoords=("data", "axes fraction"),
+        axes[0].annotate("longest training length", (max_train_length, 0.03), xycoords=("data", "axes fraction"),
                          rotation=90, fontsize=8, color="gray", ha="right", va="bottom")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.9, wspace=0.18)
+    legend_outside(axes[1])
+    suptitle(fig, title)
     return fig
 
 
 def curves(series: Series, *, xlabel: str, ylabel: str, title: str, percent: bool = False,
-           log_y: bool = False, markers: bool = True):
-    fig, ax = plt.subplots(figsize=(9, 5))
+           log_y: bool = False, markers: bool = True, colours: Colours | None = None, integer_x: bool = False):
+    """One line per label; ``percent`` draws accuracies in %, ``integer_x`` puts epochs on whole numbers."""
+    fig, ax = figure(figsize=(10, 5))
     scale = 100 if percent else 1
     for label, points in series.items():
         if points:
             ax.plot([p[0] for p in points], [scale * p[1] for p in points], "o-" if markers else "-",
-                    ms=3, lw=1.2 if markers else 0.8, label=label)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+                    ms=3, lw=1.2 if markers else 0.8, label=label, color=(colours or {}).get(label))
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    suptitle(fig, title)
     if log_y:
-        ax.set_yscale("log")
+        log_axis(ax)
+    if percent:
+        percent_axis(ax, _values(series))
+    if integer_x:
+        integer_axis(ax)
     _grid(ax)
-    ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
+    legend_outside(ax)
     return fig
 
 
-def loss_comparison(values: dict[str, dict[str, float | None]], losses: list[str], title: str, ylabel: str):
-    """Dot plot: for each architecture (x), the best value reached with each loss."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+LOSS_MARKERS = "os^D"
+
+
+def loss_comparison(values: dict[str, dict[str, float | None]], losses: list[str], title: str, ylabel: str,
+                    colours: Colours | None = None):
+    """Dot plot: for each architecture (x, in its colour), the best value reached with each loss (marker)."""
+    fig, ax = figure(figsize=(10, 4.5))
     archs = list(values)
     for i, loss in enumerate(losses):
         shift = (i - (len(losses) - 1) / 2) * 0.15  # side by side, not on top of each other
-        present = [(j, values[arch][loss]) for j, arch in enumerate(archs) if values[arch].get(loss) is not None]
-        xs, ys = [j + shift for j, _ in present], [100 * v for _, v in present]
-        ax.plot(xs, ys, "os^D"[i % 4], ms=8, ls="none", label=loss)
+        for j, arch in enumerate(archs):
+            if values[arch].get(loss) is not None:
+                ax.plot([j + shift], [100 * values[arch][loss]], LOSS_MARKERS[i % 4], ms=8, ls="none",
+                        color=(colours or {}).get(arch, "black"), markeredgecolor="black", markeredgewidth=0.6)
     ax.set_xticks(range(len(archs)), archs)
-    ax.set(ylabel=ylabel, title=title)
+    ax.set_xlim(-0.5, len(archs) - 0.5)
+    ax.set(ylabel=ylabel, xlabel="architecture")
+    suptitle(fig, title)
+    percent_axis(ax, [100 * v for by_loss in values.values() for v in by_loss.values() if v is not None])
     _grid(ax)
-    ax.legend(title="loss")
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.92)
+    handles = [Line2D([], [], marker=LOSS_MARKERS[i % 4], ls="none", color="white", markeredgecolor="black", ms=8,
+                      label=loss) for i, loss in enumerate(losses)]
+    ax.legend(handles=handles, title="loss", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return fig
 
 
-def _panels(n: int, width: float = 4.2, height: float = 3.2, left: float = 0.6):
-    """A grid of up to 3 columns; margins in inches, so they hold for any number of rows."""
+def _panels(n: int, width: float = 4.2, height: float = 3.4):
+    """A grid of up to 3 columns, the unused cells hidden."""
     cols = min(3, max(n, 1))
     rows = math.ceil(max(n, 1) / cols)
-    size = (width * cols, height * rows + 0.5)
-    fig, axes = plt.subplots(rows, cols, figsize=size, squeeze=False)
-    fig.subplots_adjust(left=left / size[0], right=1 - 0.15 / size[0], bottom=0.5 / size[1], top=1 - 0.7 / size[1],
-                        wspace=0.35 if left < 1 else 0.7, hspace=0.6)
+    fig, axes = figure(rows, cols, figsize=(width * cols, height * rows + 0.8), squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -99,66 +115,92 @@ def _panels(n: int, width: float = 4.2, height: float = 3.2, left: float = 0.6):
 
 
 def optimisation_histories(studies: dict[str, dict], title: str):
-    """One panel per study: objective per trial (completed dots, pruned crosses at their last value), best so far."""
+    """One panel per study: objective per trial (completed dots in the architecture's colour, pruned trials
+    as crosses at their last reported value), and the best so far. ``studies`` maps a study name to
+    {"complete": [(trial, value)], "pruned": [(trial, value)], optionally "colour" and "pruned_count"}."""
     fig, axes = _panels(len(studies))
     for ax, (name, data) in zip(axes, studies.items(), strict=False):
         complete, pruned = data["complete"], data["pruned"]
+        colour = data.get("colour", "tab:blue")
         if complete:
-            ax.plot([p[0] for p in complete], [100 * p[1] for p in complete], "o", ms=4, label="complete")
+            ax.plot([p[0] for p in complete], [100 * p[1] for p in complete], "o", ms=4, color=colour,
+                    label="completed trial")
             best, running = [], -math.inf
             for number, value in complete:
                 running = max(running, value)
                 best.append((number, running))
-            ax.step([p[0] for p in best], [100 * p[1] for p in best], where="post", color="tab:red", lw=1.2,
+            ax.step([p[0] for p in best], [100 * p[1] for p in best], where="post", color="black", lw=1.0,
                     label="best so far")
         if pruned:
-            ax.plot([p[0] for p in pruned], [100 * p[1] for p in pruned], "x", ms=5, color="gray", label="pruned")
-        ax.set(title=name, xlabel="trial", ylabel="validation accuracy (%)")
+            ax.plot([p[0] for p in pruned], [100 * p[1] for p in pruned], "x", ms=6, mew=1.5, color="tab:red",
+                    label="pruned trial (last value)")
+        n_pruned = data.get("pruned_count", len(pruned))
+        ax.set(title=f"{name}\n{len(complete)} completed, {n_pruned} pruned", xlabel="trial number",
+               ylabel="validation accuracy")
+        ax.title.set_fontsize(9)
+        percent_axis(ax, [100 * v for _, v in complete + pruned])
+        numbers = [p[0] for p in complete + pruned]
+        if numbers:
+            ax.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)
+        integer_axis(ax)
         _grid(ax)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles),
+                   fontsize=8)
+    suptitle(fig, title)
     return fig
 
 
 def importances(studies: dict[str, dict[str, float]], title: str):
     """One panel per study: horizontal bars of parameter importance (largest on top)."""
-    fig, axes = _panels(len(studies), left=1.1)
+    fig, axes = _panels(len(studies))
     for ax, (name, values) in zip(axes, studies.items(), strict=False):
         items = list(values.items())[::-1]
         ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
-        ax.set(title=name, xlabel="importance", xlim=(0, 1))
+        ax.set(title=name, xlabel="importance (fraction of the objective's variance)", xlim=(0, 1))
+        ax.title.set_fontsize(9)
         ax.grid(axis="x", alpha=0.4)
-    fig.suptitle(title)
+    suptitle(fig, title)
     return fig
 
 
 def notebook_lengths(lines: list[tuple[str, list[list[tuple[int, float]]]]], title: str):
     """The notebook's accuracy-vs-length figures redrawn: for each (label, one bit-accuracy history per seed),
     the mean over the seeds (thick) and each seed (thin), lengths 1..20 and the generalisation beyond."""
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    import matplotlib.pyplot as plt
+
+    fig, ax = figure(figsize=(10, 4.8))
+    every = []
     for colour, (label, histories) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], lines, strict=False):
-        curves: dict[int, list[float]] = {}
+        by_length: dict[int, list[float]] = {}
         for history in histories:
             for step, value in history:
-                curves.setdefault(step, []).append(100 * value)
+                by_length.setdefault(step, []).append(100 * value)
             if len(histories) > 1:
                 ax.plot([step for step, _ in history], [100 * value for _, value in history], "-", color=colour,
                         lw=0.6, alpha=0.35)
-        lengths = sorted(curves)
-        ax.plot(lengths, [statistics.fmean(curves[n]) for n in lengths], "o-", ms=3, color=colour, label=label)
+        lengths = sorted(by_length)
+        every += [v for values in by_length.values() for v in values]
+        ax.plot(lengths, [statistics.fmean(by_length[n]) for n in lengths], "o-", ms=3, color=colour, label=label)
+    steps = [step for _, histories in lines for history in histories for step, _ in history]
     ax.axvline(20.5, color="gray", ls=":", lw=0.8)
-    ax.set(xlabel="string length", ylabel="bit accuracy (%)", title=title, xscale="log",
-           ylim=(min(ax.get_ylim()[0], 90), 100.5))
+    ax.set(xlabel="string length (log scale)", ylabel="bit accuracy")
+    suptitle(fig, title)
+    length_axis(ax, steps + [20.5])
+    percent_axis(ax, every)
     ax.text(21, ax.get_ylim()[0], " beyond the training lengths", fontsize=7, color="gray", va="bottom")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    legend_outside(ax)
     return fig
 
 
 def confusion_matrix(confusion, title: str):
     """A 10 x 10 count matrix (true rows, predicted columns) with its counts written in."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = figure(figsize=(7, 5.8))
     # Log colour scale so the few errors show next to ~1000 correct per class.
     shown = ax.imshow(np.log1p(confusion), cmap="Blues")
     for t in range(10):
@@ -167,7 +209,10 @@ def confusion_matrix(confusion, title: str):
             if n:
                 ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
                         color="white" if t == p else ("tab:red" if n >= 5 else "black"))
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
-    fig.colorbar(shown, ax=ax, label="log(1 + count)")
-    fig.tight_layout()
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit")
+    suptitle(fig, title, size=11)
+    bar = fig.colorbar(shown, ax=ax, label="count (log scale)")
+    top = int(np.max(confusion)) if np.size(confusion) else 1
+    counts = [c for c in (0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10_000) if c <= max(top, 1)]
+    bar.set_ticks(np.log1p(counts), labels=[f"{c:,}" for c in counts])
     return fig

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..files import save_figure
 from ..stats import mean_std
+from ..store import mask_url
 
 
 def mean_pm(values: list[float]) -> str:
@@ -22,6 +23,11 @@ def mean_pm(values: list[float]) -> str:
         return f"{100 * values[0]:.2f} (n=1)"
     mean, std = mean_std(values)
     return f"{100 * mean:.2f} ± {100 * std:.2f} ({len(values)})"
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """'1 trial', '2 trials', '0 trials'; ``words`` for irregular plurals ('study', 'studies')."""
+    return f"{count} {word if count == 1 else words or word + 's'}"
 
 
 def pct(value: float | None) -> str:
@@ -52,12 +58,28 @@ def table(headers: list[str], rows: list[list[str]], right: Iterable[int] = ()) 
     return "\n".join(lines)
 
 
-def short_path(path) -> str:
-    """A path relative to the working directory when it is under it (stable across machines)."""
+def shown_location(location, store: Path | str | None = None) -> str:
+    """A store, journal or database location as the report prints it, never with the absolute folders of the
+    machine that wrote it: relative to the tracking store's folder ``store`` where it lies in it, else to the
+    working directory, else masked to '…/name'. Server URLs keep their host, their password masked."""
+    text = mask_url(str(location))
+    scheme = next((s for s in ("sqlite:///", "file://") if text.startswith(s)), "")
+    if "://" in text and not scheme:
+        return text
+    path = Path(text.removeprefix(scheme))
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):
-        return str(path)
+        resolved = path.resolve()
+    except OSError:
+        resolved = path
+    if store is not None:
+        try:
+            return f"{scheme}{resolved.relative_to(Path(store).resolve())} (in the tracking store's folder)"
+        except ValueError:
+            pass
+    try:
+        return f"{scheme}{resolved.relative_to(Path.cwd().resolve())}"
+    except ValueError:
+        return f"{scheme}{path}" if not path.is_absolute() else f"{scheme}…/{path.name}"
 
 
 class Figures:

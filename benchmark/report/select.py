@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from ..catalog import BUILTIN_ARCHITECTURES
+from ..catalog import BUILTIN_ARCHITECTURES, arch_colour
 from ..schema import Metric, Role, RunStatus, Suite, Tag, TrialState, rank_key
 from ..stats import mean_std
 from .snapshot import RunRecord, Snapshot
@@ -131,3 +131,29 @@ def longest_length(snap: Snapshot, run: RunRecord) -> tuple[int, float, float] |
         return None
     length = max(bits)
     return length, bits[length], dict(snap.history(run.run_id, Metric.TEST_SEQ_ACC_BY_LEN)).get(length)
+
+
+def arch_colours(snap: Snapshot) -> dict[str, str]:
+    """Every architecture of the store -> its colour in every figure of the report (``catalog.arch_colour``;
+    plugin cells in the order the store first saw them, over all tasks)."""
+    first_seen: dict[str, int] = {}
+    for run in snap.runs:
+        if run.arch:
+            first_seen[run.arch] = min(first_seen.get(run.arch, run.start_time), run.start_time)
+    plugins = sorted((a for a in first_seen if a not in BUILTIN_ARCHITECTURES), key=lambda a: (first_seen[a], a))
+    return {arch: arch_colour(arch, plugins) for arch in first_seen}
+
+
+def trained_on(task: str, runs: Iterable[RunRecord]) -> str:
+    """What ``runs`` were trained on, in words, for figure titles: 'MNIST', 'addition, lengths 1..20'."""
+    if task != "addition":
+        return "MNIST" if task == "mnist" else task
+    spans = {f"length {r.param('train_lengths')}" if r.param("train_lengths")
+             else f"lengths 1..{r.param('max_train_length')}" for r in runs if r.param("max_train_length")}
+    return f"addition, {spans.pop()}" if len(spans) == 1 else "addition"
+
+
+def run_kind(*runs: RunRecord | None) -> str:
+    """What best runs are called: tuned 'best trial', plain `rnnbench train` 'best train run', or both 'best run'."""
+    kinds = {"best trial" if run.role == Role.TRIAL else "best train run" for run in runs if run is not None}
+    return kinds.pop() if len(kinds) == 1 else "best run"

@@ -20,9 +20,9 @@ from typing import Any
 from ..catalog import task_order_key
 from ..config import ConfigError
 from ..schema import COORDINATION_MARK, Metric, Role, RunStatus, Suite, Tag, TrialState
-from ..store import default_journal, mask_url, plain_tracking_uri, search_runs, sqlite_path
+from ..store import default_journal, plain_tracking_uri, search_runs, sqlite_path, store_folder
 from ..tuning.storage import STORAGE_ENV, StorageNotFound, open_storage
-from .markdown import short_path
+from .markdown import plural, shown_location
 
 
 class ReportError(Exception):
@@ -192,15 +192,17 @@ def load_studies(storage: str | None, tracking_uri: str) -> tuple[dict[str, Stud
 
     missing = "no Optuna storage at {}; trial states are counted from run tags"
     storage = storage or os.environ.get(STORAGE_ENV)
+    folder = store_folder(tracking_uri) if sqlite_path(tracking_uri) else None
     if storage is None:
         journal = default_journal(tracking_uri)
         if not journal.exists():
-            return {}, missing.format(short_path(journal))
+            return {}, missing.format(shown_location(journal, folder))
         storage = str(journal)
+    shown = shown_location(storage, folder)
     try:
         backend = open_storage(storage, create=False)
     except StorageNotFound:
-        return {}, missing.format(storage)
+        return {}, missing.format(shown)
     except ConfigError as error:
         return {}, f"{error}; trial states are counted from run tags"
     try:
@@ -212,6 +214,7 @@ def load_studies(storage: str | None, tracking_uri: str) -> tuple[dict[str, Stud
             states = Counter(t.state.name for t in trials)
             studies[summary.study_name] = StudyStats(summary.study_name, dict(states), list(trials))
     except Exception as error:  # an unreadable storage must not sink the report
-        return {}, (f"Optuna storage {short_path(mask_url(storage))} unreadable ({type(error).__name__}: {error}); "
+        detail = str(error).replace(str(storage), shown)
+        return {}, (f"Optuna storage {shown} unreadable ({type(error).__name__}: {detail}); "
                     "trial states are counted from run tags")
-    return studies, f"Optuna storage {short_path(mask_url(storage))}: {len(studies)} studies"
+    return studies, f"Optuna storage {shown}: {plural(len(studies), 'study', 'studies')}"

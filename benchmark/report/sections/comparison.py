@@ -17,13 +17,15 @@ from ..snapshot import Snapshot
 def comparison(snap: Snapshot, figures: Figures) -> str:
     """One table per task, one row per architecture, best trial by validation."""
     out = ["## Comparison", "",
-           "Best trial per architecture, chosen by validation accuracy (completed trials only); test numbers "
-           "for that trial. Accuracies in %, Δ in points against the notebook (from the seed mean where every "
-           "architecture has seeds, else from the best trial). Trials: completed / pruned / failed.", ""]
+           "Best trial per architecture, chosen by validation accuracy (completed trials only; an architecture "
+           "without trials shows its best `rnnbench train` run, 'run' under trials); test numbers for that run. "
+           "Accuracies in %, Δ in points against the notebook (from the seed mean where every architecture has "
+           "seeds, else from the best run). The second table gives each run's configuration and cost; trials: "
+           "completed / pruned / failed.", ""]
     if not reported_tasks(snap):
         return "\n".join([*out[:2], "No finished trial or `rnnbench train` run in these experiments.", ""])
     for task in reported_tasks(snap):
-        rows, longest, trained = [], set(), set()
+        rows, setups, longest, trained = [], [], set(), set()
         archs = reported_archs(snap, task)
         seeded = {arch: seed_accs(snap, best_run(snap, task, arch)) for arch in archs}
         with_seeds = any(seeded.values())
@@ -44,11 +46,11 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
                 trained.add(run.param("max_train_length"))
                 row += [pct(run.metric(Metric.TEST_SEQ_ACC)), pct(at[1]) if at else "—", pct(at[2]) if at else "—"]
             n_params = run.metric(Metric.N_PARAMS)
-            row += [run.param("hidden_size", "—"), run.param("num_layers", "—"), lr_text(run.param("lr")),
-                    run.param("loss", "—"), "—" if n_params is None else f"{int(n_params):,}",
-                    number(run.seconds_per_epoch), trials, number(ref),
-                    signed(100 * numbers[arch][0] - ref if arch in numbers and ref is not None else None)]
+            row += [number(ref), signed(100 * numbers[arch][0] - ref if arch in numbers and ref is not None else None)]
             rows.append(row)
+            setups.append([arch, run.param("hidden_size", "—"), run.param("num_layers", "—"), lr_text(run.param("lr")),
+                           run.param("loss", "—"), "—" if n_params is None else f"{int(n_params):,}",
+                           number(run.seconds_per_epoch), trials])
         if task == "addition":
             at = f"L={longest.pop()}" if len(longest) == 1 and None not in longest else "longest L"
             span = f"1..{trained.pop()}" if len(trained) == 1 else "train lengths"
@@ -57,10 +59,11 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             headers = ["arch", "test acc"]
         if with_seeds:
             headers.insert(2, "seeds: mean ± std (n)")
-        n_metrics = len(headers)
-        headers += ["hidden", "layers", "lr", "loss", "params", "s / epoch", "trials", "notebook", "Δ"]
-        right = [i for i in range(1, len(headers)) if i not in (n_metrics + 3, n_metrics + 6)]
-        out += [f"### {task}", "", table(headers, rows, right), ""]
+        headers += ["notebook", "Δ"]
+        # Two tables of at most 8 columns each: one wide table overflows a GitHub page.
+        out += [f"### {task}", "", table(headers, rows, range(1, len(headers))), "",
+                table(["arch", "hidden", "layers", "lr", "loss", "params", "s / epoch", "trials"], setups,
+                      [1, 2, 3, 5, 6]), ""]
         if with_seeds:
             out += [noise_note(seeded), ""]
         if task in NOTEBOOK_REFERENCE_NOTE:

@@ -65,9 +65,12 @@ def digits_markdown(snap: Snapshot, figures: Figures, *, run: RunRecord | None =
     pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
     sample = [Prediction(f"test[{int(i)}]", int(predicted[i]), float(probs[i, predicted[i]]),
                          [], int(labels[i])) for i in pick]
-    grid = figures.image(contact_sheet_figure(sample, [images[i].cpu() for i in pick]), "digits_grid",
-                         "random test digits")
-    title = f"{config.arch} (run {run_id[:8]}): test accuracy {100 * accuracy:.2f}%"
+    model = f"{config.arch} trained on MNIST (run {run_id[:8]})"
+    sheet = contact_sheet_figure(sample, [images[i].cpu() for i in pick],
+                                 title=f"{model}: {count} random test digits, predicted digit (probability), "
+                                       "wrong in red")
+    grid = figures.image(sheet, "digits_grid", "random test digits")
+    title = f"{model}: test confusion matrix, accuracy {100 * accuracy:.2f}%"
     matrix = figures.image(confusion_matrix(confusion.numpy(), title), "digits_confusion", "confusion matrix")
 
     off_diagonal = [(int(confusion[t, p]), t, p) for t in range(10) for p in range(10) if t != p]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ...schema import Metric, Tag
 from ...stats import mean_std
-from ..markdown import Figures, lr_text, mean_pm, pct, table
-from ..select import best_run, confirmations, reported_archs, reported_tasks, seed_accs, trial_counts
+from ..markdown import Figures, lr_text, mean_pm, pct, plural, table
+from ..select import best_run, confirmations, reported_archs, reported_tasks, run_kind, seed_accs, trial_counts
 from ..snapshot import RunRecord, Snapshot
 
 # The reference goals, each a mean over GOAL_SEEDS seeds of the best configuration; the report says plainly where
@@ -24,9 +24,11 @@ def _tried(snap: Snapshot, task: str, arch: str, run: RunRecord) -> str:
     counts = trial_counts(snap, task, arch) or {}
     seeds = confirmations(snap, run)
     epochs = {r.param("epochs") for r in seeds}
-    seed_text = f"; {len(seeds)} seeds x {', '.join(sorted(epochs))} epochs" if seeds else "; no seed confirmation"
+    seed_text = (f"; {plural(len(seeds), 'seed')} x {', '.join(sorted(epochs))} epochs" if seeds
+                 else "; no seed confirmation")
     preset = run.tags.get(Tag.PRESET)
-    return (f"{sum(counts.values()) or 1} trials{f' ({preset})' if preset else ''}, best h{run.param('hidden_size')}"
+    tried = plural(sum(counts.values()), "trial") if counts else "`rnnbench train` runs only"
+    return (f"{tried}{f' ({preset})' if preset else ''}, {run_kind(run)} h{run.param('hidden_size')}"
             f"x{run.param('num_layers')} {run.param('loss')} lr {lr_text(run.param('lr'))} "
             f"{run.param('epochs')} epochs{seed_text}")
 
@@ -35,7 +37,7 @@ def _verdict(ok: bool | None, seeds: int) -> str:
     if ok is None:
         return "not measured"
     if seeds < GOAL_SEEDS:
-        return f"{'yes' if ok else 'no'} ({seeds} of {GOAL_SEEDS} seeds)"
+        return f"{'yes' if ok else 'no'} ({seeds} of {plural(GOAL_SEEDS, 'seed')})"
     return "**yes**" if ok else "**no**"
 
 
@@ -49,7 +51,7 @@ def _mnist_rows(snap: Snapshot) -> list[list[str]]:
         accs = seed_accs(snap, run)
         singles += [(a, arch) for a in accs] + [(run.metric(Metric.TEST_ACC) or 0.0, arch)]
         mean = mean_std(accs)[0] if accs else None
-        reached = mean_pm(accs) if accs else f"best trial {pct(run.metric(Metric.TEST_ACC))} (no seeds)"
+        reached = mean_pm(accs) if accs else f"{run_kind(run)} {pct(run.metric(Metric.TEST_ACC))} (no seeds)"
         rows.append([f"mnist {arch}: mean test acc ≥ {goal:.1f} %", reached,
                      _verdict(None if mean is None else 100 * mean >= goal, len(accs)),
                      _tried(snap, "mnist", arch, run)])
@@ -72,7 +74,8 @@ def _addition_rows(snap: Snapshot) -> list[list[str]]:
         seeds = confirmations(snap, run)
         accs = [r.metric(Metric.TEST_ACC) for r in seeds]
         worst = min(accs) if accs else None
-        reached = f"worst seed {pct(worst)}" if accs else f"best trial {pct(run.metric(Metric.TEST_ACC))} (no seeds)"
+        reached = (f"worst seed {pct(worst)}" if accs
+                   else f"{run_kind(run)} {pct(run.metric(Metric.TEST_ACC))} (no seeds)")
         rows.append([f"addition {arch}: 100 % bit acc on 1..{run.param('max_train_length')}, every seed", reached,
                      _verdict(None if worst is None else worst >= 1 - 1e-9, len(accs)),
                      _tried(snap, "addition", arch, run)])
@@ -85,7 +88,7 @@ def _addition_rows(snap: Snapshot) -> list[list[str]]:
             elif seeds or trial_at is None:
                 reached = f"length {long_length} not tested (add it to eval_lengths)"
             else:
-                reached = f"best trial {pct(trial_at)} (no seeds)"
+                reached = f"{run_kind(run)} {pct(trial_at)} (no seeds)"
             rows.append([f"addition {arch}: 100 % string acc at L={long_length}, trained on ≤ "
                          f"{run.param('max_train_length')}", reached,
                          _verdict(min(tested) >= 1 - 1e-9 if tested else None, len(tested)),
@@ -96,7 +99,7 @@ def _addition_rows(snap: Snapshot) -> list[list[str]]:
     goal = f"addition trained on L={short_length} only: mean bit acc 1..20 ≥ {short_goal:.0f} %"
     if short:
         mean, arch, values = max(short)
-        rows.append([goal, f"{mean_pm(values)} ({arch}, best of {len(short)} architectures)",
+        rows.append([goal, f"{mean_pm(values)} ({arch}, best of {plural(len(short), 'architecture')})",
                      _verdict(100 * mean >= short_goal, len(values)),
                      f"the best 1..20 configuration of each architecture retrained on length {short_length}"])
     else:
@@ -115,9 +118,10 @@ def goals(snap: Snapshot, figures: Figures) -> str:
     missed = sum(row[2] == "**no**" for row in rows)
     partial = sum(row[2].startswith(("yes (", "no (")) for row in rows)
     unmeasured = sum(row[2] == "not measured" for row in rows)
-    summary = (f"All {len(rows)} goals met." if met == len(rows) else
-               f"{met} of {len(rows)} goals met, {missed} missed, {partial} on fewer than {GOAL_SEEDS} seeds, "
-               f"{unmeasured} not measured.")
+    summary = (f"All {plural(len(rows), 'goal')} met." if met == len(rows) else
+               f"{met} of {plural(len(rows), 'goal')} met, {missed} missed, {partial} on fewer than "
+               f"{plural(GOAL_SEEDS, 'seed')}, {unmeasured} not measured.")
     return "\n".join(["## Goals", "",
-                      f"The reference goals (means over {GOAL_SEEDS} seeds of the best configuration). " + summary,
+                      f"The reference goals (means over {plural(GOAL_SEEDS, 'seed')} of the best configuration). "
+                      + summary,
                       "", table(["goal", "reached", "met?", "what was tried"], rows), ""])

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ...catalog import arch_order_key
 from ...schema import Metric
-from ..markdown import Figures, mean_pm, pct, table
-from ..select import best_run, confirmations, reported_archs, reported_tasks, seed_accs
+from ..markdown import Figures, mean_pm, pct, plural, table
+from ..select import arch_colours, best_run, confirmations, reported_archs, reported_tasks, run_kind, seed_accs
 from ..snapshot import RunRecord, Snapshot
 
 
@@ -24,11 +24,11 @@ def _length_series(snap: Snapshot, run: RunRecord, length: int | None = None) ->
     seeds = confirmations(snap, run, length)
     if seeds:
         return (_mean_history(snap, seeds, Metric.TEST_BIT_ACC_BY_LEN),
-                _mean_history(snap, seeds, Metric.TEST_SEQ_ACC_BY_LEN), f"mean of {len(seeds)} seeds")
+                _mean_history(snap, seeds, Metric.TEST_SEQ_ACC_BY_LEN), f"mean of {plural(len(seeds), 'seed')}")
     if length is not None:
         return [], [], ""
     return (snap.history(run.run_id, Metric.TEST_BIT_ACC_BY_LEN), snap.history(run.run_id, Metric.TEST_SEQ_ACC_BY_LEN),
-            "best trial")
+            run_kind(run))
 
 
 def length_plots(snap: Snapshot, figures: Figures) -> str:
@@ -36,11 +36,12 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
     if "addition" not in reported_tasks(snap):
         return ""
     bits, seqs, train_max, fixed_bits, fixed_seqs = {}, {}, set(), {}, {}
-    rows, regime = [], {}  # label -> (arch, training length or 0 for the 1..max runs), for line styles
+    rows, regime, best_runs = [], {}, []  # label -> (arch, training length or 0 for the 1..max runs), for line styles
     for arch in reported_archs(snap, "addition"):
         run = best_run(snap, "addition", arch)
         if run is None:
             continue
+        best_runs.append(run)
         bit, seq, what = _length_series(snap, run)
         bits[f"{arch} ({what})"], seqs[f"{arch} ({what})"] = bit, seq
         regime[f"{arch} ({what})"] = (arch, 0)
@@ -67,9 +68,15 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
     out = ["## Length generalisation (addition)", "",
            f"Trained on lengths up to {longest or 'the dashed line'}, tested up to length {reach}: bit and "
            "whole-string accuracy of each architecture's best configuration (the mean over its seed "
-           "confirmations where `rnnbench confirm` ran, else the best trial). Lengths beyond the dashed line "
-           "were never trained on.", ""]
-    fig = accuracy_by_length(bits, seqs, longest, f"Addition: accuracy against string length, up to {reach}")
+           f"confirmations where `rnnbench confirm` ran, else the {run_kind(*best_runs)}). Lengths beyond the "
+           "dashed line were never trained on.", ""]
+    palette = arch_colours(snap)
+    archs = [regime[label][0] for label in bits]
+    trained = f"lengths 1..{longest}" if longest else "lengths up to the dashed line"
+    fig = accuracy_by_length(bits, seqs, longest,
+                             f"{', '.join(archs)} trained on addition, {trained}: test accuracy against string length "
+                             f"(tested up to {reach})",
+                             styles={label: {"color": palette[regime[label][0]]} for label in bits})
     out += [figures.image(fig, "addition_accuracy_by_length", "accuracy against length"), ""]
     if fixed_bits:
         fixed_archs = sorted({regime[label][0] for label in fixed_bits}, key=arch_order_key)
@@ -78,10 +85,12 @@ def length_plots(snap: Snapshot, figures: Figures) -> str:
         # One colour per architecture, one dash pattern per training regime.
         dashes = ["-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
         lengths = sorted({regime[label][1] for label in both_bits})
-        styles = {label: {"color": f"C{fixed_archs.index(regime[label][0]) % 10}",
+        styles = {label: {"color": palette[regime[label][0]],
                           "ls": dashes[lengths.index(regime[label][1]) % len(dashes)]} for label in both_bits}
         fig = accuracy_by_length(both_bits, both_seqs, None,
-                                 "Addition: trained on one length only (the notebook's experiments) vs 1..20",
+                                 f"{', '.join(fixed_archs)} trained on addition of one length only (broken lines; "
+                                 f"the notebook's experiments) or of lengths 1..{longest or 'max'} (solid): test "
+                                 "accuracy against string length",
                                  styles=styles)
         out += ["The notebook's fixed-length experiments: the same configurations trained on strings of one "
                 "length only, tested on every length.", "",

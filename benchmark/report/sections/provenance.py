@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ...schema import Role, Tag
-from ..markdown import Figures, short_path
+from ..markdown import Figures, plural, shown_location
 from ..snapshot import RunRecord, Snapshot
 
 
@@ -22,9 +22,10 @@ def provenance(snap: Snapshot, figures: Figures | None) -> str:
     import mlflow
     import optuna
 
-    def values(tag: str, runs: Iterable[RunRecord] | None = None) -> str:
+    def values(tag: str, runs: Iterable[RunRecord] | None = None, counted: bool = False) -> str:
         counts = Counter(r.tags[tag] for r in (snap.runs if runs is None else runs) if tag in r.tags)
-        return ", ".join(f"{v} ({n})" if len(counts) > 1 else v for v, n in sorted(counts.items())) or "—"
+        return ", ".join(f"{v} ({plural(n, 'run')})" if counted or len(counts) > 1 else v
+                         for v, n in sorted(counts.items())) or "—"
 
     statuses = Counter(r.status for r in snap.runs)
     suites = Counter(r.suite or "untagged" for r in snap.runs)
@@ -36,7 +37,7 @@ def provenance(snap: Snapshot, figures: Figures | None) -> str:
         f"- {snap.storage_note}",
         f"- Runs: {len(snap.runs)} (" + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + "; by suite: "
         + ", ".join(f"{k} {v}" for k, v in sorted(suites.items())) + ")",
-        f"- Git commits of the runs (runs each): {values(Tag.GIT_COMMIT)}",
+        f"- Git commits of the runs: {values(Tag.GIT_COMMIT, counted=True)}",
         f"- First run start to last run end: {_span(snap.runs)}",
         f"- Preset: {values(Tag.PRESET, [r for r in snap.runs if r.role == Role.STUDY])}",
         f"- Versions in the runs: python {values(Tag.PYTHON_VERSION)}; torch {values(Tag.TORCH_VERSION)}; "
@@ -64,6 +65,4 @@ def _span(runs: list[RunRecord]) -> str:
 
 
 def _store_text(uri: str) -> str:
-    if uri.startswith("sqlite:///"):
-        return f"sqlite:///{short_path(uri.removeprefix('sqlite:///'))}"
-    return uri
+    return shown_location(uri)

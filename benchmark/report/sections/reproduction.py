@@ -12,7 +12,7 @@ import statistics
 
 from ...notebook import BY_ID, EXPERIMENTS, FIGURES, signed_points
 from ...schema import Metric, RunStatus, Suite, Tag
-from ..markdown import Figures
+from ..markdown import Figures, plural
 from ..select import tuned_best
 from ..snapshot import RunRecord, Snapshot
 from ..worker import offline
@@ -81,8 +81,12 @@ def reproduction(snap: Snapshot, figures: Figures) -> str:
         for experiment in members:
             runs = by_ref[experiment.id]
             seeds = len(runs)
-            label = (f"{experiment.label}: mean of {seeds} seed{'s' if seeds > 1 else ''} "
+            label = (f"{experiment.label}: mean of {plural(seeds, 'seed')} "
                      f"(notebook {experiment.notebook:.1f}%)")
             curves.append((label, [snap.history(run.run_id, Metric.TEST_BIT_ACC_BY_LEN) for run in runs]))
-        lines += [figures.image(notebook_lengths(curves, title), f"reproduce_{figure}", title), ""]
+        archs = ", ".join(sorted({e.arch.upper() for e in members}))
+        fixed = any(e.settings.get("train_lengths") for e in members)
+        spans = "" if fixed else f", lengths 1..{members[0].settings.get('max_train_length', 20)}"
+        heading = f"{title}: the notebook's {archs} trained on addition{spans}"
+        lines += [figures.image(notebook_lengths(curves, heading), f"reproduce_{figure}", title), ""]
     return "\n".join(lines)

@@ -12,12 +12,15 @@ from collections import Counter
 
 from ...catalog import arch_order_key
 from ...schema import Metric, RunStatus, Tag, TrialState
-from ..markdown import Figures, pct, table
-from ..select import best_of, reported_tasks
+from ..markdown import Figures, pct, plural, table
+from ..select import arch_colours, best_of, reported_tasks, trained_on
 from ..snapshot import RunRecord, Snapshot
 from ..worker import offline
 
 NOT_HYPERPARAMETERS = {"task", "arch", "seed", "threads", "device", "impl"}  # params that are never importances
+# Below this many completed trials a study's importances are left out, figure and numbers: fANOVA over a
+# handful of trials mostly measures which parameter the sampler happened to vary.
+MIN_IMPORTANCE_TRIALS = 20
 
 
 def _importances(trials: list) -> dict[str, float] | str:
@@ -25,8 +28,9 @@ def _importances(trials: list) -> dict[str, float] | str:
     import optuna
 
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    if len(complete) < 2:
-        return f"importances need at least 2 completed trials ({len(complete)} so far)"
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return (f"{plural(len(complete), 'completed trial')}, fewer than the {MIN_IMPORTANCE_TRIALS} an importance "
+                "estimate needs; left out")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize")
     study.add_trials(complete)
@@ -96,6 +100,7 @@ def studies(snap: Snapshot, figures: Figures) -> str:
 
     out = ["## Studies", ""]
     any_study = False
+    palette = arch_colours(snap)
     for task in reported_tasks(snap):
         trials = snap.trials(task)
         names = sorted({r.study for r in trials if r.study}, key=lambda n: (arch_order_key(_study_arch(trials, n)), n))
@@ -110,14 +115,15 @@ def studies(snap: Snapshot, figures: Figures) -> str:
             pruned = sorted((r.trial_number, r.metric(Metric.VAL_ACC)) for r in runs
                             if r.trial_state == TrialState.PRUNED and r.trial_number is not None
                             and r.metric(Metric.VAL_ACC) is not None)
-            histories[name] = {"complete": complete, "pruned": pruned}
             stats = snap.studies.get(name)
             counts = stats.states if stats else Counter(r.trial_state for r in runs)
+            histories[name] = {"complete": complete, "pruned": pruned, "pruned_count": counts.get(TrialState.PRUNED, 0),
+                               "colour": palette.get(_study_arch(trials, name), "tab:blue")}
             best = best_of(runs)
             preset = sorted({r.tags[Tag.PRESET] for r in snap.runs if r.study == name and Tag.PRESET in r.tags})
             rows.append([name, _study_arch(trials, name), str(counts.get(TrialState.COMPLETE, 0)),
                          str(counts.get(TrialState.PRUNED, 0)), str(counts.get(TrialState.FAIL, 0)),
-                         str(sum(counts.values())), pct(best.metric(Metric.BEST_VAL_ACC)) if best else "—",
+                         pct(best.metric(Metric.BEST_VAL_ACC)) if best else "—",
                          str(best.trial_number) if best and best.trial_number is not None else "—",
                          ", ".join(preset) or "—"])
             source = stats.trials if stats and stats.trials else _trials_from_runs(runs)
@@ -127,14 +133,23 @@ def studies(snap: Snapshot, figures: Figures) -> str:
             else:
                 weights[name] = result
                 notes.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()) + ".")
+        kept = ("; pruned trials are red crosses at their last reported validation accuracy"
+                if any(h["pruned_count"] for h in histories.values()) else "")
         out += [f"### {task}", "",
-                table(["study", "arch", "complete", "pruned", "failed", "all", "best val acc", "best trial",
-                       "preset"], rows, [2, 3, 4, 5, 6, 7]), "",
-                figures.image(optimisation_histories(histories, f"{task}: optimisation history per study"),
+                table(["study", "arch", "complete", "pruned", "failed", "best val acc", "best trial", "preset"], rows,
+                      [2, 3, 4, 5, 6]), "",
+                f"Optimisation history: each trial's best validation accuracy by trial number, and the best so "
+                f"far{kept}.", "",
+                figures.image(optimisation_histories(histories, f"Studies on {trained_on(task, trials)}: validation "
+                                                                 "accuracy of each trial"),
                               f"{task}_optimisation_history", f"{task} optimisation history"), "",
-                "Parameter importances (fANOVA over completed trials; objective: best validation accuracy):", "",
-                *notes, ""]
+                f"Parameter importances (fANOVA over completed trials; objective: best validation accuracy; a study "
+                f"needs {MIN_IMPORTANCE_TRIALS} completed trials):", "", *notes, ""]
         if weights:
-            out += [figures.image(importances(weights, f"{task}: parameter importances per study"),
+            out += [figures.image(importances(weights, f"Studies on {trained_on(task, trials)}: parameter importances"),
                                   f"{task}_param_importances", f"{task} parameter importances"), ""]
+        else:
+            most = max(len(_completed([r for r in trials if r.study == name])) for name in names)
+            out += [f"No importances figure: the largest study has {plural(most, 'completed trial')}, fewer than "
+                    f"the {MIN_IMPORTANCE_TRIALS} needed to tell a parameter's effect from the sampler's choices.", ""]
     return "\n".join(out) if any_study else ""
