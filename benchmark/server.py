@@ -114,6 +114,9 @@ def ui(tracking_uri: str | None = None, host: str = "127.0.0.1", port: int = 500
                "--port", str(port)]
     print(f"MLflow UI on http://{host}:{port} over {mask_url(tracking_uri)} (Ctrl-C to stop)", file=sys.stderr,
           flush=True)
+    # MLflow 3's UI starts a new browser in its GenAI view whatever the experiments' kind; the switch is remembered.
+    print("In a new browser, click 'Model training' at the top of the sidebar once for runs and Models.",
+          file=sys.stderr, flush=True)
     return run_service(command)
 
 
