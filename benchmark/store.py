@@ -16,6 +16,7 @@ import fcntl
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -191,8 +192,21 @@ def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] |
             return
 
 
+END_RUN_ATTEMPTS = 3
+
+
 def end_run(client, run_id: str, status: str = RunStatus.FINISHED, reason: str | None = None) -> None:
-    """End a run as FINISHED, FAILED or KILLED; ``reason`` is kept as its ``error`` tag."""
-    if reason:
-        client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
-    client.set_terminated(run_id, status=status)
+    """End a run as FINISHED, FAILED or KILLED; ``reason`` is kept as its ``error`` tag.
+
+    Retried: a Ctrl-C that lands inside an SQLite write can leave that write's session half-flushed, and the
+    run's last two writes, made right after, must still land or the run would stay RUNNING."""
+    for attempt in range(1, END_RUN_ATTEMPTS + 1):
+        try:
+            if reason:
+                client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
+            client.set_terminated(run_id, status=status)
+            return
+        except Exception:
+            if attempt == END_RUN_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)

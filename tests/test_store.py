@@ -98,3 +98,22 @@ def test_a_read_only_folder_is_one_line_exit_2(tmp_path, argv, message):
         pytest.skip(f"no read-only bind mount here: {done.stderr.strip()[:200]}")
     assert done.returncode == 2, done.stderr[-2000:]
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_end_run_retries_a_write_that_fails_once(tmp_path, monkeypatch):
+    """A write broken by an interrupt does not leave the run RUNNING: the next attempt ends it."""
+    client = store.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    real, calls = client.set_terminated, []
+
+    def flaky(run, status=None):
+        calls.append(status)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlalchemy.exc.PendingRollbackError) ... (Background on this error at: e3q8)")
+        return real(run, status=status)
+
+    monkeypatch.setattr(client, "set_terminated", flaky)
+    monkeypatch.setattr(store.time, "sleep", lambda seconds: None)
+    store.end_run(client, run_id, RunStatus.KILLED, "interrupted (KeyboardInterrupt)")
+    assert calls == [RunStatus.KILLED, RunStatus.KILLED]
+    assert client.get_run(run_id).info.status == RunStatus.KILLED
