@@ -12,7 +12,7 @@ from benchmark.catalog import BUILTIN_ARCHITECTURES
 from benchmark.perf.machine import cpu_info, theoretical_peak, train_flops_per_sample
 from benchmark.perf.notebook_loops import NotebookModel
 
-SECTIONS = ["# rnnbench performance", "## Processor peak", "## Training step", "## MNIST training",
+SECTIONS = ["# rnnbench performance", "## Processor peak", "## Training step", "## Small shapes", "## MNIST training",
             "## Binary addition", "## Data pipeline", "## Memory", "## Evaluation"]
 ROWS = ["theoretical FP32 peak", "measured sgemm", "strings/s", "ratio", "notebook's experiment via fit",
         "images/s", "share of a training epoch", "peak resident memory", "accuracy vs length up to 1000",
@@ -39,6 +39,10 @@ def test_quick_run_prints_every_section_and_writes_the_file(tmp_path):
             for arch in BUILTIN_ARCHITECTURES:
                 assert f"| {arch} |" in table, f"{section} lacks a row for {arch}"
     assert f"torch {torch.__version__}" in written and "1 threads" in written
+    small = next(part for part in written.split("## ") if part.startswith("Small shapes"))
+    for task in ("mnist", "addition"):
+        for arch, hidden, batch in (("lstm", 32, 32), ("gru", 64, 64)):
+            assert f"| {task} | {arch} | {hidden} | {batch} |" in small
 
 
 def test_bad_perf_flags_exit_2():

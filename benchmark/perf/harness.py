@@ -91,6 +91,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
     config = TrainConfig.for_task("mnist", "lstm", hidden_size=sizes.hidden, batch_size=sizes.batch, threads=threads)
     task = build_task(config, "cpu", **data)
     _training_step(report, config, task, sizes, archs, peak, sgemm)
+    _small_shapes(report, config, task, sizes, threads)
     ours = _mnist_training(report, config, data, sizes, archs)
     addition, add_result = _addition(report, sizes, threads)
     _data_pipeline(report, task, sizes, ours, archs)
@@ -162,6 +163,40 @@ def _training_step(report: Report, mnist_task_config: TrainConfig, task, sizes: 
         report.add(f"fused: n/a, {fused.unavailable_reason()}.", "")
     report.add("FLOPs count the matmuls only: forward 2·G·H·(F+H) per step and direction (G = 1, 3, 4 gates "
                "for rnn, gru, lstm), times 3 for forward + backward.", "")
+
+
+SMALL_SHAPES = ((32, 32), (32, 64), (64, 32), (64, 64))  # (hidden, batch): addition's and pytorch/examples' sizes
+
+
+def _small_shapes(report: Report, mnist_task_config: TrainConfig, mnist_task, sizes: Sizes, threads: int) -> None:
+    """train_step per impl at small hidden sizes and batches, on both tasks: does ``auto`` pick the fastest?"""
+    impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
+    addition_config = TrainConfig.for_task("addition", "lstm", train_size=2000, threads=threads)
+    tasks = {"mnist": (mnist_task_config, mnist_task),
+             "addition": (addition_config, build_task(addition_config, "cpu"))}
+    batches = max(3 * sizes.batches, 6)  # small steps: more of them for a stable figure
+    rates: dict[tuple, float] = {}
+    for _ in range(sizes.repeats):
+        for task_name, (base, task) in tasks.items():
+            for arch in ("lstm", "gru"):
+                for hidden, batch in SMALL_SHAPES:
+                    for impl in impls:
+                        config = base.replace(arch=arch, impl=impl, hidden_size=hidden, batch_size=batch)
+                        key = (task_name, arch, hidden, batch, impl)
+                        rates[key] = max(rates.get(key, 0.0), step_rate(config, task, batches))
+    rows = []
+    for task_name in tasks:
+        for arch in ("lstm", "gru"):
+            for hidden, batch in SMALL_SHAPES:
+                measured = {impl: rates[task_name, arch, hidden, batch, impl] for impl in impls}
+                inputs = 28 if task_name == "mnist" else 2
+                auto = RecurrentModel(arch, inputs, hidden, 10).resolved_impl(torch.device("cpu"), training=True)
+                fastest = max(measured, key=measured.get)
+                rows.append([task_name, arch, hidden, batch, *(_k(measured[impl]) for impl in impls), auto,
+                             f"{measured[auto] / measured[fastest]:.2f} ({fastest})"])
+    report.add("## Small shapes (train_step alone, samples/s; hidden and batch of addition and pytorch/examples' "
+               "mnist_rnn)", "")
+    report.table(["task", "arch", "hidden", "batch", *impls, "auto runs", "auto / fastest"], rows)
 
 
 def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, sizes: Sizes, archs) -> dict:
