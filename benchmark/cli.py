@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     perf = add_command(commands, "perf", "measure training/evaluation speed against the notebook's loops")
     perf.add_argument("--quick", action="store_true", help="smoke run: a few iterations, synthetic MNIST if none")
     perf.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    perf.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                      help="where to measure: cpu (every section) or cuda (training step, MNIST against the "
+                           "notebook, addition) (default: cpu)")
     perf.add_argument("--out", default="reports/performance.md", help="markdown file to write")
     perf.add_argument("--data-dir", help="MNIST folder (default: $RNNBENCH_DATA or ./data)")
     perf.add_argument("--hidden-size", type=int, help="MNIST hidden size (default: 128)")

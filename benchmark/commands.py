@@ -55,7 +55,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown arch {', '.join(unknown)}; valid: {', '.join(ARCHITECTURES)}")
     run(quick=args.quick, threads=args.threads, out=args.out, data_dir=args.data_dir, hidden=args.hidden_size,
         batch=args.batch_size, batches=args.batches, repeats=args.repeats,
-        archs=tuple(args.arch or default_archs()), quiet=args.quiet)
+        archs=tuple(args.arch or default_archs()), quiet=args.quiet, device=args.device)
     if not args.quiet:
         print(f"written to {args.out}", file=sys.stderr)
     return 0

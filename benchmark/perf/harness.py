@@ -5,6 +5,7 @@ Example: rnnbench perf --threads 2 --out reports/performance.md
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -21,7 +22,7 @@ from ..files import write_atomic
 from ..models import RecurrentModel, build_model
 from ..registry import CELLS as REGISTERED_CELLS
 from ..tasks import build_task
-from ..train import fit
+from ..train import fit, resolve_device
 from .machine import cpu_info, measure_sgemm, theoretical_peak, train_flops_per_sample
 from .notebook_loops import notebook_addition_rate, notebook_mnist_dataset, notebook_mnist_rate
 from .rates import (
@@ -69,14 +70,22 @@ def _span(lengths: tuple[int, ...]) -> str:
 
 
 def _k(rate: float) -> str:
-    return f"{rate:,.0f}"
+    return "n/a" if math.isnan(rate) else f"{rate:,.0f}"
+
+
+def _share(value: float, of: float) -> str:
+    return "n/a" if math.isnan(of) else f"{100 * value / of:.0f} %"
 
 
 def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "reports/performance.md",
         data_dir: str | None = None, hidden: int | None = None, batch: int | None = None,
         batches: int | None = None, repeats: int | None = None,
-        archs: tuple[str, ...] = tuple(ARCHITECTURES), quiet: bool = False) -> str:
-    """Measure everything, print it as markdown (unless quiet), write ``out``; returns the markdown."""
+        archs: tuple[str, ...] = tuple(ARCHITECTURES), quiet: bool = False, device: str = "cpu") -> str:
+    """Measure everything, print it as markdown (unless quiet), write ``out``; returns the markdown.
+
+    On CUDA (``device``) it measures the training step, MNIST training against the notebook's loop and addition
+    there; the processor, small-shape, data-pipeline, memory and evaluation sections are the CPU's and are left
+    out."""
     sizes = QUICK if quick else FULL
     overrides = {"hidden": hidden, "batch": batch, "batches": batches, "repeats": repeats}
     sizes = Sizes(**{**sizes.__dict__, **{k: v for k, v in overrides.items() if v}})
@@ -85,18 +94,26 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
     info = cpu_info()
     load_before = os.getloadavg()
     times_before = os.times()
+    target = resolve_device(device)
     data, synthetic = _mnist_data(data_dir, quick)
     _header(report, quick, threads, info, synthetic, load_before)
-    peak, sgemm = _processor(report, info, threads, sizes, quick)
-    config = TrainConfig.for_task("mnist", "lstm", hidden_size=sizes.hidden, batch_size=sizes.batch, threads=threads)
-    task = build_task(config, "cpu", **data)
+    on_cpu = target.type == "cpu"
+    if not on_cpu:
+        report.add(f"Device: {target.type} ({torch.cuda.get_device_name(target)}); the CPU-only sections are "
+                   "left out.", "")
+    peak, sgemm = _processor(report, info, threads, sizes, quick) if on_cpu else (math.nan, math.nan)
+    config = TrainConfig.for_task("mnist", "lstm", hidden_size=sizes.hidden, batch_size=sizes.batch, threads=threads,
+                                  device=target.type)
+    task = build_task(config, target, **data)
     _training_step(report, config, task, sizes, archs, peak, sgemm)
-    _small_shapes(report, config, task, sizes, threads)
+    if on_cpu:
+        _small_shapes(report, config, task, sizes, threads)
     ours = _mnist_training(report, config, data, sizes, archs)
-    addition, add_result = _addition(report, sizes, threads)
-    _data_pipeline(report, task, sizes, ours, archs)
-    _memory(report, sizes, threads, synthetic)
-    _evaluation(report, config, task, addition, add_result, sizes, archs)
+    addition, add_result = _addition(report, sizes, threads, target.type)
+    if on_cpu:
+        _data_pipeline(report, task, sizes, ours, archs)
+        _memory(report, sizes, threads, synthetic)
+        _evaluation(report, config, task, addition, add_result, sizes, archs)
     _footer(report, load_before, times_before, threads, sizes)
     text = report.text()
     if out:
@@ -134,7 +151,10 @@ def _training_step(report: Report, mnist_task_config: TrainConfig, task, sizes: 
                    sgemm: float) -> None:
     """train_step alone per architecture and implementation, with the GFLOP/s it achieves."""
     rates: dict[tuple[str, str], float] = {}
-    impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
+    if task.device.type != "cpu":
+        impls = ["native", "loop"]  # aten (oneDNN off) and the C++ steps are CPU kernels
+    else:
+        impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
     for _ in range(sizes.repeats):
         for arch in archs:
             for impl in impls if arch not in REGISTERED_CELLS else ["auto"]:
@@ -147,19 +167,19 @@ def _training_step(report: Report, mnist_task_config: TrainConfig, task, sizes: 
                          "n/a", "n/a"])
             continue
         spec = ARCHITECTURES[arch]
-        auto = RecurrentModel(arch, 28, sizes.hidden, 10).resolved_impl(torch.device("cpu"), training=True)
+        auto = RecurrentModel(arch, 28, sizes.hidden, 10).resolved_impl(task.device, training=True)
         best = rates[arch, auto]
         flops = train_flops_per_sample(spec["cell"], 2 if spec["bidirectional"] else 1, 1, 28, sizes.hidden, 28)
         achieved = best * flops / 1e9
-        rows.append([arch, _k(rates[arch, "native"]), _k(rates[arch, "aten"]), _k(rates[arch, "loop"]),
+        rows.append([arch, _k(rates[arch, "native"]), _k(rates.get((arch, "aten"), math.nan)), _k(rates[arch, "loop"]),
                      _k(rates[arch, "fused"]) if (arch, "fused") in rates else "n/a", auto,
                      f"{flops / 1e6:.2f}", f"{achieved:.1f}",
-                     f"{100 * achieved / peak:.0f} %", f"{100 * achieved / sgemm:.0f} %"])
+                     _share(achieved, peak), _share(achieved, sgemm)])
     report.add(f"## Training step (hidden {sizes.hidden}, batch {sizes.batch}, 28 steps; train_step alone, "
                f"samples/s)", "")
     report.table(["arch", "native (oneDNN)", "aten (oneDNN off)", "loop", "fused (C++ steps)", "auto runs",
                   "MFLOP/sample", "GFLOP/s (auto)", "of peak", "of sgemm"], rows)
-    if "fused" not in impls:
+    if "fused" not in impls and task.device.type == "cpu":
         report.add(f"fused: n/a, {fused.unavailable_reason()}.", "")
     report.add("FLOPs count the matmuls only: forward 2·G·H·(F+H) per step and direction (G = 1, 3, 4 gates "
                "for rnn, gru, lstm), times 3 for forward + backward.", "")
@@ -205,7 +225,8 @@ def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, 
     n_train = len(train_set) * 5 // 6
     trainset, _ = random_split(train_set, (n_train, len(train_set) - n_train))
     trainloader = DataLoader(trainset, batch_size=sizes.batch)
-    fit_task = build_task(mnist_task_config.replace(train_size=sizes.batches * sizes.batch), "cpu", **data)
+    device = mnist_task_config.device
+    fit_task = build_task(mnist_task_config.replace(train_size=sizes.batches * sizes.batch), device, **data)
     fit_task.splits["val"] = tuple(t[:PERF_VAL_IMAGES] for t in fit_task.splits["val"])
     ours: dict[str, float] = {}
     theirs: dict[str, float] = {}
@@ -215,7 +236,7 @@ def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, 
             ours[arch] = max(ours.get(arch, 0.0), fit_rate(config, fit_task)[0])
             if arch not in REGISTERED_CELLS:  # the notebook has no loop for a registered cell
                 theirs[arch] = max(theirs.get(arch, 0.0),
-                                   notebook_mnist_rate(arch, trainloader, sizes.hidden, sizes.batches))
+                                   notebook_mnist_rate(arch, trainloader, sizes.hidden, sizes.batches, device))
     report.add(f"## MNIST training, samples/s (hidden {sizes.hidden}, batch {sizes.batch}, "
                f"{sizes.batches} batches per timed epoch)", "",
                "rnnbench: `fit` (MnistTask batching + model + Adam step, the epoch clock); notebook: "
@@ -227,10 +248,10 @@ def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, 
     return ours
 
 
-def _addition(report: Report, sizes: Sizes, threads: int):
-    """The notebook's addition experiment through fit, then the notebook's per-string loop."""
+def _addition(report: Report, sizes: Sizes, threads: int, device: str = "cpu"):
+    """The notebook's addition experiment through fit, then the notebook's per-string loop (on the CPU)."""
     addition = TrainConfig.for_task("addition", "lstm", epochs=sizes.addition_epochs,
-                                    train_size=sizes.addition_train_size, threads=threads)
+                                    train_size=sizes.addition_train_size, threads=threads, device=device)
     started = time.perf_counter()
     add_result = fit(addition, quiet=True)
     experiment_seconds = time.perf_counter() - started

@@ -30,9 +30,9 @@ class NotebookModel(nn.Module):
 
     def forward(self, X):
         X = X.permute(1, 0, 2)
-        state = torch.zeros(self.directions, X.size(1), self.hidden)
+        state = torch.zeros(self.directions, X.size(1), self.hidden, device=X.device)
         if self.cell == "lstm":
-            state = (state, torch.zeros(self.directions, X.size(1), self.hidden))
+            state = (state, torch.zeros(self.directions, X.size(1), self.hidden, device=X.device))
         out, state = self.rnn(X, state)
         if self.bidirectional:
             hidden = state[0] if self.cell == "lstm" else state
@@ -53,9 +53,10 @@ def notebook_mnist_dataset(images: torch.Tensor, labels: torch.Tensor):
     return dataset
 
 
-def notebook_mnist_rate(arch: str, loader, hidden: int, batches: int) -> float:
-    """Images/s of the notebook's training loop over a DataLoader(batch_size=500), one warm-up batch untimed."""
-    model = NotebookModel(arch, hidden)
+def notebook_mnist_rate(arch: str, loader, hidden: int, batches: int, device: str = "cpu") -> float:
+    """Images/s of the notebook's training loop over a DataLoader(batch_size=500), one warm-up batch untimed;
+    on a GPU each batch moves to it, as the notebook's ``.to(device)`` does."""
+    model = NotebookModel(arch, hidden).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
     criterion = nn.CrossEntropyLoss()
     train_loss = []
@@ -64,7 +65,7 @@ def notebook_mnist_rate(arch: str, loader, hidden: int, batches: int) -> float:
     for i, (images, labels) in enumerate(loader):
         if i == 1:
             seen, started = 0, time.perf_counter()
-        images = images.reshape(-1, 28, 28)
+        images, labels = images.reshape(-1, 28, 28).to(device), labels.to(device)
         outputs = model(images)
         loss = criterion(outputs, labels)
         train_loss.append(loss.item())

@@ -58,7 +58,7 @@ def synthetic_mnist(n_train: int = 6000, n_test: int = 1000, seed: int = 0) -> d
 def step_rate(config: TrainConfig, task, batches: int) -> float:
     """Samples/s of fit's train_step alone on one fixed batch (2 warm-up steps untimed)."""
     seed_everything(config.seed)
-    model = build_model(config, task)
+    model = build_model(config, task).to(getattr(task, "device", "cpu"))
     optimizer = make_optimizer(config, model)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
     for _ in range(2):
