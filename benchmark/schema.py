@@ -62,6 +62,8 @@ class Tag:
     TORCH_THREADS = "torch_threads"
     PLUGINS = "rnnbench_plugins"  # only on runs made where plugins were loaded: file-or-module@sha256 ...
     MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+    MLFLOW_SOURCE_NAME = "mlflow.source.name"  # the runs table's Source column: "rnnbench tune" and the like
+    MLFLOW_SOURCE_TYPE = "mlflow.source.type"
     STUDY = "study_name"
     TRIAL = "trial_number"
     TRIAL_STATE = "optuna.state"

@@ -13,6 +13,7 @@ import csv
 import functools
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def source_name(argv: list[str] | None = None) -> str:
+    """``rnnbench <subcommand>`` from the command line, and nothing else of it: argv may hold a storage URL."""
+    args = iter(sys.argv[1:] if argv is None else argv)
+    for word in args:
+        if word == "--plugin":
+            next(args, None)  # its value
+        elif not word.startswith("-"):
+            return f"rnnbench {word}" if word.isidentifier() else "rnnbench"
+    return "rnnbench"
+
+
 def environment_tags() -> dict[str, str]:
     import mlflow
     import torch  # a study's parent run is made by a launcher that trains nothing: torch only when tags are made
@@ -41,6 +53,8 @@ def environment_tags() -> dict[str, str]:
     tags = {
         Tag.GIT_COMMIT: (commit := git_commit()),
         Tag.MLFLOW_GIT_COMMIT: commit,
+        Tag.MLFLOW_SOURCE_NAME: source_name(),
+        Tag.MLFLOW_SOURCE_TYPE: "LOCAL",
         Tag.RNNBENCH_VERSION: __version__,
         Tag.PYTHON_VERSION: platform.python_version(),
         Tag.TORCH_VERSION: torch.__version__,

@@ -122,3 +122,17 @@ def test_one_set_of_evaluation_lengths_for_train_and_studies(tmp_path):
 @pytest.fixture(autouse=True)
 def _no_real_mnist(monkeypatch):
     monkeypatch.setattr(data, "load_mnist", lambda data_dir=None: pytest.fail("a test loaded real MNIST"))
+
+
+def test_the_source_column_names_the_subcommand_and_nothing_else_of_the_command_line(tracking_uri, monkeypatch):
+    from benchmark.schema import Tag
+    from benchmark.tracking import source_name
+
+    assert source_name(["--plugin", "cells.py", "tune", "studies/x.toml", "--storage", "postgresql://u:pw@h/db"]) \
+        == "rnnbench tune"
+    assert source_name(["--version"]) == "rnnbench"
+    assert source_name(["/tmp/x y.toml"]) == "rnnbench"  # not a subcommand: no path or text of it shown
+    monkeypatch.setattr("sys.argv", ["rnnbench", "train", "--task", "addition"])
+    run = train_run(tracking_uri, tiny_config("addition", "gru", epochs=1))
+    assert run.data.tags[Tag.MLFLOW_SOURCE_NAME] == "rnnbench train"
+    assert run.data.tags[Tag.MLFLOW_SOURCE_TYPE] == "LOCAL"
