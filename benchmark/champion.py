@@ -3,7 +3,8 @@
 Example: rnnbench predict --model mnist-lstm@champion digit.png
 
 A registered version is an MLflow pyfunc model logged from its run (``benchmark.served_model``), so
-``mlflow.pyfunc.load_model("models:/mnist-lstm@champion")`` and ``mlflow models serve`` work; its one artifact
+``mlflow.pyfunc.load_model("models:/mnist-lstm@champion")`` and ``mlflow models serve --env-manager local`` work
+where rnnbench is installed (the model's code imports it); its one artifact
 is the run's checkpoint (state dict + config, ``benchmark.checkpoint.load_checkpoint``), which runs at any batch
 size and sequence length. We deliberately do not use ``mlflow.pytorch.log_model``'s default ``pt2`` export,
 which freezes the shapes it was traced with (an RNN saved that way cannot score other string lengths).
@@ -88,7 +89,8 @@ def model_description(name: str, task: str | None, arch: str | None, alias: str 
     what = f"The best {arch} on {task}" if task and arch else "A model"
     return (f"{what} benchmarked by rnnbench, ranked by validation accuracy.\n\n"
             f"- As an MLflow model, at any batch size and sequence length: "
-            f"`mlflow.pyfunc.load_model(\"models:/{name}@{alias}\")`, or `mlflow models serve`.\n"
+            f"`mlflow.pyfunc.load_model(\"models:/{name}@{alias}\")`, or `mlflow models serve --env-manager "
+            f"local`, where rnnbench is installed (the model's code imports it).\n"
             f"- The network itself: `benchmark.checkpoint.load_checkpoint` on the version's "
             f"`{PYFUNC_CHECKPOINT}`, or `rnnbench predict --model {name}@{alias}` (MNIST).")
 

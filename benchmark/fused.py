@@ -4,11 +4,11 @@ Example: rnnbench train --task mnist --arch gru --impl fused
 
 The extension is compiled by ``torch.utils.cpp_extension`` the first time it is needed (about a minute on 2
 cores), and the built library is kept in ``$RNNBENCH_CACHE/fused`` (default ``~/.cache/rnnbench/fused``) under a
-name made of the source's sha256, the compiler flags, torch's version and Python's ABI. Later processes import that
-file directly, without ninja: a checkout elsewhere, another ninja on PATH, or another virtualenv with the same torch
-shares one build. ``train`` builds it before the first epoch's clock starts (``prepare``). Without a C++ compiler,
-or when the build fails, ``available()`` is False with the reason, ``--impl auto`` falls back to ATen, and an
-explicit ``--impl fused`` is refused with that reason.
+name made of the source's sha256, the compiler flags, the compiler, torch's version and Python's ABI. Later
+processes import that file directly, without ninja: a checkout elsewhere, another ninja on PATH, or another
+virtualenv with the same torch shares one build. ``train`` builds it before the first epoch's clock starts
+(``models.prepare_kernels``). Without a C++ compiler, or when the build fails, ``available()`` is False with the
+reason, ``--impl auto`` falls back to ATen, and an explicit ``--impl fused`` is refused with that reason.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,12 +44,23 @@ def _flags() -> list[str]:
     return ["-O3", "-fopenmp", *(["-mavx2", "-mfma"] if _has_avx2() else [])]
 
 
+def _compiler() -> str:
+    """The compiler and its version (a home folder shared by machines with different toolchains keeps apart)."""
+    compiler = os.environ.get("CXX", "c++")
+    try:
+        done = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return compiler
+    return f"{compiler} {(done.stdout.splitlines() or [''])[0]}"
+
+
 def build_key(source: bytes | None = None, flags: list[str] | None = None) -> str:
     """What a build depends on: the source's bytes, the flags, torch's version and the Python ABI; not the
     checkout's path, the ninja that runs the build, or the virtualenv."""
     parts = [source if source is not None else SOURCE.read_bytes(),
              " ".join(_flags() if flags is None else flags).encode(),
-             torch.__version__.encode(), sys.implementation.cache_tag.encode(), platform.machine().encode()]
+             torch.__version__.encode(), sys.implementation.cache_tag.encode(), platform.machine().encode(),
+             _compiler().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 

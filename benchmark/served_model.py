@@ -66,7 +66,8 @@ def signature(config, input_size: int, output_size: int, readout: str):
                           outputs=Schema([TensorSpec(np.dtype(np.float32), shape)]))
 
 
-# MLflow's "models from code": the model is this code, not a pickle; loading it runs nothing from the store.
+# MLflow's "models from code": no pickle; load_model runs this file, stored with the model, which only imports
+# rnnbench's class (so rnnbench must be installed where the model loads); the checkpoint loads with weights_only.
 MODEL_CODE = """from mlflow.models import set_model
 
 from benchmark.served_model import CheckpointModel

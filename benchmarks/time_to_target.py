@@ -71,14 +71,17 @@ def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path)
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    from benchmark.schema import Metric, StudyAttr
     from benchmark.store import client_for
 
     work.mkdir(parents=True, exist_ok=True)
-    uri, journal, name = f"sqlite:///{work / 'mlflow.db'}", work / "optuna.journal", f"ttt-{task}-{arch}"
+    started = time.time()
+    # A study of its own per run: a name reused would resume the last run's study and count its trials.
+    uri, journal = f"sqlite:///{work / 'mlflow.db'}", work / "optuna.journal"
+    name = f"ttt-{task}-{arch}-{int(started)}"
     command = [sys.executable, "-m", "benchmark", "tune", str(REPO / "studies" / f"{task}.toml"), "--arch", arch,
                "--preset", preset, "--trials", "10000", "--timeout", str(budget_s), "--study-name", name,
                "--tracking-uri", uri, "--storage", str(journal), "--quiet"]
-    started = time.time()
     with contextlib.suppress(subprocess.TimeoutExpired):  # a hung arm is read as far as it got
         subprocess.run(command, check=False, timeout=budget_s * 2 + 600,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -93,8 +96,8 @@ def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path)
         if finished > budget_s:
             continue
         value = trial.value if trial.value is not None else max(trial.intermediate_values.values(), default=0.0)
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        train_s = client.get_run(run_id).data.metrics.get("train_time_s", 0.0) if run_id else 0.0
+        run_id = trial.user_attrs.get(StudyAttr.RUN_ID)
+        train_s = client.get_run(run_id).data.metrics[Metric.TRAIN_TIME] if run_id else math.nan
         wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
         arm.trials.append(Trial(finished, value, wall, train_s))
     return arm

@@ -91,8 +91,9 @@ def test_the_mlflow_ui_shows_studies_trials_curves_artifacts_and_the_champion(st
     shots.mkdir(parents=True, exist_ok=True)
 
     port = free_port()
+    log = (tmp_path / "ui.log").open("w")  # a file, not a pipe: a full pipe would stall the server mid-test
     ui = subprocess.Popen([sys.executable, "-m", "benchmark", "ui", "--port", str(port), "--tracking-uri", store],
-                          cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     base = f"http://127.0.0.1:{port}"
     try:
@@ -166,3 +167,4 @@ def test_the_mlflow_ui_shows_studies_trials_curves_artifacts_and_the_champion(st
         except subprocess.TimeoutExpired:
             ui.kill()
             ui.wait()
+        log.close()

@@ -42,6 +42,7 @@ class MnistTask:
         self.input_scale = config.input_scale
         self.content_md5 = content_md5(train_images, train_labels, test_images, test_labels)
         self.subset = config.train_size
+        self.split_seed = config.seed
         split = torch.Generator().manual_seed(config.seed)
         order = torch.randperm(len(train_images), generator=split)
         n_val = round(len(train_images) * VALIDATION_FRACTION)
@@ -59,7 +60,8 @@ class MnistTask:
         sizes = {split: len(labels) for split, (_, labels) in self.splits.items()}
         return {"name": self.name + (f"-train{sizes['train']}" if self.subset else ""), "digest": self.content_md5,
                 "source": "benchmark.data.load_mnist",
-                "profile": {"md5": self.content_md5, **sizes, "validation": "seeded split of the 60k training set"}}
+                "profile": {"md5": self.content_md5, **sizes, "split_seed": self.split_seed,
+                            "validation": "seeded split of the 60k training set"}}
 
     def _to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return images.to(self.device, torch.uint8).contiguous(), labels.to(self.device, torch.int64)
