@@ -158,6 +158,11 @@ def test_the_mlflow_ui_shows_studies_trials_curves_artifacts_and_the_champion(st
             row = page.get_by_role("row").filter(has_text=champion.name).first
             expect(row).to_be_visible()
             expect(row).to_contain_text("champion")
+            dialog = page.get_by_role("dialog")  # MLflow's one-time "new Model Registry UI" announcement
+            if dialog.count():
+                page.keyboard.press("Escape")
+                expect(dialog).to_have_count(0)
+                page.wait_for_timeout(1000)  # the backdrop fades out after the dialog
             page.screenshot(path=shots / "5-models-champion.png")
             browser.close()
     finally:
