@@ -97,7 +97,8 @@ def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path)
             continue
         value = trial.value if trial.value is not None else max(trial.intermediate_values.values(), default=0.0)
         run_id = trial.user_attrs.get(StudyAttr.RUN_ID)
-        train_s = client.get_run(run_id).data.metrics[Metric.TRAIN_TIME] if run_id else math.nan
+        # A pruned trial's run stops before its totals are logged: its epochs' times add up to the same.
+        train_s = sum(m.value for m in client.get_metric_history(run_id, Metric.EPOCH_TIME)) if run_id else math.nan
         wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
         arm.trials.append(Trial(finished, value, wall, train_s))
     return arm
