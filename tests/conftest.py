@@ -49,3 +49,13 @@ def tiny_config(task: str, arch: str = "lstm", **overrides) -> TrainConfig:
             "addition": dict(hidden_size=8, batch_size=50, epochs=2, lr=1e-2, train_size=200,
                              max_train_length=6, eval_lengths=(9,))}[task]
     return TrainConfig.for_task(task, arch, **{**base, **overrides})
+
+
+def tracked_train(config: TrainConfig, uri: str, **data) -> str:
+    """One tracked ``fit`` of ``config`` into the store at ``uri`` (synthetic MNIST tensors as ``data``); its run id."""
+    from benchmark.tracking import tracked_run
+    from benchmark.train import fit
+
+    with tracked_run(config, tracking_uri=uri) as tracker:
+        fit(config, tracker=tracker, quiet=True, task_data=data or None)
+    return tracker.run_id

@@ -3,7 +3,7 @@
 import mlflow.artifacts
 import pytest
 import torch
-from conftest import synthetic_mnist, tiny_config
+from conftest import synthetic_mnist, tiny_config, tracked_train
 from PIL import Image
 
 from benchmark import cli
@@ -12,14 +12,6 @@ from benchmark.checkpoint import load_checkpoint
 from benchmark.config import ConfigError
 from benchmark.schema import PYFUNC_CHECKPOINT
 from benchmark.store import client_for
-from benchmark.tracking import tracked_run
-from benchmark.train import fit
-
-
-def train(config, uri, **data):
-    with tracked_run(config, tracking_uri=uri) as tracker:
-        fit(config, tracker=tracker, quiet=True, task_data=data or None)
-    return tracker.run_id
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +19,9 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("champion")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     data = synthetic_mnist(300, 60)
-    first = train(tiny_config("mnist", "lstm", epochs=1), uri, **data)
-    second = train(tiny_config("mnist", "lstm", epochs=1, seed=1), uri, **data)
-    addition = train(tiny_config("addition", "lstm", epochs=1, train_size=60), uri)
+    first = tracked_train(tiny_config("mnist", "lstm", epochs=1), uri, **data)
+    second = tracked_train(tiny_config("mnist", "lstm", epochs=1, seed=1), uri, **data)
+    addition = tracked_train(tiny_config("addition", "lstm", epochs=1, train_size=60), uri)
     return uri, first, second, addition
 
 

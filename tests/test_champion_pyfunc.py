@@ -4,31 +4,23 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_mnist, tiny_config
+from conftest import synthetic_mnist, tiny_config, tracked_train
 
 from benchmark.champion import register_champion, resolve_model
 from benchmark.checkpoint import load_run_checkpoint
 from benchmark.schema import PYFUNC_CHECKPOINT, ModelTag, ModelVersionTag
 from benchmark.store import client_for
 from benchmark.tasks.mnist import MnistTask
-from benchmark.tracking import tracked_run
-from benchmark.train import fit
 
 README = __import__("pathlib").Path(__file__).resolve().parent.parent / "README.md"
-
-
-def train(config, uri, **data):
-    with tracked_run(config, tracking_uri=uri) as tracker:
-        fit(config, tracker=tracker, quiet=True, task_data=data or None)
-    return tracker.run_id
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pyfunc")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    mnist = train(tiny_config("mnist", "gru", epochs=1), uri, **synthetic_mnist(300, 60))
-    addition = train(tiny_config("addition", "lstm", epochs=1, train_size=60), uri)
+    mnist = tracked_train(tiny_config("mnist", "gru", epochs=1), uri, **synthetic_mnist(300, 60))
+    addition = tracked_train(tiny_config("addition", "lstm", epochs=1, train_size=60), uri)
     return uri, mnist, addition
 
 
@@ -82,8 +74,8 @@ def test_registered_model_says_how_to_load_it_and_its_tag_reads_alone(store):
 def test_alias_moves_only_to_a_better_run(store, tmp_path):
     uri, _, _ = store
     client = client_for(uri)
-    weak = train(tiny_config("addition", "gru", epochs=1, train_size=40, lr=1e-4), uri)
-    strong = train(tiny_config("addition", "gru", epochs=2, train_size=200, lr=3e-2), uri)
+    weak = tracked_train(tiny_config("addition", "gru", epochs=1, train_size=40, lr=1e-4), uri)
+    strong = tracked_train(tiny_config("addition", "gru", epochs=2, train_size=200, lr=3e-2), uri)
     score = {r: client.get_run(r).data.metrics["best_val_acc"] for r in (weak, strong)}
     assert score[strong] > score[weak]
     assert register_champion(strong, uri, only_if_better=True)["moved"]  # no champion yet

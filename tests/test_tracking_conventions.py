@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import synthetic_mnist, tiny_config
+from conftest import synthetic_mnist, tiny_config, tracked_train
 from test_tuning import AlwaysPrune, runs, study_file
 
 from benchmark import cli, data
@@ -12,17 +12,14 @@ from benchmark.catalog import ADDITION_EVAL_LENGTHS
 from benchmark.config import TrainConfig
 from benchmark.schema import PRUNED_RUN_SUFFIX, DatasetTag, ExperimentTag
 from benchmark.store import client_for, get_or_create_experiment
-from benchmark.tracking import tracked_run, trial_run_name
-from benchmark.train import fit
+from benchmark.tracking import trial_run_name
 from benchmark.tuning import load_study, search
 
 REPO_STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
 def train_run(uri, config, **data_kwargs):
-    with tracked_run(config, tracking_uri=uri) as tracker:
-        fit(config, tracker=tracker, quiet=True, task_data=data_kwargs or None)
-    return client_for(uri).get_run(tracker.run_id)
+    return client_for(uri).get_run(tracked_train(config, uri, **data_kwargs))
 
 
 def dataset_of(run):
