@@ -106,18 +106,6 @@ def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path)
 
 # ------------------------------------------------------------------------------------------------------- plain arm
 
-def suggest(trial, space) -> dict:
-    values = {}
-    for p in space:
-        if p.kind == "int":
-            values[p.name] = trial.suggest_int(p.name, p.low, p.high, step=p.step or 1, log=p.log)
-        elif p.kind == "float":
-            values[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
-        else:
-            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
-    return values
-
-
 def plain_model(task: str, arch: str, hidden: int, layers: int, dropout: float):
     import torch
     from torch import nn
@@ -184,7 +172,7 @@ def run_plain(task: str, arch: str, spec, budget_s: float, work: Path, data_dir:
 
     def objective(trial) -> float:
         trial_started = time.time()
-        params = {**fixed, **suggest(trial, spec.space)}
+        params = {**fixed, **{p.name: p.suggest(trial) for p in spec.space}}
         torch.manual_seed(0)
         model = plain_model(task, arch, params["hidden_size"], params["num_layers"], params.get("dropout", 0.0))
         opt_class = torch.optim.AdamW if params.get("optimizer", "adam") == "adamw" else torch.optim.Adam

@@ -48,15 +48,7 @@ class Objective:
     system_metrics: bool = False  # MLflow's system metrics (CPU, memory, GPU) on each trial's run
 
     def suggest(self, trial) -> dict:
-        values = {}
-        for p in self.spec.space:
-            if p.kind == "int":
-                values[p.name] = trial.suggest_int(p.name, p.low, p.high, step=p.step or 1, log=p.log)
-            elif p.kind == "float":
-                values[p.name] = trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
-            else:
-                values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
-        return values
+        return {p.name: p.suggest(trial) for p in self.spec.space}
 
     def __call__(self, trial) -> float:
         import optuna

@@ -56,6 +56,14 @@ class Param:
     log: bool = False
     choices: tuple = ()
 
+    def suggest(self, trial):
+        """This parameter's value for an Optuna ``trial``: the one place the space becomes suggest_* calls."""
+        if self.kind == "int":
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=self.log)
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
     def describe(self) -> str:
         if self.kind == "categorical":
             return "{" + ", ".join(map(str, self.choices)) + "}"
