@@ -60,14 +60,20 @@ def best_mnist(runs: Iterable[RunRecord]) -> RunRecord | None:
     return best_of(r for r in runs if r.task == "mnist" and r.role in (Role.TRIAL, Role.RUN))
 
 
+def first_seen_order(snap: Snapshot) -> dict[str, int]:
+    """Each architecture of the store -> the start time of its first run: the order plugin cells are shown in."""
+    first_seen: dict[str, int] = {}
+    for run in snap.runs:
+        if run.arch:
+            first_seen[run.arch] = min(first_seen.get(run.arch, run.start_time), run.start_time)
+    return first_seen
+
+
 def reported_archs(snap: Snapshot, task: str) -> list[str]:
     """The architectures with runs of ``task`` (the notebook's reproductions aside): the built-ins in catalogue
     order, then the others (plugin cells) in the order the store first saw them, which needs no plugin code."""
     present = {r.arch for r in snap.runs if r.task == task and r.suite != Suite.REPRODUCE} - {""}
-    first_seen: dict[str, int] = {}
-    for run in snap.runs:
-        if run.arch in present:
-            first_seen[run.arch] = min(first_seen.get(run.arch, run.start_time), run.start_time)
+    first_seen = first_seen_order(snap)
     builtin = [a for a in BUILTIN_ARCHITECTURES if a in present]
     return builtin + sorted(present - set(builtin), key=lambda arch: (first_seen[arch], arch))
 
@@ -136,10 +142,7 @@ def longest_length(snap: Snapshot, run: RunRecord) -> tuple[int, float, float] |
 def arch_colours(snap: Snapshot) -> dict[str, str]:
     """Every architecture of the store -> its colour in every figure of the report (``catalog.arch_colour``;
     plugin cells in the order the store first saw them, over all tasks)."""
-    first_seen: dict[str, int] = {}
-    for run in snap.runs:
-        if run.arch:
-            first_seen[run.arch] = min(first_seen.get(run.arch, run.start_time), run.start_time)
+    first_seen = first_seen_order(snap)
     plugins = sorted((a for a in first_seen if a not in BUILTIN_ARCHITECTURES), key=lambda a: (first_seen[a], a))
     return {arch: arch_colour(arch, plugins) for arch in first_seen}
 
