@@ -136,9 +136,11 @@ def test_the_mlflow_ui_shows_studies_trials_curves_artifacts_and_the_champion(st
             expect(card).to_be_visible()
             longest = max(m.step for m in client.get_metric_history(best.info.run_id, "test_bit_acc_by_len"))
             assert longest == max(int(n) for n in best.data.params["eval_lengths"].split(","))
+            # Plotly redraws the chart after the search filters it: wait for drawn ticks before reading them.
+            expect(card).to_contain_text("Step")
+            expect(card.locator(".xtick text").first).to_have_text(re.compile(r"\d"))
             ticks = [float(t) for t in card.locator(".xtick text").all_text_contents() if t and t.strip()]
             assert ticks and min(ticks) >= 1 and longest / 2 < max(ticks) <= longest  # lengths, not epochs
-            expect(card).to_contain_text("Step")
             page.screenshot(path=shots / "3-accuracy-by-length.png")
 
             # The checkpoint and the learning curves, as artifacts.
