@@ -158,38 +158,42 @@ def _rows(mask: Tensor | None) -> Tensor | None:
 
 
 class FusedLSTMLayer(torch.autograd.Function):
-    """loop._LSTMLayer with each step's gate arithmetic in one C++ pass."""
+    """loop._LSTMLayer with each step's gate arithmetic in one C++ pass, for one direction or both.
+
+    gates_x [T, B, D*4H] and w_hh [D, 4H, H] -> hs [T, B, D*H]; direction 1 walks time backwards in place."""
 
     @staticmethod
     def forward(ctx, gates_x: Tensor, w_hh: Tensor, mask: Tensor | None, first_partial: int) -> Tensor:
         rows = _rows(mask)
-        hs, cs, tanh_cs, acts = load().lstm_forward(gates_x.contiguous(), w_hh, rows, first_partial)
-        ctx.save_for_backward(acts, hs, cs, tanh_cs, w_hh, rows)
+        hs, cs, tanh_cs, *acts = load().lstm_forward(gates_x.contiguous(), w_hh, rows, first_partial)
+        ctx.save_for_backward(hs, cs, tanh_cs, w_hh, rows, *acts)
         ctx.first_partial = first_partial
         return hs
 
     @staticmethod
     @once_differentiable  # the C++ backward builds no graph: a double backward must fail, not return zeros
     def backward(ctx, d_hs: Tensor):
-        acts, hs, cs, tanh_cs, w_hh, rows = ctx.saved_tensors
+        hs, cs, tanh_cs, w_hh, rows, *acts = ctx.saved_tensors
         d_gates, d_w = load().lstm_backward(d_hs, acts, hs, cs, tanh_cs, w_hh, rows, ctx.first_partial)
         return d_gates, d_w, None, None
 
 
 class FusedGRULayer(torch.autograd.Function):
-    """loop._GRULayer with each step's gate arithmetic in one C++ pass."""
+    """loop._GRULayer with each step's gate arithmetic in one C++ pass, for one direction or both.
+
+    gates_x [T, B, D*3H], w_hh [D, 3H, H] and b_hn [D, H] -> hs [T, B, D*H]."""
 
     @staticmethod
     def forward(ctx, gates_x: Tensor, w_hh: Tensor, b_hn: Tensor, mask: Tensor | None, first_partial: int) -> Tensor:
         rows = _rows(mask)
-        hs, acts, hidden_n = load().gru_forward(gates_x.contiguous(), w_hh, b_hn, rows, first_partial)
-        ctx.save_for_backward(acts, hidden_n, hs, w_hh, rows)
+        hs, hidden_n, *acts = load().gru_forward(gates_x.contiguous(), w_hh, b_hn.contiguous(), rows, first_partial)
+        ctx.save_for_backward(hidden_n, hs, w_hh, rows, *acts)
         ctx.first_partial = first_partial
         return hs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_hs: Tensor):
-        acts, hidden_n, hs, w_hh, rows = ctx.saved_tensors
+        hidden_n, hs, w_hh, rows, *acts = ctx.saved_tensors
         d_gates, d_w, d_b_hn = load().gru_backward(d_hs, acts, hidden_n, hs, w_hh, rows, ctx.first_partial)
         return d_gates, d_w, d_b_hn, None, None

@@ -41,7 +41,8 @@ def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None,
                  fused: bool = False) -> tuple[Tensor, Tensor]:
     """x [B, T, F] (batch first) -> output [B, T, D*H] (zeros at padding), h_n [L*D, B, H] (as ``rnn``).
 
-    ``fused``: LSTM/GRU steps run in the C++ kernels of benchmark/fused.py instead of the Python ones here."""
+    ``fused``: LSTM/GRU layers run in the C++ kernels of benchmark/fused.py (both directions of a layer
+    together) instead of the Python ones here."""
     batch, steps = x.size(0), x.size(1)
     directions = 2 if rnn.bidirectional else 1
     seq = x.transpose(0, 1)  # time-major, so each step's slice is contiguous rows
@@ -70,12 +71,20 @@ def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None,
         bias = torch.cat([_input_bias(rnn.mode, p) for p in params]) if directions == 2 \
             else _input_bias(rnn.mode, params[0])
         projected = F.linear(seq, w_ih, bias)
+        if fused and rnn.mode in ("LSTM", "GRU"):
+            # Both directions in one C++ layer: the backward one walks time backwards in place (no reversed
+            # copies, no chunk, no concatenation), and each step runs both directions' gates in one pass.
+            seq, last = _run_fused(rnn.mode, projected, params, rnn.hidden_size, mask, first_partial)
+            h_n.extend(last)
+            if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
+                seq = F.dropout(seq, rnn.dropout, training=True)
+            continue
         # One direction: no chunk, whose backward would copy the whole gradient once more.
         projected = projected.chunk(directions, dim=-1) if directions == 2 else (projected,)
         outputs = []
         for direction, p in enumerate(params):
             inputs = projected[direction] if direction == 0 else reverse(projected[direction])
-            output, last = _run(rnn.mode, inputs, p, rnn.hidden_size, batch, mask, first_partial, fused)
+            output, last = _run(rnn.mode, inputs, p, rnn.hidden_size, batch, mask, first_partial)
             outputs.append(output if direction == 0 else reverse(output))
             h_n.append(last)
         seq = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
@@ -231,15 +240,30 @@ class _GRULayer(torch.autograd.Function):
         return d_gates, d_w, d_hidden_n.sum((0, 1)), None, None
 
 
+def _run_fused(mode: str, projected: Tensor, params: list[dict], hidden: int, mask: Tensor | None,
+               first_partial: int) -> tuple[Tensor, list[Tensor]]:
+    """Every direction of one LSTM/GRU layer in benchmark/fused.py's kernels: projected [T, B, D*G*H] ->
+    output [T, B, D*H] and each direction's last state (the backward direction's is at time 0)."""
+    w_hh = torch.stack([p["w_hh"] for p in params])
+    if mode == "GRU":
+        b_hn = torch.stack([p["b_hh"][2 * hidden:] if p["b_hh"] is not None else projected.new_zeros(hidden)
+                            for p in params])
+        hs = FusedGRULayer.apply(projected, w_hh, b_hn, mask, first_partial)
+    else:
+        hs = FusedLSTMLayer.apply(projected, w_hh, mask, first_partial)
+    last = [hs[-1, :, :hidden]] + ([hs[0, :, hidden:]] if len(params) == 2 else [])
+    return hs, last
+
+
 def _run(mode: str, inputs: Tensor, p: dict, hidden: int, batch: int, mask: Tensor | None,
-         first_partial: int, fused: bool = False) -> tuple[Tensor, Tensor]:
+         first_partial: int) -> tuple[Tensor, Tensor]:
     """One direction of one layer over time-major projected inputs [T, B, G*H]."""
     if mode == "GRU":
         b_hn = p["b_hh"][2 * hidden:] if p["b_hh"] is not None else inputs.new_zeros(hidden)
-        hs = (FusedGRULayer if fused else _GRULayer).apply(inputs, p["w_hh"], b_hn, mask, first_partial)
+        hs = _GRULayer.apply(inputs, p["w_hh"], b_hn, mask, first_partial)
         return hs, hs[-1]
     if mode == "LSTM":
-        hs = (FusedLSTMLayer if fused else _LSTMLayer).apply(inputs, p["w_hh"], mask, first_partial)
+        hs = _LSTMLayer.apply(inputs, p["w_hh"], mask, first_partial)
         return hs, hs[-1]
     # The plain RNN: one op per step, autograd is as fast as a hand-written backward would be.
     w_hh_t = p["w_hh"].t()
