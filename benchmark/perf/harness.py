@@ -22,6 +22,7 @@ from ..files import write_atomic
 from ..models import RecurrentModel, build_model
 from ..registry import CELLS as REGISTERED_CELLS
 from ..tasks import build_task
+from ..tasks.addition import TEST_PER_LENGTH
 from ..train import fit, resolve_device
 from .machine import cpu_info, measure_sgemm, theoretical_peak, train_flops_per_sample
 from .notebook_loops import notebook_addition_rate, notebook_mnist_dataset, notebook_mnist_rate
@@ -299,8 +300,8 @@ def _evaluation(report: Report, mnist_task_config: TrainConfig, task, addition: 
     seconds, long_eval = eval_seconds(long_task, add_result.model, "test", sizes.repeats)
     strings = len(long_task.splits["test"][2])
     longest = max(sizes.eval_lengths)
-    report.add(f"- accuracy vs length up to {longest} (addition test split: 100 strings per length 1..20 and "
-               f"{_span(sizes.eval_lengths)}; {strings:,} strings, batched across lengths): {seconds:.2f} s; "
+    report.add(f"- accuracy vs length up to {longest} (addition test split: {TEST_PER_LENGTH:,} strings per length "
+               f"1..20 and {_span(sizes.eval_lengths)}; {strings:,} strings, batched across lengths): {seconds:.2f} s; "
                f"bit accuracy at length {longest}: {100 * long_eval['bit_acc_by_len'][longest]:.2f} %", "")
 
 
