@@ -12,6 +12,7 @@ from benchmark.catalog import ADDITION_EVAL_LENGTHS
 from benchmark.config import TrainConfig
 from benchmark.schema import PRUNED_RUN_SUFFIX, DatasetTag, ExperimentTag
 from benchmark.store import client_for, get_or_create_experiment
+from benchmark.tasks.addition import TEST_PER_LENGTH, VAL_PER_LENGTH
 from benchmark.tracking import trial_run_name
 from benchmark.tuning import load_study, search
 
@@ -46,7 +47,7 @@ def test_addition_run_logs_its_generator_as_dataset(tracking_uri):
     assert dataset.name == "addition-L1-6-to9"
     profile = json.loads(dataset.profile)
     assert profile["generator_seed"] == 3 and profile["train_lengths"] == "1-6" and profile["test_lengths"] == "1-6,9"
-    assert (profile["train"], profile["val"], profile["test"]) == (60, 6 * 50, 7 * 100)
+    assert (profile["train"], profile["val"], profile["test"]) == (60, 6 * VAL_PER_LENGTH, 7 * TEST_PER_LENGTH)
     other, _ = dataset_of(train_run(tracking_uri, config.replace(seed=4)))
     assert other.name == dataset.name and other.digest != dataset.digest  # another seed: other strings
 
