@@ -65,29 +65,27 @@ def loop_forward(rnn: nn.RNNBase, x: Tensor, lengths: Tensor | None = None,
     for layer in range(rnn.num_layers):
         suffixes = [f"_l{layer}", f"_l{layer}_reverse"][:directions]
         params = [_parameters(rnn, suffix) for suffix in suffixes]
-        # One input projection for all steps and both directions; the backward half is reversed
-        # afterwards, since reverse(x) @ W = reverse(x @ W).
+        # One input projection for all steps and both directions. The fused layer walks the backward half
+        # backwards; the Python loop reverses it afterwards, since reverse(x) @ W = reverse(x @ W).
         w_ih = torch.cat([p["w_ih"] for p in params]) if directions == 2 else params[0]["w_ih"]
         bias = torch.cat([_input_bias(rnn.mode, p) for p in params]) if directions == 2 \
             else _input_bias(rnn.mode, params[0])
         projected = F.linear(seq, w_ih, bias)
         if fused and rnn.mode in ("LSTM", "GRU"):
-            # Both directions in one C++ layer: the backward one walks time backwards in place (no reversed
-            # copies, no chunk, no concatenation), and each step runs both directions' gates in one pass.
+            # Every direction in one C++ layer: the backward one walks time backwards in place (no reversed
+            # copies, no chunk, no concatenation).
             seq, last = _run_fused(rnn.mode, projected, params, rnn.hidden_size, mask, first_partial)
             h_n.extend(last)
-            if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
-                seq = F.dropout(seq, rnn.dropout, training=True)
-            continue
-        # One direction: no chunk, whose backward would copy the whole gradient once more.
-        projected = projected.chunk(directions, dim=-1) if directions == 2 else (projected,)
-        outputs = []
-        for direction, p in enumerate(params):
-            inputs = projected[direction] if direction == 0 else reverse(projected[direction])
-            output, last = _run(rnn.mode, inputs, p, rnn.hidden_size, batch, mask, first_partial)
-            outputs.append(output if direction == 0 else reverse(output))
-            h_n.append(last)
-        seq = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
+        else:
+            # One direction: no chunk, whose backward would copy the whole gradient once more.
+            projected = projected.chunk(directions, dim=-1) if directions == 2 else (projected,)
+            outputs = []
+            for direction, p in enumerate(params):
+                inputs = projected[direction] if direction == 0 else reverse(projected[direction])
+                output, last = _run(rnn.mode, inputs, p, rnn.hidden_size, batch, mask, first_partial)
+                outputs.append(output if direction == 0 else reverse(output))
+                h_n.append(last)
+            seq = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
         if layer < rnn.num_layers - 1 and rnn.dropout and rnn.training:
             seq = F.dropout(seq, rnn.dropout, training=True)
     if mask is not None:
@@ -244,10 +242,13 @@ def _run_fused(mode: str, projected: Tensor, params: list[dict], hidden: int, ma
                first_partial: int) -> tuple[Tensor, list[Tensor]]:
     """Every direction of one LSTM/GRU layer in benchmark/fused.py's kernels: projected [T, B, D*G*H] ->
     output [T, B, D*H] and each direction's last state (the backward direction's is at time 0)."""
-    w_hh = torch.stack([p["w_hh"] for p in params])
+    def per_direction(tensors: list[Tensor]) -> Tensor:  # [D, ...]; one direction as a view, not a copy
+        return torch.stack(tensors) if len(tensors) == 2 else tensors[0].unsqueeze(0)
+
+    w_hh = per_direction([p["w_hh"] for p in params])
     if mode == "GRU":
-        b_hn = torch.stack([p["b_hh"][2 * hidden:] if p["b_hh"] is not None else projected.new_zeros(hidden)
-                            for p in params])
+        b_hn = per_direction([p["b_hh"][2 * hidden:] if p["b_hh"] is not None else projected.new_zeros(hidden)
+                              for p in params])
         hs = FusedGRULayer.apply(projected, w_hh, b_hn, mask, first_partial)
     else:
         hs = FusedLSTMLayer.apply(projected, w_hh, mask, first_partial)
