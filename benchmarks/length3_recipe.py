@@ -59,9 +59,13 @@ def held_out_task(config: TrainConfig, fold: int) -> AdditionTask:
 def pair_strings(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each pair once as a length-3 string: inputs [N, 3, 2], sum bits [N, 3], lengths [N]."""
     a, b = ids % 4, ids // 4
-    bits = lambda n: torch.stack([(n >> i) & 1 for i in range(LENGTH)], dim=1)  # noqa: E731
-    x = torch.stack([bits(a), bits(b)], dim=-1).float()
-    return x, bits(a + b).float(), torch.full((len(ids),), LENGTH)
+    x = torch.stack([lsb_first(a), lsb_first(b)], dim=-1).float()
+    return x, lsb_first(a + b).float(), torch.full((len(ids),), LENGTH)
+
+
+def lsb_first(numbers: torch.Tensor) -> torch.Tensor:
+    """[N] integers below 2^LENGTH -> [N, LENGTH] bits, least significant first."""
+    return torch.stack([(numbers >> i) & 1 for i in range(LENGTH)], dim=1)
 
 
 def main() -> None:
