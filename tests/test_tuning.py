@@ -191,7 +191,8 @@ def test_two_workers_share_one_study_without_duplicates(tmp_path, tracking_uri):
     assert "database is locked" not in result.stderr
     study = load(tmp_path)
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert all(t.state.name == "COMPLETE" for t in study.trials), \
+        ([(t.number, t.state.name, t.user_attrs.get(StudyAttr.ERROR)) for t in study.trials], result.stdout[-2000:])
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # both workers ran trials
     (parent,) = runs(tracking_uri, "study")
     children = runs(tracking_uri, "trial")
