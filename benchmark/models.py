@@ -17,23 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from . import fused
+from . import fused, kernel_choice
 from .catalog import ARCHITECTURES, IMPLS, READOUTS
 from .loop import loop_forward
 from .registry import CELLS as REGISTERED_CELLS
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-# What `--impl auto` runs when training (autograd on), per device type and cell; inference always runs native.
-# "fused" is loop.py's cell loop with each step's gate arithmetic in one C++ pass (fused.py), built on first use;
-# where it cannot be built, auto runs "aten" (the nn module with oneDNN off), because oneDNN's RNN training path
-# on the AMD processors we measured is its slow reference kernel. The measurements: docs/performance.md.
-AUTO_IMPL = {
-    "cpu": {"rnn": "native", "lstm": "fused", "gru": "fused"},
-    "cuda": {"rnn": "native", "lstm": "native", "gru": "native"},
-}
-AUTO_MIN_HIDDEN = 64  # below it the per-step overhead of a cell loop outweighs what it saves: native
-
 
 class RecurrentModel(nn.Module):
     def __init__(self, arch: str, input_size: int, hidden_size: int, output_size: int, *,
@@ -51,6 +40,7 @@ class RecurrentModel(nn.Module):
         self.arch = arch
         self.readout = readout
         self.impl = impl
+        self.auto_choice: str | None = None  # what auto trains with on the CPU, set by prepare_kernels
         self.cell = spec["cell"]
         self.bidirectional = spec["bidirectional"]
         self.directions = 2 if self.bidirectional else 1
@@ -107,23 +97,31 @@ class RecurrentModel(nn.Module):
             torch.backends.mkldnn.enabled = previous
 
     def resolved_impl(self, device: torch.device, training: bool = True) -> str:
-        """``native``, ``aten``, ``loop`` or ``fused``: the explicit choice, else AUTO_IMPL's pick for training
-        here (``aten`` in place of ``fused`` where the C++ cells cannot be built). ``forward`` also runs ``aten``
-        in place of an automatic ``fused`` for a model that is not float32."""
+        """``native``, ``aten``, ``loop`` or ``fused``: the explicit choice; for ``auto``, the kernel
+        ``prepare_kernels`` measured fastest when training on the CPU, and ``native`` otherwise (inference, CUDA,
+        or a model never prepared). ``forward`` runs ``aten`` in place of an automatic ``fused`` for a model that is
+        not float32."""
         if self.impl == "fused" and device.type != "cpu":
             raise ValueError(f"impl 'fused' runs on the CPU only, not {device.type}; use --impl auto or native")
         if self.impl != "auto":
             return self.impl
-        if not training or self.rnn.hidden_size < AUTO_MIN_HIDDEN:
-            return "native"
-        choice = AUTO_IMPL.get(device.type, AUTO_IMPL["cuda"])[self.cell]
-        return "aten" if choice == "fused" and not fused.available() else choice
+        if training and device.type == "cpu" and self.auto_choice:
+            return self.auto_choice
+        return "native"
 
 
-def prepare_kernels(model: nn.Module, device: torch.device) -> str | None:
-    """Build now what the model's training forward would build on first use (the fused C++ cells), so that no
-    epoch's clock counts a compile; returns the impl training will run (None for a registered cell)."""
-    return model.resolved_impl(device, training=True) if isinstance(model, RecurrentModel) else None
+def prepare_kernels(model: nn.Module, device: torch.device, sample_batch=None) -> str | None:
+    """Before the first epoch's clock starts: for ``--impl auto`` on the CPU, measure which kernel trains batches
+    like ``sample_batch`` fastest (``kernel_choice``; cached per machine and shape), building the fused C++ cells
+    if they are a candidate; for ``--impl fused``, build them. Returns the impl training will run (None for a
+    registered cell, which runs its own forward)."""
+    if not isinstance(model, RecurrentModel):
+        return None
+    if model.impl == "fused":
+        fused.available()
+    elif model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
+        model.auto_choice = kernel_choice.choose(model, sample_batch)
+    return model.resolved_impl(device, training=True)
 
 
 class CellModel(nn.Module):

@@ -160,9 +160,9 @@ class RunTracker:
         for start in range(0, len(metrics), MAX_METRICS_PER_CALL):
             self.client.log_batch(self.run_id, metrics=metrics[start:start + MAX_METRICS_PER_CALL])
 
-    def log_model_info(self, *, n_params: int, device: str) -> None:
+    def log_model_info(self, *, n_params: int, device: str, kernel: str | None = None) -> None:
         self.log_metrics({Metric.N_PARAMS: n_params})
-        self.set_tags({Tag.DEVICE: device})
+        self.set_tags({Tag.DEVICE: device, **({Tag.KERNEL: kernel} if kernel else {})})
 
     def log_epoch(self, epoch: int, first_iteration: int, train_losses: list[float], val: dict,
                   seconds: float) -> None:

@@ -98,14 +98,16 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
     seed_everything(config.seed)
     task = task or build_task(config, device, **(task_data or {}))
     model = build_model(config, task).to(device)
-    prepare_kernels(model, device)  # a first build of the fused cells takes a minute: not inside epoch 1
+    # Measuring auto's kernel (and a first build of the fused cells, a minute) happens here, not inside epoch 1.
+    sample_batch = next(iter(task.train_batches(config.batch_size, torch.Generator().manual_seed(config.seed))))
+    kernel = prepare_kernels(model, device, sample_batch)
     optimizer = make_optimizer(config, model)
     steps_per_epoch = math.ceil(task.train_size / config.batch_size)
     schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(config.seed)
     n_params = count_parameters(model)
     if tracker:
-        tracker.log_model_info(n_params=n_params, device=str(device))
+        tracker.log_model_info(n_params=n_params, device=str(device), kernel=kernel)
         if hasattr(task, "run_params"):  # what a task draws once and keeps (a pixel permutation's seed)
             tracker.log_params(task.run_params())
         if hasattr(task, "dataset"):

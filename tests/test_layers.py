@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "benchmark"
 LAYERS = [
     ("names", ["benchmark", "schema", "catalog", "files", "stats"]),
     ("settings and the store", ["config", "store", "notebook"]),
-    ("models and tasks", ["data", "losses", "loop", "fused", "registry", "plugins", "cells", "models", "tasks"]),
+    ("models and tasks", ["data", "losses", "loop", "fused", "kernel_choice", "registry", "plugins", "cells", "models",
+                          "tasks"]),
     ("training and runs", ["train", "checkpoint", "plots", "tracking"]),
     ("tuning and the commands' work", ["tuning", "champion", "served_model", "confirm", "reproduce", "predict",
                                        "server", "dashboard", "perf"]),

@@ -19,7 +19,7 @@ from ..catalog import ARCHITECTURES
 from ..config import TrainConfig
 from ..data import bad_files, default_data_dir, load_mnist
 from ..files import write_atomic
-from ..models import RecurrentModel, build_model
+from ..models import build_model
 from ..registry import CELLS as REGISTERED_CELLS
 from ..tasks import build_task
 from ..tasks.addition import TEST_PER_LENGTH
@@ -31,6 +31,7 @@ from .rates import (
     PERF_VAL_IMAGES,
     QUICK,
     Sizes,
+    auto_pick,
     batching_rate,
     eval_seconds,
     fit_rate,
@@ -168,7 +169,7 @@ def _training_step(report: Report, mnist_task_config: TrainConfig, task, sizes: 
                          "n/a", "n/a"])
             continue
         spec = ARCHITECTURES[arch]
-        auto = RecurrentModel(arch, 28, sizes.hidden, 10).resolved_impl(task.device, training=True)
+        auto = auto_pick(mnist_task_config.replace(arch=arch), task)
         best = rates[arch, auto]
         flops = train_flops_per_sample(spec["cell"], 2 if spec["bidirectional"] else 1, 1, 28, sizes.hidden, 28)
         achieved = best * flops / 1e9
@@ -210,8 +211,8 @@ def _small_shapes(report: Report, mnist_task_config: TrainConfig, mnist_task, si
         for arch in ("lstm", "gru"):
             for hidden, batch in SMALL_SHAPES:
                 measured = {impl: rates[task_name, arch, hidden, batch, impl] for impl in impls}
-                inputs = 28 if task_name == "mnist" else 2
-                auto = RecurrentModel(arch, inputs, hidden, 10).resolved_impl(torch.device("cpu"), training=True)
+                base, task = tasks[task_name]
+                auto = auto_pick(base.replace(arch=arch, hidden_size=hidden, batch_size=batch), task)
                 fastest = max(measured, key=measured.get)
                 rows.append([task_name, arch, hidden, batch, *(_k(measured[impl]) for impl in impls), auto,
                              f"{measured[auto] / measured[fastest]:.2f} ({fastest})"])

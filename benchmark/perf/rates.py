@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
-from ..models import build_model
+from ..models import build_model, prepare_kernels
 from ..train import fit, make_optimizer, seed_everything, train_step
 
 PERF_VAL_IMAGES = 2000  # validation cut for fit's timing runs: epoch times exclude evaluation anyway
@@ -61,6 +61,7 @@ def step_rate(config: TrainConfig, task, batches: int) -> float:
     model = build_model(config, task).to(getattr(task, "device", "cpu"))
     optimizer = make_optimizer(config, model)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
+    prepare_kernels(model, model_device(model), batch)  # as fit does: auto measures its pick before the clock
     for _ in range(2):
         train_step(model, task, config, optimizer, batch)
     started = time.perf_counter()
@@ -68,6 +69,17 @@ def step_rate(config: TrainConfig, task, batches: int) -> float:
         loss = train_step(model, task, config, optimizer, batch)
     loss.item()  # wait for the device before stopping the clock
     return batches * len(batch.y) / (time.perf_counter() - started)
+
+
+def auto_pick(config: TrainConfig, task) -> str:
+    """The kernel ``--impl auto`` trains ``config`` with on ``task`` here (measured once per shape, then cached)."""
+    model = build_model(config.replace(impl="auto"), task).to(getattr(task, "device", "cpu"))
+    batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
+    return prepare_kernels(model, model_device(model), batch) or "native"
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def fit_rate(config: TrainConfig, task) -> tuple[float, object]:

@@ -1,0 +1,135 @@
+"""What ``--impl auto`` trains with on the CPU: the fastest kernel for this model and batch shape, measured.
+
+Example: rnnbench train --task mnist --arch lstm   # times native, aten and fused on one batch, then trains
+
+Which kernel is fastest depends on the processor and the shape: oneDNN's LSTM training path is a slow reference
+kernel on AVX2 processors and fast with AVX-512, and a cell loop's per-step overhead dominates at small sizes.
+No fixed table is right on every machine, so, like cuDNN's benchmark mode, ``auto`` times each candidate before
+training starts: forward and backward of a copy of the model on a real batch, one warm-up and then interleaved
+rounds, best time per candidate. The pick is kept in ``$RNNBENCH_CACHE/auto_impl.json`` (default
+``~/.cache/rnnbench``) under the processor, torch's version, the thread count, the architecture and the shape, so
+every later run of that shape on this machine trains with the same kernel without timing again. A candidate
+must beat ``native`` by ``MARGIN`` to replace it: a close call keeps the library's own kernel, and the choice
+does not flip between runs on measurement noise. Measuring never touches the model, its gradients or the
+random number streams that training draws from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import fused
+from .files import write_atomic
+
+MARGIN = 0.05  # a candidate replaces native only when at least 5 % faster
+ROUNDS = 3  # timed rounds after the warm-up; the best of them counts
+MAX_SECONDS = 20.0  # stop timing after this long (at least one timed round each), for very large shapes
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("RNNBENCH_CACHE") or Path.home() / ".cache" / "rnnbench") / "auto_impl.json"
+
+
+def processor() -> str:
+    """The processor's model name and the vector ISA torch dispatches to: what decides which kernel wins."""
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+                break
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def candidates(cell: str) -> list[str]:
+    """The kernels worth timing for a cell: ``loop`` is never faster than ``fused``, so it is left out."""
+    found = ["native", "aten"]
+    if cell in ("lstm", "gru") and fused.available():
+        found.append("fused")
+    return found
+
+
+def shape_key(model, batch) -> str:
+    """What the pick depends on, as one string: machine, torch, threads, architecture and batch shape."""
+    rnn = model.rnn
+    return json.dumps({
+        "processor": processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cell": model.cell, "bidirectional": model.bidirectional, "layers": rnn.num_layers,
+        "input": rnn.input_size, "hidden": rnn.hidden_size, "readout": model.readout,
+        "batch": int(batch.x.size(0)), "steps": int(batch.x.size(1)), "padded": batch.lengths is not None,
+    }, sort_keys=True)
+
+
+def time_step(model, batch) -> float:
+    """Seconds for one forward and backward of ``model`` on ``batch`` (gradients left on the copy)."""
+    started = time.perf_counter()
+    model(batch.x, batch.lengths).float().sum().backward()
+    return time.perf_counter() - started
+
+
+def measure(model, batch, impls: list[str], timer=time_step) -> dict[str, float]:
+    """Best seconds per step of each impl on a copy of ``model``; impls that fail to run are left out."""
+    best: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[]):  # dropout inside the copy must not move training's random streams
+        trial = copy.deepcopy(model).train()
+        for impl in impls:  # warm-up: first-call allocations, and drops an impl that cannot run this model
+            trial.impl = impl
+            try:
+                timer(trial, batch)
+                best[impl] = float("inf")
+            except (RuntimeError, ValueError):
+                continue
+        started = time.perf_counter()
+        for round_ in range(ROUNDS):
+            order = list(best) if round_ % 2 == 0 else list(reversed(best))  # neither side always goes first
+            for impl in order:
+                trial.impl = impl
+                best[impl] = min(best[impl], timer(trial, batch))
+                for parameter in trial.parameters():
+                    parameter.grad = None
+            if time.perf_counter() - started > MAX_SECONDS:
+                break
+    return best
+
+
+def pick(seconds: dict[str, float]) -> str:
+    """The fastest impl, unless it beats native by less than MARGIN (then native)."""
+    fastest = min(seconds, key=seconds.get)
+    if "native" in seconds and seconds[fastest] > (1 - MARGIN) * seconds["native"]:
+        return "native"
+    return fastest
+
+
+def choose(model, batch, *, timer=time_step) -> str:
+    """The impl ``auto`` trains ``model`` with on the CPU for batches shaped like ``batch``: cached, else measured."""
+    key = shape_key(model, batch)
+    store = _read(cache_path())
+    if key in store and store[key].get("impl") in candidates(model.cell):
+        return store[key]["impl"]
+    seconds = measure(model, batch, candidates(model.cell), timer=timer)
+    if not seconds:
+        return "native"
+    choice = pick(seconds)
+    store = _read(cache_path())  # another process may have written meanwhile: keep its entries
+    store[key] = {"impl": choice, "ms_per_step": {k: round(1000 * v, 3) for k, v in seconds.items()},
+                  "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with contextlib.suppress(OSError):  # a read-only home still trains; it just measures again next time
+        write_atomic(cache_path(), json.dumps(store, indent=1, sort_keys=True))
+    return choice
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
