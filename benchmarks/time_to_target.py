@@ -14,6 +14,11 @@ For each task and architecture the same search runs twice, each arm capped at --
   head; addition strings from a small generator of its own, padded and masked. No pruner (a user's first script
   has none) and no checkpoints or figures.
 
+With ``--same-trials N`` (default 12) both studies start with the same N configurations, drawn once at random
+from the space with the study file's sampler seed and enqueued at the head of each study; each arm's own TPE
+continues after them. Then time to target measures the recipes (speed per trial, pruning, overheads), not which
+arm's sampler happened to draw a good configuration first. ``--same-trials 0`` leaves both samplers free.
+
 Per arm it reports the wall time from the arm's start until the best validation accuracy first reached each target
 (at the end of the trial that reached it), trials per hour, and the share of each trial's wall time spent outside
 its training epochs (evaluation, tracking, checkpoint, figures, data set-up). The validation sets are the same size
@@ -67,7 +72,22 @@ class Arm:
 
 # ---------------------------------------------------------------------------------------------------- rnnbench arm
 
-def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path) -> Arm:
+def shared_configurations(spec, count: int) -> list[dict]:
+    """``count`` configurations drawn at random from the study file's space with its sampler seed: the same list
+    for both arms, enqueued at the head of each study."""
+    import optuna
+
+    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.sampler_dict.get("seed", 0)))
+    configurations = []
+    for _ in range(count):
+        trial = draws.ask()
+        configurations.append({param.name: param.suggest(trial) for param in spec.space})
+        draws.tell(trial, 0.0)
+    return configurations
+
+
+def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path,
+                 configurations: list[dict] = ()) -> Arm:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -82,6 +102,12 @@ def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path)
     command = [sys.executable, "-m", "benchmark", "tune", str(REPO / "studies" / f"{task}.toml"), "--arch", arch,
                "--preset", preset, "--trials", "10000", "--timeout", str(budget_s), "--study-name", name,
                "--tracking-uri", uri, "--storage", str(journal), "--quiet"]
+    if configurations:  # tune opens this study and stamps it with its spec; the enqueued trials run first
+        head = optuna.create_study(study_name=name, direction="maximize",
+                                   storage=JournalStorage(JournalFileBackend(str(journal))))
+        for params in configurations:
+            head.enqueue_trial(params)
+        started = time.time()
     with contextlib.suppress(subprocess.TimeoutExpired):  # a hung arm is read as far as it got
         subprocess.run(command, check=False, timeout=budget_s * 2 + 600,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -158,7 +184,8 @@ def addition_strings(n: int, max_length: int, generator):
     return torch.stack([a, b], -1).float(), (y * mask).float(), mask
 
 
-def run_plain(task: str, arch: str, spec, budget_s: float, work: Path, data_dir: str) -> Arm:
+def run_plain(task: str, arch: str, spec, budget_s: float, work: Path, data_dir: str,
+              configurations: list[dict] = ()) -> Arm:
     import mlflow
     import optuna
     import torch
@@ -234,6 +261,8 @@ def run_plain(task: str, arch: str, spec, budget_s: float, work: Path, data_dir:
     callback = MLflowCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", metric_name="val_acc")
     study = optuna.create_study(direction="maximize", study_name=f"plain-{task}-{arch}",
                                 sampler=optuna.samplers.TPESampler(**sampler_settings))
+    for params in configurations:
+        study.enqueue_trial(params)
     study.optimize(objective, timeout=budget_s, callbacks=[callback])
     arm.elapsed_s = min(time.time() - started, budget_s)
     for trial in study.trials:
@@ -278,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", default=["gru", "lstm"])
     parser.add_argument("--preset", default="standard", help="study-file preset both arms search (default: standard)")
     parser.add_argument("--budget-min", type=float, default=5.0, help="wall-time cap of each arm (default: 5)")
+    parser.add_argument("--same-trials", type=int, default=12, metavar="N",
+                        help="enqueue the same N random configurations at the head of both studies (default: 12; "
+                             "0: each arm's sampler draws its own)")
     parser.add_argument("--work", default="/tmp/time_to_target", help="stores of both arms (default: %(default)s)")
     parser.add_argument("--data-dir", default=os.environ.get("RNNBENCH_DATA", "data"),
                         help="MNIST folder, as rnnbench's (default: $RNNBENCH_DATA or ./data)")
@@ -292,14 +324,16 @@ def main(argv: list[str] | None = None) -> int:
         fetch(Path(args.data_dir), quiet=True)
     torch.set_num_threads(os.cpu_count() or 1)
     budget_s = args.budget_min * 60
-    print(f"load average before: {os.getloadavg()[0]:.2f}; budget {args.budget_min:g} min per arm", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.2f}; budget {args.budget_min:g} min per arm; "
+          f"{args.same_trials} shared configurations first", flush=True)
     rows = []
     for task in args.tasks:
         for arch in args.archs:
             spec = load_study(REPO / "studies" / f"{task}.toml", arch, args.preset)
             work = Path(args.work) / f"{task}-{arch}"
-            ours = run_rnnbench(task, arch, args.preset, budget_s, work / "rnnbench")
-            plain = run_plain(task, arch, spec, budget_s, work / "plain", args.data_dir)
+            configurations = shared_configurations(spec, args.same_trials)
+            ours = run_rnnbench(task, arch, args.preset, budget_s, work / "rnnbench", configurations)
+            plain = run_plain(task, arch, spec, budget_s, work / "plain", args.data_dir, configurations)
             rows.append((task, arch, ours, plain, DEFAULT_TARGETS[task]))
             print(f"{task} {arch}: rnnbench {len(ours.trials)} trials, plain {len(plain.trials)} trials", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}\n")
