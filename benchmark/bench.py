@@ -18,7 +18,7 @@ from .tuning import StudyResult, check_device, format_value, load_study, run_stu
 
 def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | None = None,
           folder: Path | None = None, out: Path | str = "reports", seeds: int | None = None,
-          storage: str | None = None, tracking_uri: str | None = None, workers: int = 1,
+          trials: int | None = None, storage: str | None = None, tracking_uri: str | None = None, workers: int = 1,
           quiet: bool = False) -> tuple[list[StudyResult], tuple]:
     """Tune (and confirm, where the preset asks) task x architecture; returns the results and ``write_report``'s
     (path, snapshot, figures)."""
@@ -30,7 +30,7 @@ def bench(preset: str, *, archs: list[str] | None = None, tasks: list[str] | Non
     if seeds is not None and seeds < 0:
         raise ConfigError(f"--seeds must be >= 0, got {seeds}")
     folder = folder or studies_dir()
-    specs = [load_study(folder / f"{task}.toml", arch, preset) for task in tasks for arch in archs]
+    specs = [load_study(folder / f"{task}.toml", arch, preset).with_budget(trials) for task in tasks for arch in archs]
     for spec in specs:
         check_device(spec)
     results = []

@@ -279,6 +279,8 @@ def add_tuning_commands(commands) -> None:
     bench.add_argument("--out", default="reports", help="where the report is written (default: reports)")
     bench.add_argument("--seeds", type=int, help="fresh-seed confirmations of each study's best trial (default: "
                        "the preset's [confirm] seeds; 0 = none)")
+    bench.add_argument("--trials", type=int, help="finished trials each study should hold (default: the preset's); "
+                       "--trials 1 tries a preset's every study cheaply")
     _add_session_flags(bench)
     bench.set_defaults(handler=handlers.cmd_bench)
 

@@ -200,8 +200,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _warn_password_on_argv(args)
     results, (path, snap, figures) = bench(args.preset, archs=args.archs, tasks=args.tasks,
                           folder=Path(args.studies_dir) if args.studies_dir else None, out=args.out, seeds=args.seeds,
-                          storage=args.storage, tracking_uri=args.tracking_uri, workers=args.workers,
-                          quiet=args.quiet)
+                          trials=args.trials, storage=args.storage, tracking_uri=args.tracking_uri,
+                          workers=args.workers, quiet=args.quiet)
     print("\n" + results_table(results))
     print(f"\nreport: {path} ({len(snap.runs)} runs, {len(figures.written)} figures)")
     return 0

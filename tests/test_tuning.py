@@ -319,6 +319,18 @@ def test_bench_tunes_each_study_then_writes_the_report(tmp_path, tracking_uri, c
     assert not [r for r in runs(tracking_uri, "trial") if r.info.status == "RUNNING"]
 
 
+def test_bench_trials_caps_every_study_and_refuses_zero(tmp_path, tracking_uri, capsys):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "addition.toml").write_text(TINY.format(pruner="none", epochs=1, train_size=100))
+    common = ["--archs", "gru", "--tasks", "addition", "--studies-dir", str(studies), "--tracking-uri", tracking_uri,
+              "--out", str(tmp_path / "rep"), "--quiet"]
+    assert cli.main(["bench", "--preset", "quick", "--trials", "1", *common]) == 0
+    assert "| addition-gru-quick | 1/0/0 |" in capsys.readouterr().out  # the preset asks for 3
+    assert cli.main(["bench", "--preset", "quick", "--trials", "0", *common]) == 2
+    assert "rnnbench bench: error: --trials must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_study_registers_its_best_model_as_champion(tmp_path, tracking_uri):
     from benchmark.champion import resolve_model
 
