@@ -20,8 +20,18 @@ def write_atomic(path: Path | str, payload: bytes | str) -> Path:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(handle.name, path)
+    try:
+        os.replace(handle.name, path)
+    except OSError:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
     return path
+
+
+def cache_root() -> Path:
+    """Where rnnbench keeps what it can rebuild (the fused C++ cells, auto's kernel picks): $RNNBENCH_CACHE, else
+    ~/.cache/rnnbench."""
+    return Path(os.environ.get("RNNBENCH_CACHE") or Path.home() / ".cache" / "rnnbench")
 
 
 def save_figure(fig, path: Path | str) -> Path:

@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .files import cache_root
+
 SOURCE = Path(__file__).resolve().parent / "csrc" / "cells.cpp"
 
 _lock = threading.Lock()
@@ -65,7 +67,7 @@ def build_key(source: bytes | None = None, flags: list[str] | None = None) -> st
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RNNBENCH_CACHE") or Path.home() / ".cache" / "rnnbench") / "fused"
+    return cache_root() / "fused"
 
 
 def cached_library(key: str | None = None) -> Path:

@@ -7,8 +7,9 @@ kernel on AVX2 processors and fast with AVX-512, and a cell loop's per-step over
 No fixed table is right on every machine, so, like cuDNN's benchmark mode, ``auto`` times each candidate before
 training starts: forward and backward of a copy of the model on a real batch, one warm-up and then interleaved
 rounds, best time per candidate. The pick is kept in ``$RNNBENCH_CACHE/auto_impl.json`` (default
-``~/.cache/rnnbench``) under the processor, torch's version, the thread count, the architecture and the shape, so
-every later run of that shape on this machine trains with the same kernel without timing again. A candidate
+``~/.cache/rnnbench``; ``$RNNBENCH_KERNEL_CACHE`` names another file) under the processor, torch's version, the
+fused cells' build, the thread count, the architecture, the dtype and the shape, so every later run of that shape
+on this machine trains with the same kernel without timing again; delete the file to measure afresh. A candidate
 must beat ``native`` by ``MARGIN`` to replace it: a close call keeps the library's own kernel, and the choice
 does not flip between runs on measurement noise. Measuring never touches the model, its gradients or the
 random number streams that training draws from.
@@ -27,15 +28,17 @@ from pathlib import Path
 import torch
 
 from . import fused
-from .files import write_atomic
+from .files import cache_root, write_atomic
 
-MARGIN = 0.05  # a candidate replaces native only when at least 5 % faster
+MARGIN = 0.05  # below this, timing noise could flip the pick between runs: a close call stays on native
 ROUNDS = 5  # timed rounds after the warm-up; the best of them counts (3 flipped a 6 % call between runs)
 MAX_SECONDS = 20.0  # stop timing after this long (at least one timed round each), for very large shapes
 
+_picked: dict[str, str] = {}  # this process's picks: one kernel per shape even where the file cannot be written
+
 
 def cache_path() -> Path:
-    return Path(os.environ.get("RNNBENCH_CACHE") or Path.home() / ".cache" / "rnnbench") / "auto_impl.json"
+    return Path(os.environ.get("RNNBENCH_KERNEL_CACHE") or cache_root() / "auto_impl.json")
 
 
 def processor() -> str:
@@ -63,6 +66,7 @@ def shape_key(model, batch) -> str:
     rnn = model.rnn
     return json.dumps({
         "processor": processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "fused_build": fused.build_key() if fused.available() else None, "dtype": str(rnn.weight_hh_l0.dtype),
         "cell": model.cell, "bidirectional": model.bidirectional, "layers": rnn.num_layers,
         "input": rnn.input_size, "hidden": rnn.hidden_size, "readout": model.readout,
         "batch": int(batch.x.size(0)), "steps": int(batch.x.size(1)), "padded": batch.lengths is not None,
@@ -112,16 +116,19 @@ def pick(seconds: dict[str, float]) -> str:
 def choose(model, batch, *, timer=time_step) -> str:
     """The impl ``auto`` trains ``model`` with on the CPU for batches shaped like ``batch``: cached, else measured."""
     key = shape_key(model, batch)
-    store = _read(cache_path())
-    if key in store and store[key].get("impl") in candidates(model.cell):
-        return store[key]["impl"]
+    if key in _picked:
+        return _picked[key]
+    entry = _read(cache_path()).get(key)
+    if isinstance(entry, dict) and entry.get("impl") in candidates(model.cell):
+        _picked[key] = entry["impl"]
+        return entry["impl"]
     seconds = measure(model, batch, candidates(model.cell), timer=timer)
-    if not seconds:
-        return "native"
-    choice = pick(seconds)
+    choice = pick(seconds) if seconds else "native"
+    _picked[key] = choice
     store = _read(cache_path())  # another process may have written meanwhile: keep its entries
     store[key] = {"impl": choice, "ms_per_step": {k: round(1000 * v, 3) for k, v in seconds.items()},
-                  "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                  "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "load_average": round(os.getloadavg()[0], 2)}  # a pick made on a busy machine shows it
     with contextlib.suppress(OSError):  # a read-only home still trains; it just measures again next time
         write_atomic(cache_path(), json.dumps(store, indent=1, sort_keys=True))
     return choice

@@ -40,7 +40,8 @@ class RecurrentModel(nn.Module):
         self.arch = arch
         self.readout = readout
         self.impl = impl
-        self.auto_choice: str | None = None  # what auto trains with on the CPU, set by prepare_kernels
+        # Measured once before training (prepare_kernels), not per forward: every step runs one kernel.
+        self.auto_choice: str | None = None
         self.cell = spec["cell"]
         self.bidirectional = spec["bidirectional"]
         self.directions = 2 if self.bidirectional else 1
@@ -112,15 +113,19 @@ class RecurrentModel(nn.Module):
 
 def prepare_kernels(model: nn.Module, device: torch.device, sample_batch=None) -> str | None:
     """Before the first epoch's clock starts: for ``--impl auto`` on the CPU, measure which kernel trains batches
-    like ``sample_batch`` fastest (``kernel_choice``; cached per machine and shape), building the fused C++ cells
-    if they are a candidate; for ``--impl fused``, build them. Returns the impl training will run (None for a
-    registered cell, which runs its own forward)."""
+    like ``sample_batch()`` fastest (``kernel_choice``; cached per machine and shape), building the fused C++ cells
+    if they are a candidate; for ``--impl fused``, build them. ``sample_batch`` is a function, called only when
+    auto measures, and inside ``fork_rng``: a task that batches from the global random stream trains as if it had
+    never been called. Returns the impl training will run (None for a registered cell, which runs its own
+    forward)."""
     if not isinstance(model, RecurrentModel):
         return None
     if model.impl == "fused":
         fused.available()
     elif model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
-        model.auto_choice = kernel_choice.choose(model, sample_batch)
+        with torch.random.fork_rng(devices=[]):
+            batch = sample_batch()
+        model.auto_choice = kernel_choice.choose(model, batch)
     return model.resolved_impl(device, training=True)
 
 

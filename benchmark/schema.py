@@ -11,7 +11,8 @@ What the store holds
 Experiments: one per task, named by the task (``mnist``, ``addition``); ``reproduce`` has its own.
 
 Every run: tags ``task``, ``arch``, ``seed``, ``suite``, ``role`` plus the environment tags
-(``git_commit``, library versions, processor, threads); params = every ``TrainConfig`` field; metrics
+(``git_commit``, library versions, processor, threads) and, for the built-in architectures, ``kernel`` (what
+``--impl auto`` trained with); params = every ``TrainConfig`` field; metrics
 below; artifacts ``checkpoint/model.pt``, ``curves/learning_curve.png`` and, for addition,
 ``metrics/accuracy_by_length.csv``.
 

@@ -99,8 +99,8 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
     task = task or build_task(config, device, **(task_data or {}))
     model = build_model(config, task).to(device)
     # Measuring auto's kernel (and a first build of the fused cells, a minute) happens here, not inside epoch 1.
-    sample_batch = next(iter(task.train_batches(config.batch_size, torch.Generator().manual_seed(config.seed))))
-    kernel = prepare_kernels(model, device, sample_batch)
+    kernel = prepare_kernels(model, device, lambda: next(iter(
+        task.train_batches(config.batch_size, torch.Generator().manual_seed(config.seed)))))
     optimizer = make_optimizer(config, model)
     steps_per_epoch = math.ceil(task.train_size / config.batch_size)
     schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     task = build_task(config, torch.device("cpu"), **synthetic_mnist(n_train=args.batch_size * 2, n_test=100))
     model = build_model(config, task)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    prepare_kernels(model, torch.device("cpu"), batch)
+    prepare_kernels(model, torch.device("cpu"), lambda: batch)
     optimizer = make_optimizer(config, model)
     for _ in range(3):
         train_step(model, task, config, optimizer, batch)

@@ -35,9 +35,16 @@ def tracking_uri(tmp_path):
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
+@pytest.fixture(scope="session")
+def _kernel_picks(tmp_path_factory):
+    return tmp_path_factory.mktemp("kernel") / "auto_impl.json"
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """No test may touch ./mlruns, ./data or a real tracking server by accident."""
+def _isolated(tmp_path, monkeypatch, _kernel_picks):
+    """No test may touch ./mlruns, ./data, a real tracking server or the user's kernel picks by accident. The
+    picks file is shared by the session's tests and their subprocesses, so they all train with the same kernels."""
+    monkeypatch.setenv("RNNBENCH_KERNEL_CACHE", str(_kernel_picks))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("RNNBENCH_DATA", str(tmp_path / "data"))

@@ -19,8 +19,10 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """A fresh picks file and an empty in-process memo."""
     path = tmp_path / "auto_impl.json"
-    monkeypatch.setattr(kernel_choice, "cache_path", lambda: path)
+    monkeypatch.setenv("RNNBENCH_KERNEL_CACHE", str(path))
+    monkeypatch.setattr(kernel_choice, "_picked", {})
     return path
 
 
@@ -71,6 +73,27 @@ def test_choose_measures_each_candidate_once_per_shape_then_reads_the_cache(cach
     assert calls and len(json.loads(cache.read_text())) == 2
 
 
+def test_a_malformed_entry_is_measured_again(cache):
+    model = RecurrentModel("rnn", 3, 8, 2)
+    cache.write_text(json.dumps({kernel_choice.shape_key(model, _batch()): "aten"}))  # not a dict
+    calls: list[str] = []
+    assert kernel_choice.choose(model, _batch(), timer=_fake_timer({"native": 1.0, "aten": 2.0}, calls)) == "native"
+    assert calls
+
+
+def test_an_unwritable_cache_still_gives_one_pick_per_shape_in_a_process(cache, monkeypatch):
+    def refuse(path, payload):
+        raise PermissionError(f"read-only: {path}")
+
+    monkeypatch.setattr(kernel_choice, "write_atomic", refuse)
+    calls: list[str] = []
+    timer = _fake_timer({"native": 2.0, "aten": 1.0}, calls)
+    assert kernel_choice.choose(RecurrentModel("rnn", 3, 8, 2), _batch(), timer=timer) == "aten"
+    assert not cache.exists()
+    calls.clear()
+    assert kernel_choice.choose(RecurrentModel("rnn", 3, 8, 2), _batch(), timer=timer) == "aten" and not calls
+
+
 def test_a_corrupt_cache_is_measured_again_and_rewritten(cache):
     cache.write_text("{not json")
     calls: list[str] = []
@@ -89,9 +112,12 @@ def test_the_shape_key_separates_what_changes_the_winner():
               kernel_choice.shape_key(RecurrentModel("lstm", 3, 16, 2), _batch()),
               kernel_choice.shape_key(RecurrentModel("lstm", 3, 8, 2, num_layers=2), _batch()),
               kernel_choice.shape_key(model, _batch(steps=9)),
-              kernel_choice.shape_key(model, _batch(padded=True))]
+              kernel_choice.shape_key(model, _batch(padded=True)),
+              kernel_choice.shape_key(RecurrentModel("lstm", 3, 8, 2).double(), _batch())]
     assert len({key, *others}) == 1 + len(others)
-    assert torch.backends.cpu.get_cpu_capability() in json.loads(key)["processor"]
+    fields = json.loads(key)
+    assert torch.backends.cpu.get_cpu_capability() in fields["processor"]
+    assert fields["fused_build"] == (fused.build_key() if fused.available() else None)  # a rebuilt kernel re-measures
 
 
 def test_measuring_leaves_the_model_its_gradients_and_the_random_streams_alone(cache):
@@ -102,7 +128,7 @@ def test_measuring_leaves_the_model_its_gradients_and_the_random_streams_alone(c
     torch.manual_seed(123)
     expected_next_draw = torch.rand(3)
     torch.manual_seed(123)
-    choice = prepare_kernels(model, CPU, batch)
+    choice = prepare_kernels(model, CPU, lambda: batch)
     assert torch.equal(torch.rand(3), expected_next_draw)
     assert choice == model.auto_choice and choice in kernel_choice.candidates("lstm")
     assert all(p.grad is None for p in model.parameters())
@@ -118,7 +144,12 @@ def test_auto_runs_the_measured_kernel_only_when_training_on_the_cpu():
     assert model.resolved_impl(CPU, training=False) == "native"  # inference
     assert model.resolved_impl(torch.device("cuda"), training=True) == "native"
     explicit = RecurrentModel("lstm", 3, 4, 2, impl="loop")
-    assert prepare_kernels(explicit, CPU, _batch()) == "loop" and explicit.auto_choice is None
+
+    def no_batch():
+        raise AssertionError("a batch was drawn for a model that measures nothing")
+
+    assert prepare_kernels(explicit, CPU, no_batch) == "loop" and explicit.auto_choice is None
+    assert prepare_kernels(RecurrentModel("lstm", 3, 4, 2), torch.device("cuda"), no_batch) == "native"
 
 
 def test_without_the_fused_cells_auto_chooses_among_the_others(cache, monkeypatch):

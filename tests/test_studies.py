@@ -45,9 +45,8 @@ def test_every_shipped_study_parses_for_every_preset_and_arch(path):
     specs = parse_study_file(path)
     assert set(specs) == {(arch, preset) for arch in ARCHITECTURES for preset in PRESETS}
     for spec in specs.values():
-        if not spec.space:  # a fixed recipe (addition_length3.toml): one trial of a complete, valid config
+        if not spec.space:  # a fixed recipe (addition_length3.toml): one trial, then fresh seeds
             assert spec.trials == 1 and spec.confirm_seeds >= 1
-            assert spec.train_config({}).epochs == spec.epochs
             continue
         names = {p.name for p in spec.space}
         assert {"hidden_size", "lr", "loss"} <= names
@@ -156,3 +155,26 @@ def test_an_optuna_journal_that_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "blocked").write_text("a file where a folder should be")
     with pytest.raises(ConfigError, match=r"cannot write the Optuna journal .*blocked/x.journal .*pass --storage"):
         open_storage(str(tmp_path / "blocked" / "x.journal"))
+
+
+def test_a_fixed_recipe_states_the_train_command_that_runs_it():
+    """addition_length3.toml's header gives the one-line ``rnnbench train`` for its recipe: it must build the
+    study's own configuration, so the comment cannot drift from the data."""
+    import shlex
+
+    from benchmark.cli import build_parser
+    from benchmark.commands import config_from_args
+
+    path = STUDIES / "addition_length3.toml"
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#   rnnbench train "))
+    command = ""
+    for line in lines[start:]:
+        command += " " + line.lstrip("# ").rstrip("\\ ")
+        if not line.endswith("\\"):
+            break
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    spec = load_study(path, "lstm", "standard")
+    stated = config_from_args(args)
+    assert stated == spec.train_config({})
+    assert stated.train_lengths == (3,) and not spec.space

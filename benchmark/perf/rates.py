@@ -61,7 +61,7 @@ def step_rate(config: TrainConfig, task, batches: int) -> float:
     model = build_model(config, task).to(getattr(task, "device", "cpu"))
     optimizer = make_optimizer(config, model)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    prepare_kernels(model, model_device(model), batch)  # as fit does: auto measures its pick before the clock
+    prepare_kernels(model, model_device(model), lambda: batch)  # as fit does: auto measures its pick before the clock
     for _ in range(2):
         train_step(model, task, config, optimizer, batch)
     started = time.perf_counter()
@@ -75,7 +75,7 @@ def auto_pick(config: TrainConfig, task) -> str:
     """The kernel ``--impl auto`` trains ``config`` with on ``task`` here (measured once per shape, then cached)."""
     model = build_model(config.replace(impl="auto"), task).to(getattr(task, "device", "cpu"))
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    return prepare_kernels(model, model_device(model), batch) or "native"
+    return prepare_kernels(model, model_device(model), lambda: batch) or "native"
 
 
 def model_device(model) -> torch.device:
