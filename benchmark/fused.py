@@ -13,6 +13,7 @@ reason, ``--impl auto`` falls back to ATen, and an explicit ``--impl fused`` is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -48,7 +49,11 @@ def _flags() -> list[str]:
 
 def _compiler() -> str:
     """The compiler and its version (a home folder shared by machines with different toolchains keeps apart)."""
-    compiler = os.environ.get("CXX", "c++")
+    return _compiler_version(os.environ.get("CXX", "c++"))
+
+
+@functools.cache  # build_key runs for every auto pick; the toolchain does not change under a running process
+def _compiler_version(compiler: str) -> str:
     try:
         done = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import os
 import platform
@@ -41,6 +42,7 @@ def cache_path() -> Path:
     return Path(os.environ.get("RNNBENCH_KERNEL_CACHE") or cache_root() / "auto_impl.json")
 
 
+@functools.cache
 def processor() -> str:
     """The processor's model name and the vector ISA torch dispatches to: what decides which kernel wins."""
     name = platform.processor() or platform.machine()
@@ -74,7 +76,7 @@ def shape_key(model, batch) -> str:
 
 
 def time_step(model, batch) -> float:
-    """Seconds for one forward and backward of ``model`` on ``batch`` (gradients left on the copy)."""
+    """Seconds for one forward and backward of ``model`` on ``batch``."""
     started = time.perf_counter()
     model(batch.x, batch.lengths).float().sum().backward()
     return time.perf_counter() - started
@@ -85,10 +87,18 @@ def measure(model, batch, impls: list[str], timer=time_step) -> dict[str, float]
     best: dict[str, float] = {}
     with torch.random.fork_rng(devices=[]):  # dropout inside the copy must not move training's random streams
         trial = copy.deepcopy(model).train()
-        for impl in impls:  # warm-up: first-call allocations, and drops an impl that cannot run this model
+
+        def seconds(impl: str) -> float:
             trial.impl = impl
             try:
-                timer(trial, batch)
+                return timer(trial, batch)
+            finally:
+                for parameter in trial.parameters():  # each call starts from no gradients, as a train step does
+                    parameter.grad = None
+
+        for impl in impls:  # warm-up: first-call allocations, and drops an impl that cannot run this model
+            try:
+                seconds(impl)
                 best[impl] = float("inf")
             except (RuntimeError, ValueError):
                 continue
@@ -96,10 +106,7 @@ def measure(model, batch, impls: list[str], timer=time_step) -> dict[str, float]
         for round_ in range(ROUNDS):
             order = list(best) if round_ % 2 == 0 else list(reversed(best))  # neither side always goes first
             for impl in order:
-                trial.impl = impl
-                best[impl] = min(best[impl], timer(trial, batch))
-                for parameter in trial.parameters():
-                    parameter.grad = None
+                best[impl] = min(best[impl], seconds(impl))
             if time.perf_counter() - started > MAX_SECONDS:
                 break
     return best

@@ -114,15 +114,14 @@ class RecurrentModel(nn.Module):
 def prepare_kernels(model: nn.Module, device: torch.device, sample_batch=None) -> str | None:
     """Before the first epoch's clock starts: for ``--impl auto`` on the CPU, measure which kernel trains batches
     like ``sample_batch()`` fastest (``kernel_choice``; cached per machine and shape), building the fused C++ cells
-    if they are a candidate; for ``--impl fused``, build them. ``sample_batch`` is a function, called only when
+    if they are a candidate (an explicit ``--impl fused`` built them in the constructor). ``sample_batch`` is a
+    function, called only when
     auto measures, and inside ``fork_rng``: a task that batches from the global random stream trains as if it had
     never been called. Returns the impl training will run (None for a registered cell, which runs its own
     forward)."""
     if not isinstance(model, RecurrentModel):
         return None
-    if model.impl == "fused":
-        fused.available()
-    elif model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
+    if model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
         with torch.random.fork_rng(devices=[]):
             batch = sample_batch()
         model.auto_choice = kernel_choice.choose(model, batch)

@@ -24,28 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
-def product_rate(shapes: list[list[int]], name: str, seconds: float = 0.3) -> float:
+def product_rate(shapes: list[list[int]], name: str) -> float:
     """GFLOP/s of one matrix product alone at the profiled input shapes."""
     import torch
 
-    if name == "aten::addmm":
-        bias, a, b = (torch.rand(*s) for s in shapes[:3])
-        run = lambda: torch.addmm(bias, a, b)  # noqa: E731
-        m, k, n = a.size(0), a.size(1), b.size(1)
-    elif name == "aten::bmm":
-        a, b = (torch.rand(*s) for s in shapes[:2])
-        run = lambda: torch.bmm(a, b)  # noqa: E731
-        m, k, n = a.size(0) * a.size(1), a.size(2), b.size(2)
-    else:
-        a, b = (torch.rand(*s) for s in shapes[:2])
-        run = lambda: torch.mm(a, b)  # noqa: E731
-        m, k, n = a.size(0), a.size(1), b.size(1)
-    run()
-    runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        run()
-        runs += 1
-    return 2 * m * k * n * runs / (time.perf_counter() - started) / 1e9
+    operation = {"aten::addmm": torch.addmm, "aten::bmm": torch.bmm}.get(name, torch.mm)
+    inputs = [torch.rand(*s) for s in shapes[:3 if name == "aten::addmm" else 2]]
+    return flops(name, shapes) / best_seconds(lambda: operation(*inputs), calls=20) / 1e9
 
 
 def flops(name: str, shapes: list[list[int]]) -> float:

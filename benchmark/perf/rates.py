@@ -58,10 +58,11 @@ def synthetic_mnist(n_train: int = 6000, n_test: int = 1000, seed: int = 0) -> d
 def step_rate(config: TrainConfig, task, batches: int) -> float:
     """Samples/s of fit's train_step alone on one fixed batch (2 warm-up steps untimed)."""
     seed_everything(config.seed)
-    model = build_model(config, task).to(getattr(task, "device", "cpu"))
+    device = torch.device(getattr(task, "device", "cpu"))
+    model = build_model(config, task).to(device)
     optimizer = make_optimizer(config, model)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    prepare_kernels(model, model_device(model), lambda: batch)  # as fit does: auto measures its pick before the clock
+    prepare_kernels(model, device, lambda: batch)  # as fit does: auto measures its pick before the clock
     for _ in range(2):
         train_step(model, task, config, optimizer, batch)
     started = time.perf_counter()
@@ -72,14 +73,12 @@ def step_rate(config: TrainConfig, task, batches: int) -> float:
 
 
 def auto_pick(config: TrainConfig, task) -> str:
-    """The kernel ``--impl auto`` trains ``config`` with on ``task`` here (measured once per shape, then cached)."""
-    model = build_model(config.replace(impl="auto"), task).to(getattr(task, "device", "cpu"))
+    """The kernel ``--impl auto`` trains a built-in ``config`` with on ``task`` here (measured once per shape, then
+    cached: the pick ``step_rate`` timed)."""
+    device = torch.device(getattr(task, "device", "cpu"))
+    model = build_model(config.replace(impl="auto"), task).to(device)
     batch = next(task.train_batches(config.batch_size, torch.Generator().manual_seed(0)))
-    return prepare_kernels(model, model_device(model), lambda: batch) or "native"
-
-
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
+    return prepare_kernels(model, device, lambda: batch)
 
 
 def fit_rate(config: TrainConfig, task) -> tuple[float, object]:
