@@ -57,19 +57,45 @@ def test_an_overflowing_learning_rate_fails_the_run_in_one_line(tracking_uri, ca
     assert run.info.status == "FAILED" and "overflowed" in run.data.tags["error"]
 
 
-def test_early_stopping(mnist_data):
-    # lr so small nothing improves after the first epoch's accuracy plateaus at chance level.
-    config = tiny_config("mnist", "rnn", lr=1e-9, epochs=6, early_stop=1)
-    result = fit(config, quiet=True, task_data=mnist_data)
-    assert result.epochs_run < 6
+# Validation (acc, loss) per epoch, scripted. A better score is a higher accuracy, or the same accuracy with a
+# lower loss; a tie is no improvement. Improvements: epochs 1, 2, 4, 8 and 9 (3 and 6 tie with 2 and 4).
+SCRIPTED_VAL = [(0.5, 1.0), (0.6, 1.0), (0.6, 1.0), (0.6, 0.9), (0.5, 0.5),
+                (0.6, 0.9), (0.6, 0.95), (0.7, 0.9), (0.7, 0.8), (0.65, 0.1)]
+
+
+@pytest.mark.parametrize(("early_stop", "stops_after", "best_epoch"), [
+    (1, 3, 2),  # epoch 3 ties epoch 2: one epoch without improvement
+    (2, 6, 4),  # the last improvement at 4, then 5 and 6 without
+    (3, 7, 4),
+    (0, 10, 9),  # off: every epoch runs
+])
+def test_early_stopping_stops_exactly_early_stop_epochs_after_the_last_improvement(early_stop, stops_after,
+                                                                                    best_epoch):
+    config = tiny_config("addition", "gru", epochs=len(SCRIPTED_VAL), early_stop=early_stop)
+    task = build_task(config, "cpu")
+    real_evaluate, scripted = task.evaluate, iter(SCRIPTED_VAL)
+
+    def evaluate(model, split, loss_name):
+        if split != "val":
+            return real_evaluate(model, split, loss_name)
+        acc, loss = next(scripted)
+        return {"acc": acc, "loss": loss}
+
+    task.evaluate = evaluate
+    result = fit(config, task=task, quiet=True)
+    assert result.epochs_run == stops_after and len(result.val_history) == stops_after
+    assert result.best_epoch == best_epoch
+    assert result.val == {"acc": SCRIPTED_VAL[best_epoch - 1][0], "loss": SCRIPTED_VAL[best_epoch - 1][1]}
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
 def test_schedules_and_adamw_train(schedule):
+    # An untrained model scores a bit loss of about ln 2 = 0.69 and the majority bit's accuracy (0.61 here).
     config = tiny_config("addition", "gru", schedule=schedule, optimizer="adamw", weight_decay=1e-4,
-                         clip_grad=1.0, epochs=2)
+                         clip_grad=1.0, epochs=4, lr=5e-2, train_size=1000, hidden_size=16, batch_size=25)
     result = fit(config, quiet=True)
-    assert result.epochs_run == 2 and result.test["loss"] < 0.75
+    assert result.epochs_run == 4
+    assert result.test["loss"] < 0.3 and result.test["acc"] > 0.9, result.test
 
 
 @pytest.mark.parametrize("arch", ["lstm", "bigru"])
