@@ -295,12 +295,21 @@ def test_every_registered_cell_in_its_model_shapes_gradients_padding_and_checkpo
         assert torch.equal(loaded(x, lengths), same)
 
 
+# Seeded settings under which every contract cell learns. Measured test accuracy / loss, worst cell: MNIST 0.43 /
+# 1.36 (minGRU; most reach 0.7-1.0), addition 0.82 / 0.54 (IndRNN; most reach 0.9-1.0). Untrained: MNIST one
+# class in ten (loss ln 10 = 2.30); addition's bits about 0.61, the majority bit (loss ln 2 = 0.69).
+LEARNS = {"mnist": (dict(epochs=6, batch_size=25, lr=1e-2, train_size=500, hidden_size=32), 0.3, 1.8),
+          "addition": (dict(epochs=4, batch_size=25, lr=5e-2, train_size=1000, hidden_size=16), 0.75, 0.62)}
+
+
 @pytest.mark.parametrize("task", catalog.BUILTIN_TASKS)
 @pytest.mark.parametrize("cell", CONTRACT_CELLS, indirect=True)
 def test_every_registered_cell_learns_on_every_builtin_task(cell, task, mnist_data):
-    config = tiny_config(task, cell, epochs=1, **({"train_size": 200} if task == "mnist" else {}))
+    settings, min_acc, max_loss = LEARNS[task]
+    config = tiny_config(task, cell, **settings)
     result = fit(config, quiet=True, task_data=mnist_data if task == "mnist" else None)
-    assert result.test["acc"] > 0 and all(torch.isfinite(torch.tensor(result.train_losses)))
+    assert all(torch.isfinite(torch.tensor(result.train_losses)))
+    assert result.test["acc"] > min_acc and result.test["loss"] < max_loss, result.test
 
 
 def test_a_plugin_cells_mnist_run_registers_and_predicts_with_its_plugin(tmp_path, mnist_data, capsys):
