@@ -56,9 +56,14 @@ def test_addition_champion_scores_any_length(store):
     uri, _, addition = store
     register_champion(addition, uri)
     model = load_pyfunc(uri, "addition-lstm@champion")
+    network, _ = load_run_checkpoint(addition, uri)
     for batch, steps in ((1, 3), (4, 25)):
-        bits = model.predict(np.random.default_rng(0).integers(0, 2, (batch, steps, 2)).astype(np.float32))
-        assert bits.shape == (batch, steps) and ((bits >= 0) & (bits <= 1)).all()
+        pairs = np.random.default_rng(0).integers(0, 2, (batch, steps, 2)).astype(np.float32)
+        bits = model.predict(pairs)
+        with torch.no_grad():  # the run's own network: one logit per step, the probability of a 1 by hand
+            logits = network(torch.from_numpy(pairs)).squeeze(-1).double().numpy()
+        assert bits.shape == (batch, steps)
+        np.testing.assert_allclose(bits, 1 / (1 + np.exp(-logits)), atol=1e-6)
 
 
 def test_registered_model_says_how_to_load_it_and_its_tag_reads_alone(store):
