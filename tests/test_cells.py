@@ -141,6 +141,17 @@ class PixelClassifier(nn.Module):
         return self.head(self.cell(x, lengths)[1])
 
 
+class AlwaysAnswers(nn.Module):
+    """The same class for every input, whatever the input."""
+
+    def __init__(self, label: int):
+        super().__init__()
+        self.label = label
+
+    def forward(self, x, lengths=None):
+        return nn.functional.one_hot(torch.full((len(x),), self.label), 10).float()
+
+
 @pytest.fixture(scope="module")
 def pixel_data():
     return synthetic_mnist(n_train=120, n_test=24)
@@ -180,8 +191,16 @@ def test_one_training_step_through_a_pixel_task(task_class, pixel_data):
     optimizer.step()
     assert torch.isfinite(total) and count == 16
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    task.eval_batch = 10  # the 24 test images in chunks of 10, 10 and 4
     metrics = task.evaluate(model, "test", "ce")
-    assert metrics["loss"] > 0 and 0 <= metrics["acc"] <= 1
+    images, labels = pixel_data["test_images"], pixel_data["test_labels"]
+    with torch.no_grad():  # all 24 at once, mean cross-entropy and argmax accuracy written out here
+        logits = model(task.as_input(images))
+    assert metrics["loss"] == pytest.approx(nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert metrics["acc"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
+    common = int(labels.mode().values)  # a model that always answers the commonest label scores its share
+    always = task.evaluate(AlwaysAnswers(common), "test", "ce")
+    assert always["acc"] == pytest.approx(int((labels == common).sum()) / 24) and always["acc"] > 0
 
 
 def test_a_permuted_pixel_run_records_its_permutation_seed(pixel_data, tracking_uri):
