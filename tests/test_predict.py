@@ -211,11 +211,24 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
     assert (preprocess(loaded).float() - preprocess(glyph(3)).float()).abs().mean() < 1.0
 
 
-def test_a_huge_image_is_refused_in_one_line_without_decoding_it(tmp_path):
-    path = tmp_path / "huge.png"
+def test_a_huge_image_is_refused_in_one_line_without_decoding_it(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    path, edge = tmp_path / "huge.png", tmp_path / "edge.png"
     Image.new("L", (14000, 14000), 0).save(path, optimize=False)
+    Image.new("L", (4096, 2), 0).save(edge)  # exactly the limit: read
+    decoded, real_load = [], ImageFile.ImageFile.load
+
+    def counting_load(image):
+        decoded.append(image.size)
+        return real_load(image)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    assert load_image(edge).shape == (2, 4096) and decoded  # reading pixels goes through load: the spy sees it
+    decoded.clear()
     with pytest.raises(ImageError, match=r"huge.png: 14000x14000 pixels is larger than the 4096x4096"):
         load_image(path)
+    assert decoded == []
 
 
 def test_a_huge_image_does_not_stop_the_others(digit_run, tmp_path, capsys):
