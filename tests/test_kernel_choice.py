@@ -103,7 +103,7 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(cache):
     assert [entry["impl"] for entry in json.loads(cache.read_text()).values()] == ["aten"]
 
 
-def test_the_shape_key_separates_what_changes_the_winner():
+def test_the_shape_key_separates_what_changes_the_winner(monkeypatch):
     model = RecurrentModel("lstm", 3, 8, 2)
     key = kernel_choice.shape_key(model, _batch())
     assert kernel_choice.shape_key(RecurrentModel("lstm", 3, 8, 2), _batch()) == key
@@ -117,7 +117,15 @@ def test_the_shape_key_separates_what_changes_the_winner():
     assert len({key, *others}) == 1 + len(others)
     fields = json.loads(key)
     assert torch.backends.cpu.get_cpu_capability() in fields["processor"]
-    assert fields["fused_build"] == (fused.build_key() if fused.available() else None)  # a rebuilt kernel re-measures
+
+    def key_with(build: str | None) -> dict:  # a rebuilt fused kernel (new source, flags, torch) re-measures
+        monkeypatch.setattr(fused, "available", lambda: build is not None)
+        monkeypatch.setattr(fused, "build_key", lambda *args, **kwargs: build or "no build")
+        return json.loads(kernel_choice.shape_key(model, _batch()))
+
+    first, rebuilt, none = key_with("build-1"), key_with("build-2"), key_with(None)
+    assert (first["fused_build"], rebuilt["fused_build"], none["fused_build"]) == ("build-1", "build-2", None)
+    assert first != rebuilt and key_with("build-1") == first
 
 
 def test_measuring_leaves_the_model_its_gradients_and_the_random_streams_alone(cache):
