@@ -340,18 +340,27 @@ def test_study_registers_its_best_model_as_champion(tmp_path, tracking_uri):
     assert resolve_model("addition-gru@champion", tracking_uri)["run_id"] == best.user_attrs["mlflow_run_id"]
 
 
-@pytest.mark.parametrize(("settings", "kind"), [
-    ({"type": "median", "n_warmup_steps": 1}, optuna.pruners.MedianPruner),
-    ({"type": "hyperband", "min_resource": 1, "reduction_factor": 3}, optuna.pruners.HyperbandPruner),
-    ({"type": "successive_halving", "min_resource": 1, "reduction_factor": 3}, optuna.pruners.SuccessiveHalvingPruner),
-    ({"type": "none"}, optuna.pruners.NopPruner),
+# Every setting differs from Optuna's default, so a pruner built without them fails; the quick preset trains 5
+# epochs, Hyperband's max_resource.
+@pytest.mark.parametrize(("table", "kind", "expected"), [
+    ("type = \"median\"\nn_startup_trials = 3\nn_warmup_steps = 1\ninterval_steps = 4",
+     optuna.pruners.MedianPruner, {"_n_startup_trials": 3, "_n_warmup_steps": 1, "_interval_steps": 4,
+                                   "_percentile": 50.0}),
+    ("type = \"hyperband\"\nmin_resource = 2\nreduction_factor = 2", optuna.pruners.HyperbandPruner,
+     {"_min_resource": 2, "_reduction_factor": 2, "_max_resource": 5}),
+    ("type = \"successive_halving\"\nmin_resource = 2\nreduction_factor = 4\nmin_early_stopping_rate = 1",
+     optuna.pruners.SuccessiveHalvingPruner, {"_min_resource": 2, "_reduction_factor": 4,
+                                              "_min_early_stopping_rate": 1}),
+    ("type = \"none\"", optuna.pruners.NopPruner, {}),
 ])
-def test_every_study_file_pruner_builds_its_optuna_pruner(tmp_path, settings, kind):
-    import dataclasses
-
-    spec = load_study(study_file(tmp_path), "lstm")
-    pruner = tuning.make_pruner(dataclasses.replace(spec, pruner=tuple(sorted(settings.items()))))
+def test_every_study_file_pruner_builds_its_optuna_pruner_with_its_settings(tmp_path, table, kind, expected):
+    path = Path(study_file(tmp_path, epochs=5))
+    text = path.read_text()
+    assert '[pruner]\ntype = "none"\n' in text
+    path.write_text(text.replace('[pruner]\ntype = "none"\n', f"[pruner]\n{table}\n"))
+    pruner = tuning.make_pruner(load_study(path, "lstm"))
     assert type(pruner) is kind
+    assert {name: getattr(pruner, name) for name in expected} == expected  # Optuna keeps them as attributes
 
 
 def test_open_storage_for_readers_creates_nothing(tmp_path, monkeypatch):
