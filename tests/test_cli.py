@@ -34,17 +34,53 @@ def test_python_dash_m_entry_point():
     assert result.returncode == 0 and "train" in result.stdout
 
 
+def always_returns_a_value(body: list) -> bool:
+    """Whether every path through ``body`` ends in ``return VALUE`` or ``raise`` (judged by its last statement)."""
+    import ast
+
+    last = body[-1]
+    if isinstance(last, ast.Return):
+        return last.value is not None  # a bare ``return`` hands the shell None, success by accident
+    if isinstance(last, ast.Raise):
+        return True
+    if isinstance(last, ast.If):
+        return bool(last.orelse) and always_returns_a_value(last.body) and always_returns_a_value(last.orelse)
+    if isinstance(last, ast.With):
+        return always_returns_a_value(last.body)
+    if isinstance(last, ast.Try):
+        if last.finalbody and always_returns_a_value(last.finalbody):
+            return True
+        body_ends = always_returns_a_value(last.orelse) if last.orelse else always_returns_a_value(last.body)
+        return body_ends and all(always_returns_a_value(handler.body) for handler in last.handlers)
+    return False
+
+
+def test_the_exit_code_check_reads_every_path():
+    import ast
+
+    def judged(source: str) -> bool:
+        return always_returns_a_value(ast.parse(source).body[0].body)
+
+    assert judged("def f():\n    return 0")
+    assert judged("def f():\n    try:\n        return run()\n    except KeyError:\n        raise SystemExit(2)")
+    assert not judged("def f():\n    try:\n        return run()\n    except KeyError:\n        print('no')")
+    assert not judged("def f():\n    try:\n        run()\n    finally:\n        close()")
+    assert not judged("def f():\n    if x:\n        return 1")
+    assert not judged("def f():\n    return")
+    assert not judged("def f():\n    run()")
+
+
 def test_every_command_handler_returns_an_exit_code():
     """A handler that falls off its end returns None, which the shell sees as success by accident."""
     import ast
     import inspect
 
     tree = ast.parse(inspect.getsource(commands))
-    handlers = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("cmd_")]
-    assert len(handlers) >= 10
-    for handler in handlers:
-        last = handler.body[-1]
-        assert isinstance(last, ast.Return | ast.Try), f"{handler.name} can end without returning an exit code"
+    handlers = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("cmd_")}
+    wired = {sub.get_default("handler") for _, sub in walk(cli.build_parser())} - {None}
+    assert {(h.__module__, h.__name__) for h in wired} == {(commands.__name__, name) for name in handlers}
+    for name, handler in handlers.items():
+        assert always_returns_a_value(handler.body), f"{name} can end without returning an exit code"
 
 
 def walk(parser, path=("rnnbench",)):
