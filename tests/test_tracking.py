@@ -63,9 +63,13 @@ def test_mnist_run_through_cli(capsys, tracking_uri, monkeypatch):
     summary = json.loads(out)
     assert "test_seq_acc" not in summary
     run = client_for(tracking_uri).get_run(summary["run_id"])
-    assert run.data.metrics["n_params"] > 0 and "epoch_time_s" in run.data.metrics
-    model, _ = load_run_checkpoint(summary["run_id"], tracking_uri)
+    # One GRU layer each way, 28 inputs, hidden 8: 3 gates x (8 x (28 + 8) weights + 2 x 8 biases) = 912 per
+    # direction; the head reads both directions: 16 x 10 + 10. 2 x 912 + 170 = 1994.
+    assert run.data.metrics["n_params"] == 1994 and "epoch_time_s" in run.data.metrics
+    model, config = load_run_checkpoint(summary["run_id"], tracking_uri)
     assert model(torch.rand(3, 28, 28)).shape == (3, 10)
+    task = build_task(config, "cpu", **synthetic_mnist(300, 60))  # the run alone scores what was logged
+    assert task.evaluate(model, "test", config.loss)["acc"] == pytest.approx(summary["test_acc"])
 
 
 def test_failed_run_is_marked_failed_with_reason(tracking_uri, monkeypatch, capsys):
