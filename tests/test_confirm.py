@@ -116,7 +116,9 @@ def test_config_round_trips_through_run_params():
 
 def test_within_noise_is_a_welch_t_interval():
     same, diff, band = stats.within_noise([0.990, 0.992, 0.991], [0.989, 0.991, 0.993])
-    assert same and diff == pytest.approx(0.0) and band > 0
+    # Hand-computed, unequal spreads: stds 0.001 and 0.002, se = sqrt((1e-6 + 4e-6) / 3) = 1.291e-3; Welch
+    # df = (5/3)^2 / ((1/3)^2 / 2 + (4/3)^2 / 2) = 50/17 = 2.94, so t at df 2 = 4.303 (a pooled df 4 gives 2.776).
+    assert same and diff == pytest.approx(0.0) and band == pytest.approx(4.303 * 1.291e-3, rel=1e-3)
     apart, diff, band = stats.within_noise([0.990, 0.991, 0.992], [0.980, 0.981, 0.982])
     # Hand-computed: stds 0.001 each, n = 3: se = sqrt(2 * 1e-6 / 3) = 8.165e-4, Welch df = 4, t = 2.776.
     assert not apart and diff == pytest.approx(0.010) and band == pytest.approx(2.776 * 8.165e-4, rel=1e-3)
