@@ -31,11 +31,31 @@ def test_inputs_are_rows_scaled_then_standardised():
     assert unit[0, 3, 0].item() == 1.0 and unit[0, 0, 0].item() == 0.0
 
 
+class Recorder(torch.nn.Module):
+    """Keeps what evaluation and prediction feed the network; answers zeros."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, lengths=None):
+        self.seen.append(x)
+        return torch.zeros(len(x), 10)
+
+
 def test_task_applies_the_configured_input_scale():
     data = synthetic_mnist(n_train=60, n_test=12)
     unit = MnistTask(tiny_config("mnist", input_scale="unit"), "cpu", **data)
-    batch = next(unit.train_batches(60, torch.Generator().manual_seed(0)))
+    batch = next(unit.train_batches(60, torch.Generator().manual_seed(0)))  # the whole training split
     assert batch.x.min() >= 0 and batch.x.max() <= 1
+    assert batch.x.sum().item() == pytest.approx(unit.splits["train"][0].double().sum().item() / 255, rel=1e-6)
+    recorder = Recorder()
+    unit.evaluate(recorder, "test", "ce")
+    unit.predict(recorder, "test")
+    pixels = data["test_images"].float() / 255  # [0, 1], as ToTensor gives them
+    assert len(recorder.seen) == 2
+    for inputs in recorder.seen:
+        torch.testing.assert_close(inputs, pixels)
 
 
 def test_batches_cover_the_training_set_once_per_epoch():
