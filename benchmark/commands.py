@@ -17,6 +17,7 @@ import sys
 import time
 
 from .config import ConfigError, TrainConfig
+from .registry import task_record
 
 NOT_FLAGS = {"task", "arch"}  # TrainConfig fields set by their own flags
 
@@ -114,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resolve_device(config.device)
     if args.system_metrics:
         check_system_metrics()
-    task_data = {"data_dir": args.data_dir} if args.task == "mnist" and args.data_dir else None
+    task_data = {"data_dir": args.data_dir} if task_record(config.task).data_dir and args.data_dir else None
     with tracked_run(config, tracking_uri=args.tracking_uri, experiment=args.experiment,
                      system_metrics=args.system_metrics) as tracker:
         result = fit(config, tracker=tracker, quiet=args.quiet or args.json, task_data=task_data)

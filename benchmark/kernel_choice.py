@@ -65,11 +65,11 @@ def candidates(cell: str) -> list[str]:
 
 def shape_key(model, batch) -> str:
     """What the pick depends on, as one string: machine, torch, threads, architecture and batch shape."""
-    rnn = model.rnn
+    rnn = model.cell.rnn
     return json.dumps({
         "processor": processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "fused_build": fused.build_key() if fused.available() else None, "dtype": str(rnn.weight_hh_l0.dtype),
-        "cell": model.cell, "bidirectional": model.bidirectional, "layers": rnn.num_layers,
+        "cell": model.cell.kind, "bidirectional": model.bidirectional, "layers": rnn.num_layers,
         "input": rnn.input_size, "hidden": rnn.hidden_size, "readout": model.readout,
         "batch": int(batch.x.size(0)), "steps": int(batch.x.size(1)), "padded": batch.lengths is not None,
     }, sort_keys=True)
@@ -126,10 +126,10 @@ def choose(model, batch, *, timer=time_step) -> str:
     if key in _picked:
         return _picked[key]
     entry = _read(cache_path()).get(key)
-    if isinstance(entry, dict) and entry.get("impl") in candidates(model.cell):
+    if isinstance(entry, dict) and entry.get("impl") in candidates(model.cell.kind):
         _picked[key] = entry["impl"]
         return entry["impl"]
-    seconds = measure(model, batch, candidates(model.cell), timer=timer)
+    seconds = measure(model, batch, candidates(model.cell.kind), timer=timer)
     choice = pick(seconds) if seconds else "native"
     _picked[key] = choice
     store = _read(cache_path())  # another process may have written meanwhile: keep its entries

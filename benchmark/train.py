@@ -156,7 +156,7 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
             result.val_history.append(_scalars(val))
             result.epochs_run = epoch
             if tracker:
-                tracker.log_epoch(epoch, iteration, train_losses, val, epoch_seconds)
+                tracker.log_epoch(epoch, iteration, train_losses, val, epoch_seconds, config.task)
             iteration += len(train_losses)
             score = (val["acc"], -val["loss"])
             improved = best is None or score > best

@@ -20,7 +20,7 @@ from ..config import TrainConfig
 from ..data import bad_files, default_data_dir, load_mnist
 from ..files import write_atomic
 from ..models import build_model
-from ..registry import CELLS as REGISTERED_CELLS
+from ..registry import cell_spec
 from ..tasks import build_task
 from ..tasks.addition import TEST_PER_LENGTH
 from ..train import fit, resolve_device
@@ -159,12 +159,12 @@ def _training_step(report: Report, mnist_task_config: TrainConfig, task, sizes: 
         impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
     for _ in range(sizes.repeats):
         for arch in archs:
-            for impl in impls if arch not in REGISTERED_CELLS else ["auto"]:
+            for impl in impls if cell_spec(arch).impls else ["auto"]:
                 rate = step_rate(mnist_task_config.replace(arch=arch, impl=impl), task, sizes.batches)
                 rates[arch, impl] = max(rates.get((arch, impl), 0.0), rate)
     rows = []
     for arch in archs:
-        if arch in REGISTERED_CELLS:  # its own forward: one rate, and no gate count to turn into FLOPs
+        if not cell_spec(arch).impls:  # its own forward: one rate, and no gate count to turn into FLOPs
             rows.append([arch, "n/a", "n/a", "n/a", "n/a", f"its own ({_k(rates[arch, 'auto'])})", "n/a", "n/a",
                          "n/a", "n/a"])
             continue
@@ -236,7 +236,7 @@ def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, 
         for arch in archs:
             config = mnist_task_config.replace(arch=arch, epochs=2, train_size=sizes.batches * sizes.batch)
             ours[arch] = max(ours.get(arch, 0.0), fit_rate(config, fit_task)[0])
-            if arch not in REGISTERED_CELLS:  # the notebook has no loop for a registered cell
+            if cell_spec(arch).impls:  # the notebook has no loop for a registered cell
                 theirs[arch] = max(theirs.get(arch, 0.0),
                                    notebook_mnist_rate(arch, trainloader, sizes.hidden, sizes.batches, device))
     report.add(f"## MNIST training, samples/s (hidden {sizes.hidden}, batch {sizes.batch}, "
