@@ -152,8 +152,23 @@ class TaskRecord:
         return self.label or self.name
 
     def metric_label(self, metric: str) -> str:
+        """A metric in words, for prose and figure axes: "test accuracy", "mean bit accuracy"."""
         default = "test accuracy" if metric == "acc" else f"test {metric.replace('_', ' ')}"
         return self.metric_labels.get(metric, default)
+
+    def short_label(self, metric: str) -> str:
+        """A metric in a table header or a goal's line: "test acc", "bit acc", "string acc"."""
+        return self.metric_label(metric).removeprefix("mean ").removeprefix("whole-").replace("accuracy", "acc")
+
+    def trained_on(self, train_lengths: tuple[int, ...] = (), max_train_length: int = 0) -> str:
+        """What a run was trained on, in words, for figure titles: "MNIST", "addition, lengths 1..20",
+        "addition, length 3"."""
+        if not self.per_length:
+            return self.display
+        if train_lengths:
+            plural = "s" if len(train_lengths) > 1 else ""
+            return f"{self.display}, length{plural} {', '.join(str(n) for n in train_lengths)}"
+        return f"{self.display}, lengths 1..{max_train_length}"
 
 
 RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord) if f.name not in ("name", "target", "source"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -168,6 +169,40 @@ def test_a_plugin_task_trains_and_a_task_lacking_the_protocol_is_refused(tmp_pat
     assert cli.main(["--plugin", str(broken), *train_argv(tmp_path, "lstm", "brokenadd")]) == 2
     assert "task 'brokenadd' breaks the contract: ShortAddition lacks train_size, train_batches, loss, evaluate" \
         in capsys.readouterr().err
+
+
+RECORDED_TASK = """
+from benchmark import register_task
+from benchmark.tasks.addition import AdditionTask
+
+
+@register_task("evensum", label="Even sums", description="sums of bit strings, scored whole",
+               metrics=("acc", "exact"), metric_labels={"exact": "exact-match rate"})
+class EvenSum(AdditionTask):
+    name = "evensum"
+
+    def evaluate(self, model, split, loss_name):
+        scores = super().evaluate(model, split, loss_name)
+        return {**scores, "exact": scores["seq_acc"]}
+"""
+
+
+def test_a_plugin_tasks_record_names_its_metric_and_label_everywhere(tmp_path, tracking_uri, capsys):
+    """A task from a file rnnbench has never seen: its own metric in the tracker and the summary line, and its label
+    and metric's words in the report, from its record alone."""
+    path = write_plugin(tmp_path, RECORDED_TASK, "evensum.py")
+    assert cli.main(["--plugin", str(path), *train_argv(tmp_path, "lstm", "evensum")]) == 0
+    line = capsys.readouterr().out
+    exact = re.search(r"test_exact (\d+\.\d+)%", line)
+    assert exact and "test_acc" in line, line
+    (run,) = runs(tracking_uri, "run")
+    assert 100 * run.data.metrics["test_exact"] == pytest.approx(float(exact.group(1)), abs=0.005)
+    assert "val_exact" in run.data.metrics and "test_seq_acc" not in run.data.metrics  # the record's metrics only
+    assert cli.main(["--plugin", str(path), "report", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "r"),
+                     "--no-timestamp", "--quiet", "--storage", str(tmp_path / "none.journal")]) == 0
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "Even sums: sums of bit strings, scored whole." in markdown
+    assert "| exact-match rate |" in markdown
 
 
 def test_workers_are_handed_the_launchers_plugins(tmp_path, monkeypatch):
