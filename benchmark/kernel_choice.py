@@ -30,6 +30,7 @@ import torch
 
 from . import fused
 from .files import cache_root, write_atomic
+from .registry import cell_spec
 
 MARGIN = 0.05  # below this, timing noise could flip the pick between runs: a close call stays on native
 ROUNDS = 5  # timed rounds after the warm-up; the best of them counts (3 flipped a 6 % call between runs)
@@ -139,6 +140,22 @@ def choose(model, batch, *, timer=time_step) -> str:
     with contextlib.suppress(OSError):  # a read-only home still trains; it just measures again next time
         write_atomic(cache_path(), json.dumps(store, indent=1, sort_keys=True))
     return choice
+
+
+def prepare_kernels(model, device: torch.device, sample_batch=None) -> str | None:
+    """Before the first epoch's clock starts: for ``--impl auto`` on the CPU, measure which kernel trains batches
+    like ``sample_batch()`` fastest (``choose``; cached per machine and shape), building the fused C++ cells
+    if they are a candidate (an explicit ``--impl fused`` built them in the constructor). ``sample_batch`` is a
+    function, called only when auto measures, and inside ``fork_rng``: a task that batches from the global random
+    stream trains as if it had never been called. Returns the impl training will run (None for a cell with no
+    choice of kernel, which runs its own forward)."""
+    if not cell_spec(model.arch).impls:
+        return None
+    if model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
+        with torch.random.fork_rng(devices=[]):
+            batch = sample_batch()
+        model.cell.auto_choice = choose(model, batch)
+    return model.resolved_impl(device, training=True)
 
 
 def _read(path: Path) -> dict:

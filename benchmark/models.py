@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import kernel_choice
 from .catalog import IMPLS, READOUTS
 from .registry import cell_spec
 
@@ -63,22 +62,6 @@ class Model(nn.Module):
         """The kernel the cell runs (``native`` for a cell with no choice of kernel)."""
         resolve = getattr(self.cell, "resolved_impl", None)
         return resolve(device, training) if resolve else "native"
-
-
-def prepare_kernels(model: Model, device: torch.device, sample_batch=None) -> str | None:
-    """Before the first epoch's clock starts: for ``--impl auto`` on the CPU, measure which kernel trains batches
-    like ``sample_batch()`` fastest (``kernel_choice``; cached per machine and shape), building the fused C++ cells
-    if they are a candidate (an explicit ``--impl fused`` built them in the constructor). ``sample_batch`` is a
-    function, called only when auto measures, and inside ``fork_rng``: a task that batches from the global random
-    stream trains as if it had never been called. Returns the impl training will run (None for a cell with no
-    choice of kernel, which runs its own forward)."""
-    if not cell_spec(model.arch).impls:
-        return None
-    if model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
-        with torch.random.fork_rng(devices=[]):
-            batch = sample_batch()
-        model.cell.auto_choice = kernel_choice.choose(model, batch)
-    return model.resolved_impl(device, training=True)
 
 
 def build_model(config, task) -> Model:

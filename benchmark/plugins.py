@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import registry
 from .catalog import READOUTS
-from .config import ConfigError
+from .errors import ConfigError
 
 PLUGINS_ENV = "RNNBENCH_PLUGINS"
 ENTRY_POINT_GROUP = "rnnbench.plugins"

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig
-from .models import build_model, count_parameters, prepare_kernels
+from .kernel_choice import prepare_kernels
+from .models import build_model, count_parameters
 from .tasks import build_task
 
 FINITE_CHECK_EVERY = 50  # iterations between host syncs that catch a diverged loss early

@@ -198,8 +198,9 @@ def test_a_permuted_pixel_run_records_its_permutation_seed(pixel_data, tracking_
 
 def test_train_hands_data_dir_to_every_task_that_reads_one(tmp_path, monkeypatch, capsys):
     """`--data-dir` reaches a pixel task's loader as it reaches MNIST rows' (it was once dropped for any other task)."""
-    from benchmark import cli, data
     from conftest import synthetic_mnist
+
+    from benchmark import cli, data
 
     asked = []
     monkeypatch.setattr(data, "load_mnist", lambda folder=None: asked.append(folder) or synthetic_mnist(200, 40))

@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_config, tracked_train
 
 from benchmark import fused, kernel_choice
-from benchmark.models import Model, prepare_kernels
+from benchmark.kernel_choice import prepare_kernels
+from benchmark.models import Model
 from benchmark.schema import Tag
 from benchmark.tasks.base import Batch
 

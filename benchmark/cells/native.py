@@ -37,7 +37,7 @@ class NativeCell(nn.Module):
         if impl == "fused" and not fused.available():
             raise ValueError(f"impl 'fused' is unavailable: {fused.unavailable_reason()}; use --impl aten or loop")
         self.impl = impl
-        # Measured once before training (benchmark.models.prepare_kernels), not per forward: every step runs one.
+        # Measured once before training (benchmark.kernel_choice.prepare_kernels), not per forward: every step runs one.
         self.auto_choice: str | None = None
         self.bidirectional = bidirectional
         self.directions = 2 if bidirectional else 1

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
-from ..models import build_model, prepare_kernels
+from ..kernel_choice import prepare_kernels
+from ..models import build_model
 from ..train import fit, make_optimizer, seed_everything, train_step
 
 PERF_VAL_IMAGES = 2000  # validation cut for fit's timing runs: epoch times exclude evaluation anyway
