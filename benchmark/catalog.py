@@ -13,17 +13,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-ARCHITECTURES: dict[str, dict] = {
-    "rnn": {"cell": "rnn", "bidirectional": False},
-    "lstm": {"cell": "lstm", "bidirectional": False},
-    "gru": {"cell": "gru", "bidirectional": False},
-    "birnn": {"cell": "rnn", "bidirectional": True},
-    "bilstm": {"cell": "lstm", "bidirectional": True},
-    "bigru": {"cell": "gru", "bidirectional": True},
-}
-BUILTIN_ARCHITECTURES: tuple[str, ...] = tuple(ARCHITECTURES)
-TASKS: list[str] = ["mnist", "addition"]
-BUILTIN_TASKS: tuple[str, ...] = tuple(TASKS)
+# Filled by ``benchmark.registry``: rnnbench's own cells and tasks (``benchmark/cells/__init__.py``,
+# ``benchmark/tasks/__init__.py``, imported with the package) and then plugins', in registration order.
+ARCHITECTURES: dict[str, dict] = {}
+TASKS: list[str] = []
 LOSSES: tuple[str, ...] = ("ce", "mse")
 PRESETS: tuple[str, ...] = ("quick", "standard", "full")
 READOUTS: tuple[str, ...] = ("last", "per_step")
@@ -34,9 +27,20 @@ INPUT_SCALES: tuple[str, ...] = ("standard", "unit")
 # native: the nn module; aten: the same with oneDNN off (CPU); loop: an explicit cell loop over the same
 # weights; fused: that loop with C++ LSTM/GRU steps; auto: what benchmark.models picks for the device.
 IMPLS: tuple[str, ...] = ("auto", "native", "aten", "loop", "fused")
-# Addition's generalisation lengths, tested beyond max_train_length by train, every study and confirm alike, so
-# that ``test_bit_acc_by_len`` compares the same lengths across runs. The test is batched across lengths: ~1 s.
+# Generalisation lengths of a task trained on lengths (addition), tested beyond max_train_length by train, every
+# study and confirm alike, so that ``test_bit_acc_by_len`` compares the same lengths across runs.
 ADDITION_EVAL_LENGTHS: tuple[int, ...] = (30, 50, 100, 200, 500, 1000)
+
+
+def __getattr__(name: str):
+    # Views of the registered names, computed when asked: the registry fills ARCHITECTURES after this module loads.
+    if name == "BUILTIN_ARCHITECTURES":  # the nn.RNN / nn.LSTM / nn.GRU architectures: those with kernels to pick
+        return tuple(arch for arch, spec in ARCHITECTURES.items() if spec.get("kernels"))
+    if name == "ARCH_COLOURS":
+        return {arch: spec["colour"] for arch, spec in ARCHITECTURES.items() if spec.get("colour")}
+    if name == "BUILTIN_TASKS":  # the tasks rnnbench trains by default
+        return ("mnist", "addition")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def arch_order_key(arch: str) -> tuple[int, str]:
@@ -49,10 +53,8 @@ def task_order_key(task: str) -> tuple[int, str]:
     return (TASKS.index(task) if task in TASKS else len(TASKS), task)
 
 
-# One colour per architecture in every figure (matplotlib's tab10, in catalogue order); plugin cells take the
-# next colours in the order given (the report: the order the store first saw them), else one by name hash.
-ARCH_COLOURS: dict[str, str] = {"rnn": "#1f77b4", "lstm": "#ff7f0e", "gru": "#2ca02c", "birnn": "#d62728",
-                                "bilstm": "#9467bd", "bigru": "#8c564b"}
+# A cell's colour in every figure is the one it was registered with; cells without one take the next of these in
+# the order given (the report: the order the store first saw them), else one by name hash.
 PLUGIN_COLOURS: tuple[str, ...] = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
                                    "#7b4173")
 
@@ -60,8 +62,9 @@ PLUGIN_COLOURS: tuple[str, ...] = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "
 def arch_colour(arch: str, plugins: Sequence[str] = ()) -> str:
     """The colour of ``arch`` in every figure: fixed for the built-ins; a plugin's from its place in
     ``plugins`` (built-ins in it are skipped), or, when it is not there, from a hash of its name."""
-    if arch in ARCH_COLOURS:
-        return ARCH_COLOURS[arch]
-    others = [name for name in dict.fromkeys(plugins) if name not in ARCH_COLOURS]
+    fixed = __getattr__("ARCH_COLOURS")
+    if arch in fixed:
+        return fixed[arch]
+    others = [name for name in dict.fromkeys(plugins) if name not in fixed]
     index = others.index(arch) if arch in others else zlib.crc32(arch.encode())
     return PLUGIN_COLOURS[index % len(PLUGIN_COLOURS)]

@@ -20,45 +20,45 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, TrainConfig
-from .models import CellModel, RecurrentModel
-from .registry import CELLS, TASK_SOURCES
+from .models import Model
+from .registry import CELLS, TASKS, cell_spec, task_record
 from .schema import CHECKPOINT_FORMAT, CHECKPOINT_FORMATS_READ, Artifact
 from .store import resolve_tracking_uri
-from .tasks.mnist import PIXEL_MEAN, PIXEL_STD
 
 
 def input_normalisation(config: TrainConfig) -> dict:
-    """What the task did to its inputs: ``(x - mean) / std`` on MNIST pixels in [0, 1]; others feed them as made."""
-    if config.task != "mnist":
-        return {"input_scale": config.input_scale, "mean": 0.0, "std": 1.0, "applied": False}
-    standard = config.input_scale == "standard"
-    return {"input_scale": config.input_scale, "mean": PIXEL_MEAN if standard else 0.0,
-            "std": PIXEL_STD if standard else 1.0, "applied": standard}
+    """What the task did to its inputs: ``(x - mean) / std`` on inputs in [0, 1] where its record names a
+    normalisation and ``input_scale`` is ``standard``; otherwise it feeds them as made."""
+    normalisation = task_record(config.task).normalisation
+    applied = normalisation is not None and config.input_scale == "standard"
+    mean, std = normalisation if applied else (0.0, 1.0)
+    return {"input_scale": config.input_scale, "mean": mean, "std": std, "applied": applied}
+
+
+def _plugin_sources(kind: str) -> dict:
+    """The loaded plugins' cells or tasks -> their sources; rnnbench's own are versioned with it, not recorded."""
+    registered = CELLS if kind == "cell" else TASKS
+    return {name: spec.source for name, spec in registered.items() if not spec.source.builtin}
 
 
 def plugin_record(config: TrainConfig) -> dict:
-    """The plugin cell's and plugin task's names, modules, files and sha256s; empty for built-ins."""
+    """The plugin cell's and plugin task's names, modules, files and sha256s; empty for rnnbench's own."""
     record = {}
-    for kind, name, sources in (("cell", config.arch, {n: s.source for n, s in CELLS.items()}),
-                                ("task", config.task, TASK_SOURCES)):
+    for kind, name in (("cell", config.arch), ("task", config.task)):
+        sources = _plugin_sources(kind)
         if name in sources:
             source = sources[name]
             record[kind] = {"name": name, "module": source.module, "file": source.file, "sha256": source.sha256}
     return record
 
 
-def save_checkpoint(path: Path, model: RecurrentModel | CellModel, config: TrainConfig, **extra) -> None:
+def save_checkpoint(path: Path, model: Model, config: TrainConfig, **extra) -> None:
     """State dict + everything needed to rebuild the model; plain types only, so weights_only loading works."""
-    if isinstance(model, CellModel):
-        sizes = {"input_size": model.input_size, "hidden_size": model.hidden_size, "num_layers": model.num_layers}
-    else:
-        sizes = {"input_size": model.rnn.input_size, "hidden_size": model.rnn.hidden_size,
-                 "num_layers": model.rnn.num_layers}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "config": config.as_dict(),
-        "model": {"arch": model.arch, "input_size": sizes["input_size"], "hidden_size": sizes["hidden_size"],
-                  "output_size": model.head.out_features, "num_layers": sizes["num_layers"],
+        "model": {"arch": model.arch, "input_size": model.input_size, "hidden_size": model.hidden_size,
+                  "output_size": model.head.out_features, "num_layers": model.num_layers,
                   "dropout": config.dropout, "readout": model.readout},
         "input": input_normalisation(config),
         "plugin": plugin_record(config),
@@ -76,10 +76,10 @@ class CheckpointError(ConfigError):
 
 def check_plugins(path: Path, record: dict) -> None:
     """Refuse a plugin's checkpoint where its plugin is not loaded, or is loaded from a changed file."""
-    for kind, loaded in (("cell", {n: s.source for n, s in CELLS.items()}), ("task", TASK_SOURCES)):
-        wanted = record.get(kind)
-        if not wanted:
-            continue
+    for kind in ("cell", "task"):
+        wanted, loaded = record.get(kind), _plugin_sources(kind)
+        if not wanted or wanted.get("module", "").startswith("benchmark."):
+            continue  # none, or one of rnnbench's own that an earlier version recorded as a plugin
         where = wanted.get("file") or wanted.get("module")
         if wanted["name"] not in loaded:
             raise CheckpointError(f"{path}: needs the plugin {kind} {wanted['name']!r} from {where}; load it with "
@@ -91,7 +91,7 @@ def check_plugins(path: Path, record: dict) -> None:
                                   "changed; load the plugin file the checkpoint was trained with")
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel | CellModel, TrainConfig]:
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[Model, TrainConfig]:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -110,16 +110,23 @@ def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel | C
     check_plugins(path, payload.get("plugin") or {})
     try:
         spec = dict(payload["model"])
-        kind = CellModel if spec["arch"] in CELLS else RecurrentModel
-        model = kind(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"), spec.pop("output_size"),
-                     **spec)
-        model.load_state_dict(payload["state_dict"])
+        model = Model(spec.pop("arch"), spec.pop("input_size"), spec.pop("hidden_size"), spec.pop("output_size"),
+                      **spec)
+        model.load_state_dict(_current_keys(payload["state_dict"], model.arch))
         config = TrainConfig.from_dict(payload["config"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: a damaged rnnbench checkpoint ({type(error).__name__}: "
                               f"{str(error).splitlines()[0] if str(error) else ''})") from None
     model.eval()
     return model.to(device), config
+
+
+def _current_keys(state_dict: dict, arch: str) -> dict:
+    """Checkpoints written before the built-in architectures became cells hold ``rnn.*`` where the model now has
+    ``cell.rnn.*``: the same tensors under their present names."""
+    if not cell_spec(arch).impls:
+        return state_dict
+    return {f"cell.{key}" if key.startswith("rnn.") else key: value for key, value in state_dict.items()}
 
 
 def load_run_checkpoint(run_id: str, tracking_uri: str | None = None, device: str = "cpu"):

@@ -17,6 +17,7 @@ import sys
 import time
 
 from .config import ConfigError, TrainConfig
+from .registry import task_record
 
 NOT_FLAGS = {"task", "arch"}  # TrainConfig fields set by their own flags
 
@@ -107,28 +108,29 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .tracking import check_system_metrics, tracked_run
+    from .schema import Metric
+    from .tracking import check_system_metrics, per_length, task_metrics, tracked_run
     from .train import fit, resolve_device
 
     config = config_from_args(args)  # validated before anything touches the store
     resolve_device(config.device)
     if args.system_metrics:
         check_system_metrics()
-    task_data = {"data_dir": args.data_dir} if args.task == "mnist" and args.data_dir else None
+    task_data = {"data_dir": args.data_dir} if task_record(config.task).data_dir and args.data_dir else None
     with tracked_run(config, tracking_uri=args.tracking_uri, experiment=args.experiment,
                      system_metrics=args.system_metrics) as tracker:
         result = fit(config, tracker=tracker, quiet=args.quiet or args.json, task_data=task_data)
+    tested = task_metrics(config.task, result.test)  # the metrics the task's record names, objective first
     summary = {"run_id": tracker.run_id, "task": config.task, "arch": config.arch,
-               "test_acc": result.test["acc"], "val_acc": result.val["acc"], "best_epoch": result.best_epoch}
-    if "seq_acc" in result.test:
-        summary["test_seq_acc"] = result.test["seq_acc"]
-        summary["test_bit_acc_by_len"] = {str(n): acc for n, acc in result.test["bit_acc_by_len"].items()}
+               **{Metric.of("test", name): value for name, value in tested.items()},
+               "val_acc": result.val["acc"], "best_epoch": result.best_epoch}
+    for name, values in per_length(config.task, result.test).items():
+        summary[Metric.by_length(name)] = {str(n): value for n, value in values.items()}
     if args.json:
         print(json.dumps(summary))
     else:
-        extra = f"  test_seq_acc {100 * summary['test_seq_acc']:.2f}%" if "test_seq_acc" in summary else ""
-        print(f"run {tracker.run_id}: {config.arch} on {config.task}  test_acc {100 * result.test['acc']:.2f}%"
-              f"{extra}  (best epoch {result.best_epoch})")
+        scores = "  ".join(f"{Metric.of('test', name)} {100 * value:.2f}%" for name, value in tested.items())
+        print(f"run {tracker.run_id}: {config.arch} on {config.task}  {scores}  (best epoch {result.best_epoch})")
     return 0
 
 

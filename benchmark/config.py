@@ -23,17 +23,8 @@ from .catalog import (
     SCHEDULES,
     TASKS,
 )
-
-
-class ConfigError(ValueError):
-    """A bad setting; the message is one line naming the problem and the fix."""
-
-
-# Task defaults: the notebook's settings, so that `rnnbench train --task X --arch Y` reproduces it.
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": {"hidden_size": 128, "lr": 1e-3, "batch_size": 500, "epochs": 10},
-    "addition": {"hidden_size": 10, "lr": 1e-2, "batch_size": 100, "epochs": 10, "train_size": 10_000},
-}
+from .errors import ConfigError
+from .registry import task_record
 
 
 @dataclass(frozen=True)
@@ -64,8 +55,8 @@ class TrainConfig:
 
     @classmethod
     def for_task(cls, task: str, arch: str, **overrides: Any) -> TrainConfig:
-        """A config with the task's defaults, overridden by every non-None keyword."""
-        values = dict(TASK_DEFAULTS.get(task, {}))
+        """A config with the task's defaults (its record's), overridden by every non-None keyword."""
+        values = dict(task_record(task).defaults)
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
@@ -154,4 +145,4 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-__all__ = ["ConfigError", "TrainConfig", "TASK_DEFAULTS"]
+__all__ = ["ConfigError", "TrainConfig"]

@@ -25,9 +25,11 @@ import sys
 from dataclasses import dataclass
 
 from .config import ConfigError, TrainConfig
+from .registry import task_record
 from .schema import Metric, Role, RunStatus, StudyAttr, Suite, Tag
 from .stats import mean_std
 from .store import client_for, mask_url, resolve_tracking_uri, search_runs
+from .tasks import preload
 from .tracking import RunTracker
 from .tuning import best_trial, is_coordination_study, open_storage, resolve_storage_url
 
@@ -89,8 +91,9 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         raise ConfigError(f"--epochs must be >= 1, got {epochs}")
     if train_size is not None and train_size < 0:
         raise ConfigError(f"--train-size must be >= 0 (0 = the whole training set), got {train_size}")
-    if train_length is not None and (task != "addition" or train_length < 1):
-        raise ConfigError(f"--train-length needs the addition task and a length >= 1, got {task} / {train_length}")
+    if train_length is not None and (not task_record(task).per_length or train_length < 1):
+        raise ConfigError(f"--train-length needs a task scored per length (addition) and a length >= 1, got {task} / "
+                          f"{train_length}")
     tracking_uri = resolve_tracking_uri(tracking_uri)
     storage_url = resolve_storage_url(storage, tracking_uri)
     storage_obj = open_storage(storage_url, tracking_uri)
@@ -120,10 +123,8 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
     if not quiet:
         print(f"confirm {name} trial {best.number} (val {100 * best.value:.2f}%){where}: seeds "
               f"{', '.join(map(str, confirm_seeds(seeds)))}; storage {mask_url(storage_url)}", flush=True)
-    if task == "mnist" and task_data is None:
-        from .data import load_mnist  # numpy and torchvision: only an MNIST confirmation loads its data
-
-        task_data = load_mnist()  # once for every seed
+    if task_data is None:
+        task_data = preload(task)  # once for every seed
     results = []
     for seed in confirm_seeds(seeds):
         if seed in done:
@@ -141,12 +142,11 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
                                    parent_run_id=parent, run_name=f"{name}/confirm{suffix}-seed{seed}", client=client)
         try:
             result = fit(config, tracker=tracker, quiet=True, task_data=task_data)
-        except KeyboardInterrupt:
-            tracker.finish(RunStatus.KILLED, error="interrupted (KeyboardInterrupt); re-run to resume")
-            raise
-        except Exception as error:  # one bad seed (a diverged loss) is a result too; the others still run
-            message = f"{type(error).__name__}: {error}"
-            tracker.finish(RunStatus.FAILED, error=message)
+        except BaseException as error:
+            message = tracker.end_with(error, resume="re-run to resume")
+            if not isinstance(error, Exception):
+                raise
+            # one bad seed (a diverged loss) is a result too; the others still run
             results.append(ConfirmRun(seed, tracker.run_id, RunStatus.FAILED, None, None, message))
             if not quiet:
                 print(f"  seed {seed}: FAILED {message}", file=sys.stderr, flush=True)

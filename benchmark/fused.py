@@ -7,7 +7,7 @@ cores), and the built library is kept in ``$RNNBENCH_CACHE/fused`` (default ``~/
 name made of the source's sha256, the compiler flags, the compiler, torch's version and Python's ABI. Later
 processes import that file directly, without ninja: a checkout elsewhere, another ninja on PATH, or another
 virtualenv with the same torch shares one build. ``train`` builds it before the first epoch's clock starts
-(``models.prepare_kernels``). Without a C++ compiler, or when the build fails, ``available()`` is False with the
+(``kernel_choice.prepare_kernels``). Without a C++ compiler, or when the build fails, ``available()`` is False with the
 reason, ``--impl auto`` falls back to ATen, and an explicit ``--impl fused`` is refused with that reason.
 """
 

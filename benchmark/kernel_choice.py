@@ -30,6 +30,7 @@ import torch
 
 from . import fused
 from .files import cache_root, write_atomic
+from .registry import cell_spec
 
 MARGIN = 0.05  # below this, timing noise could flip the pick between runs: a close call stays on native
 ROUNDS = 5  # timed rounds after the warm-up; the best of them counts (3 flipped a 6 % call between runs)
@@ -65,11 +66,11 @@ def candidates(cell: str) -> list[str]:
 
 def shape_key(model, batch) -> str:
     """What the pick depends on, as one string: machine, torch, threads, architecture and batch shape."""
-    rnn = model.rnn
+    rnn = model.cell.rnn
     return json.dumps({
         "processor": processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "fused_build": fused.build_key() if fused.available() else None, "dtype": str(rnn.weight_hh_l0.dtype),
-        "cell": model.cell, "bidirectional": model.bidirectional, "layers": rnn.num_layers,
+        "cell": model.cell.kind, "bidirectional": model.bidirectional, "layers": rnn.num_layers,
         "input": rnn.input_size, "hidden": rnn.hidden_size, "readout": model.readout,
         "batch": int(batch.x.size(0)), "steps": int(batch.x.size(1)), "padded": batch.lengths is not None,
     }, sort_keys=True)
@@ -126,10 +127,10 @@ def choose(model, batch, *, timer=time_step) -> str:
     if key in _picked:
         return _picked[key]
     entry = _read(cache_path()).get(key)
-    if isinstance(entry, dict) and entry.get("impl") in candidates(model.cell):
+    if isinstance(entry, dict) and entry.get("impl") in candidates(model.cell.kind):
         _picked[key] = entry["impl"]
         return entry["impl"]
-    seconds = measure(model, batch, candidates(model.cell), timer=timer)
+    seconds = measure(model, batch, candidates(model.cell.kind), timer=timer)
     choice = pick(seconds) if seconds else "native"
     _picked[key] = choice
     store = _read(cache_path())  # another process may have written meanwhile: keep its entries
@@ -139,6 +140,22 @@ def choose(model, batch, *, timer=time_step) -> str:
     with contextlib.suppress(OSError):  # a read-only home still trains; it just measures again next time
         write_atomic(cache_path(), json.dumps(store, indent=1, sort_keys=True))
     return choice
+
+
+def prepare_kernels(model, device: torch.device, sample_batch=None) -> str | None:
+    """Before the first epoch's clock starts: for ``--impl auto`` on the CPU, measure which kernel trains batches
+    like ``sample_batch()`` fastest (``choose``; cached per machine and shape), building the fused C++ cells
+    if they are a candidate (an explicit ``--impl fused`` built them in the constructor). ``sample_batch`` is a
+    function, called only when auto measures, and inside ``fork_rng``: a task that batches from the global random
+    stream trains as if it had never been called. Returns the impl training will run (None for a cell with no
+    choice of kernel, which runs its own forward)."""
+    if not cell_spec(model.arch).impls:
+        return None
+    if model.impl == "auto" and device.type == "cpu" and sample_batch is not None:
+        with torch.random.fork_rng(devices=[]):
+            batch = sample_batch()
+        model.cell.auto_choice = choose(model, batch)
+    return model.resolved_impl(device, training=True)
 
 
 def _read(path: Path) -> dict:

@@ -23,6 +23,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLoca
 
 from .catalog import arch_colour  # noqa: E402
 from .files import save_figure  # noqa: E402,F401  (re-exported: plots and figures live together)
+from .registry import task_record  # noqa: E402
 
 NICE_LENGTHS = (1, 2, 5)  # length ticks: 1, 2, 5, 10, 20, 50, ... (every decade)
 
@@ -126,12 +127,7 @@ def legend_outside(ax, **kwargs):
 
 def trained_on(config) -> str:
     """What a configuration was trained on, in words: 'MNIST', 'addition, lengths 1..20', 'addition, length 3'."""
-    if config.task != "addition":
-        return config.task.upper() if config.task == "mnist" else config.task
-    if config.train_lengths:
-        lengths = ", ".join(str(n) for n in config.train_lengths)
-        return f"addition, length{'s' if len(config.train_lengths) > 1 else ''} {lengths}"
-    return f"addition, lengths 1..{config.max_train_length}"
+    return task_record(config.task).trained_on(config.train_lengths, config.max_train_length)
 
 
 def learning_curve(result, config):

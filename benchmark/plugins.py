@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import registry
 from .catalog import READOUTS
-from .config import ConfigError
+from .errors import ConfigError
 
 PLUGINS_ENV = "RNNBENCH_PLUGINS"
 ENTRY_POINT_GROUP = "rnnbench.plugins"
@@ -59,10 +59,9 @@ def identity(spec: str) -> str:
 
 def load_plugins(specs: Iterable[str] = (), environ: Mapping[str, str] | None = None,
                  entry_points: bool = True) -> list[LoadedPlugin]:
-    """rnnbench's own plugins, then those of ``--plugin`` (``specs``), ``$RNNBENCH_PLUGINS`` and the installed
-    entry points."""
+    """The plugins of ``--plugin`` (``specs``), ``$RNNBENCH_PLUGINS`` and the installed entry points (rnnbench's
+    own cells and tasks are registered with the package)."""
     environ = os.environ if environ is None else environ
-    registry.load_builtin_plugins()
     loaded = [load_plugin(spec, "--plugin") for spec in specs]
     loaded += [load_plugin(spec, PLUGINS_ENV) for spec in environ.get(PLUGINS_ENV, "").split(":") if spec.strip()]
     if entry_points:
@@ -85,7 +84,7 @@ def load_plugin(spec: str, origin: str = "--plugin") -> LoadedPlugin:
 def _load(spec: str, origin: str, do_import, key: str) -> LoadedPlugin:
     if key in LOADED:
         return LOADED[key]
-    cells_before, tasks_before = set(registry.CELLS), set(registry.TASK_SOURCES)
+    cells_before, tasks_before = set(registry.CELLS), set(registry.TASKS)
     try:
         module = do_import()
     except registry.RegistryError as error:
@@ -94,13 +93,13 @@ def _load(spec: str, origin: str, do_import, key: str) -> LoadedPlugin:
         text = str(error).splitlines()[0] if str(error) else ""
         raise PluginError(f"plugin {spec}: failed to import: {type(error).__name__}: {text}".rstrip(": ")) from None
     cells = tuple(name for name in registry.CELLS if name not in cells_before)
-    tasks = tuple(name for name in registry.TASK_SOURCES if name not in tasks_before)
+    tasks = tuple(name for name in registry.TASKS if name not in tasks_before)
     for name in cells:
         problem = cell_contract_problem(registry.CELLS[name])
         if problem:
             raise PluginError(f"plugin {spec}: cell {name!r} breaks the contract: {problem}")
     for name in tasks:
-        problem = task_contract_problem(registry.TASK_CLASSES[name])
+        problem = task_contract_problem(registry.TASKS[name].cls)
         if problem:
             raise PluginError(f"plugin {spec}: task {name!r} breaks the contract: {problem}")
     file = getattr(module, "__file__", None) if module is not None else None

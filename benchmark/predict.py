@@ -30,6 +30,7 @@ import torch
 from .champion import resolve_model
 from .checkpoint import load_run_checkpoint
 from .config import ConfigError
+from .registry import task_record
 from .tasks.mnist import MnistTask
 
 BOX = 20  # MNIST's size-normalisation box
@@ -164,8 +165,8 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
         first_line = str(error).splitlines()[0] if str(error) else ""
         raise ConfigError(f"cannot load a checkpoint from run {run_id!r} ({type(error).__name__}: {first_line}); "
                           "check --run / --tracking-uri") from None
-    if config.task != "mnist":
-        raise ConfigError(f"run {run_id} is a {config.task} model; predict needs an MNIST model")
+    if not task_record(config.task).pixel_rows:
+        raise ConfigError(f"run {run_id} is a {config.task} model; predict needs a model of digit image rows (MNIST)")
     return network, config
 
 

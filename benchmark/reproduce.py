@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .config import ConfigError, TrainConfig
 from .notebook import BY_ID, EXPERIMENTS, TOLERANCE, NotebookExperiment, signed_points
+from .registry import task_record
 from .schema import REPRODUCE_EXPERIMENT, Metric, Role, RunStatus, Suite, Tag
 from .store import client_for, get_or_create_experiment, search_runs
 from .tracking import tracked_run
@@ -119,7 +120,7 @@ def reproduce(only: list[str] | None = None, *, epochs: int | None = None, seeds
         with tracked_run(config, client=client, experiment=REPRODUCE_EXPERIMENT, tags=tags,
                          run_name=f"{experiment.id}-seed{config.seed}") as tracker:
             tracker.log_metrics({Metric.NOTEBOOK_ACC: experiment.notebook / 100})
-            data = task_data if experiment.task == "mnist" else None
+            data = task_data if task_record(experiment.task).data_dir else None
             result = fit(config, tracker=tracker, quiet=quiet, task_data=data)
         acc = 100 * result.test["acc"]
         rows[experiment.id].outcomes.append(Outcome(experiment, config.seed, tracker.run_id, acc, False))

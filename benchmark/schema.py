@@ -159,6 +159,16 @@ class Metric:
     N_PRUNED = "n_pruned"
     N_FAIL = "n_fail"
 
+    @staticmethod
+    def of(split: str, metric: str) -> str:
+        """A task's metric on a split, as logged: ``of("test", "seq_acc")`` is ``test_seq_acc``."""
+        return f"{split}_{metric}"
+
+    @staticmethod
+    def by_length(metric: str) -> str:
+        """A task's per-length metric on the test split: ``by_length("bit_acc")`` is ``test_bit_acc_by_len``."""
+        return f"test_{metric}_by_len"
+
 
 class Artifact:
     """Artifact paths within a run."""

@@ -6,8 +6,9 @@ The pyfunc holds the run's checkpoint (state dict + config, ``benchmark.checkpoi
 rebuilds the network from it with ``load_checkpoint`` (``weights_only=True``: loading runs no code from the file).
 It scores any batch size and sequence length: the signature's batch and step dimensions are -1.
 
-- Input: float32 ``[batch, steps, features]``. MNIST takes raw pixel rows, 0..255 (``[batch, 28, 28]``), and
-  scales them as training did; every other task takes what its network reads (addition: the bit pairs).
+- Input: float32 ``[batch, steps, features]``. A task whose record reads image rows (MNIST) takes raw pixel rows,
+  0..255 (``[batch, 28, 28]``), and scales them as training did; every other task takes what its network reads
+  (addition: the bit pairs).
 - Output: readout ``last`` (MNIST): class probabilities ``[batch, classes]``; readout ``per_step`` with one
   output (addition): the probability of each sum bit being 1, ``[batch, steps]``.
 """
@@ -22,16 +23,18 @@ import mlflow.pyfunc
 import numpy as np
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # the key of the checkpoint file among the pyfunc's artifacts
-PIXEL_TASKS = ("mnist",)  # tasks whose pyfunc input is raw 0..255 pixel rows
 
 
 class CheckpointModel(mlflow.pyfunc.PythonModel):
     """The network of an rnnbench checkpoint, loaded once per process."""
 
     def load_context(self, context) -> None:
-        from .checkpoint import load_checkpoint
+        from .checkpoint import input_normalisation, load_checkpoint
+        from .registry import task_record
 
         self.network, self.config = load_checkpoint(Path(context.artifacts[CHECKPOINT_ARTIFACT]))
+        # A task whose record says it reads image rows takes raw 0..255 pixels, scaled here as training did.
+        self.pixels = input_normalisation(self.config) if task_record(self.config.task).pixel_rows else None
 
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import torch
@@ -39,10 +42,8 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         if x.ndim == 2:  # one sequence
             x = x[None]
-        if self.config.task in PIXEL_TASKS:
-            from .tasks.mnist import MnistTask
-
-            x = MnistTask.as_input(x.clamp(0, 255).round().to(torch.uint8), self.config.input_scale)
+        if self.pixels is not None:
+            x = x.clamp(0, 255).round().div_(255.0).sub_(self.pixels["mean"]).div_(self.pixels["std"])
         with torch.no_grad():
             out = self.network(x)
         if self.network.readout == "per_step" and out.shape[-1] == 1:
@@ -55,7 +56,7 @@ def signature(config, input_size: int, output_size: int, readout: str):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    features = 28 if config.task in PIXEL_TASKS else input_size
+    features = input_size
     if readout == "last":
         shape = (-1, output_size)
     elif output_size == 1:
@@ -88,7 +89,7 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     spec, config = payload["model"], TrainConfig.from_dict(payload["config"])
-    features = 28 if config.task in PIXEL_TASKS else spec["input_size"]
+    features = spec["input_size"]
     # Pinned by hand: MLflow's inference of requirements imports the model in a subprocess, seconds per call.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
     with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), _quiet("mlflow.pyfunc"):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import ConfigError
 from .schema import MLFLOW_DATABASE, OPTUNA_JOURNAL, ExperimentTag, RunStatus, Tag
 
 PAGE_SIZE = 1000  # runs per search_runs call

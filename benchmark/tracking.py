@@ -3,7 +3,9 @@
 Example: rnnbench train --task addition --arch lstm --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
 
 Names come from ``benchmark.schema``; the store itself (URIs, clients, search) from ``benchmark.store``.
-A run always ends: ``tracked_run`` closes it FINISHED, FAILED with the error, or KILLED on Ctrl-C.
+A run always ends: ``tracked_run`` closes it FINISHED, FAILED with the error, or KILLED on Ctrl-C or SIGTERM;
+``RunTracker.end_with`` is the one place that turns an exception into a status and a reason, for every run
+(trials, seeds and the study's parent run included), and ``RunTracker.create`` the one place that opens a run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from . import __version__
 from .config import ConfigError, TrainConfig
 from .plugins import LOADED
+from .registry import task_record
 from .schema import Artifact, DatasetTag, Metric, Role, RunStatus, Suite, Tag
 from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment
 
@@ -96,6 +99,16 @@ def start_system_metrics(run_id: str, tracking_uri: str):
     return monitor
 
 
+INTERRUPTED = "interrupted (KeyboardInterrupt)"  # Ctrl-C, and SIGTERM, which rnnbench's main turns into it
+
+
+def ending(error: BaseException) -> tuple[str, str]:
+    """The status and reason of a run that ``error`` stopped: KILLED when interrupted, FAILED otherwise."""
+    if isinstance(error, KeyboardInterrupt):
+        return RunStatus.KILLED, INTERRUPTED
+    return RunStatus.FAILED, f"{type(error).__name__}: {error}"
+
+
 class RunTracker:
     """One MLflow run: what ``fit`` reports goes here, batched to keep the store fast."""
 
@@ -106,20 +119,30 @@ class RunTracker:
         self.monitor = None  # MLflow's system-metrics thread, with --system-metrics
 
     @classmethod
+    def create(cls, client, experiment: str, run_name: str, tags: dict, params: dict | None = None) -> RunTracker:
+        """Open a run in ``experiment`` (created if absent) with ``tags`` and ``params``: every run rnnbench
+        writes, a study's parent run included, starts here."""
+        from mlflow.entities import Param
+
+        experiment_id = get_or_create_experiment(client, experiment)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        tracker = cls(client, run.info.run_id)
+        if params:
+            client.log_batch(tracker.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        return tracker
+
+    @classmethod
     def start(cls, config: TrainConfig, *, tracking_uri: str | None = None, experiment: str | None = None,
               tags: dict | None = None, parent_run_id: str | None = None, run_name: str | None = None,
               client=None, system_metrics: bool = False) -> RunTracker:
-        from mlflow.entities import Param
-
-        client = client or client_for(tracking_uri)
-        experiment_id = get_or_create_experiment(client, experiment or config.task)
+        """A run that trains ``config``: its environment, task, architecture and seed as tags, the config as
+        params."""
         all_tags = {**environment_tags(), Tag.TASK: config.task, Tag.ARCH: config.arch, Tag.SEED: str(config.seed),
                     Tag.SUITE: Suite.TRAIN, Tag.ROLE: Role.RUN, **(tags or {})}
         if parent_run_id:
             all_tags[Tag.PARENT_RUN] = parent_run_id
-        run = client.create_run(experiment_id, run_name=run_name or default_run_name(config), tags=all_tags)
-        tracker = cls(client, run.info.run_id)
-        client.log_batch(tracker.run_id, params=[Param(k, v) for k, v in config.to_params().items()])
+        tracker = cls.create(client or client_for(tracking_uri), experiment or config.task,
+                             run_name or default_run_name(config), all_tags, config.to_params())
         if system_metrics:
             tracker.monitor = start_system_metrics(tracker.run_id, client.tracking_uri)
         return tracker
@@ -165,40 +188,37 @@ class RunTracker:
         self.set_tags({Tag.DEVICE: device, **({Tag.KERNEL: kernel} if kernel else {})})
 
     def log_epoch(self, epoch: int, first_iteration: int, train_losses: list[float], val: dict,
-                  seconds: float) -> None:
+                  seconds: float, task: str) -> None:
         entries = [(Metric.TRAIN_LOSS, loss, first_iteration + i + 1) for i, loss in enumerate(train_losses)]
-        entries += [(Metric.VAL_LOSS, val["loss"], epoch), (Metric.VAL_ACC, val["acc"], epoch),
-                    (Metric.EPOCH_TIME, seconds, epoch)]
-        if "seq_acc" in val:
-            entries.append((Metric.VAL_SEQ_ACC, val["seq_acc"], epoch))
+        entries += [(Metric.VAL_LOSS, val["loss"], epoch), (Metric.EPOCH_TIME, seconds, epoch)]
+        entries += [(Metric.of("val", name), value, epoch) for name, value in task_metrics(task, val).items()]
         self._log(entries)
 
     def log_result(self, result, config: TrainConfig) -> None:
-        """Test and best-epoch metrics, then the checkpoint, the learning curve and (addition) accuracy by length."""
+        """Test and best-epoch metrics, then the checkpoint, the learning curve and any per-length metrics."""
         from .checkpoint import save_checkpoint  # torch: only a run that trained a model saves one
         from .plots import learning_curve, save_figure  # matplotlib, likewise
 
-        test = result.test
-        entries = [(Metric.TEST_LOSS, test["loss"], 0), (Metric.TEST_ACC, test["acc"], 0),
+        test, lengths = result.test, per_length(config.task, result.test)
+        entries = [(Metric.TEST_LOSS, test["loss"], 0),
                    (Metric.BEST_EPOCH, result.best_epoch, 0), (Metric.BEST_VAL_ACC, result.val["acc"], 0),
                    (Metric.BEST_VAL_LOSS, result.val["loss"], 0), (Metric.EPOCHS_RUN, result.epochs_run, 0),
                    (Metric.TRAIN_TIME, sum(result.epoch_seconds), 0)]
-        if "seq_acc" in test:
-            entries.append((Metric.TEST_SEQ_ACC, test["seq_acc"], 0))
-            entries += [(Metric.TEST_BIT_ACC_BY_LEN, acc, n) for n, acc in test["bit_acc_by_len"].items()]
-            entries += [(Metric.TEST_SEQ_ACC_BY_LEN, acc, n) for n, acc in test["seq_acc_by_len"].items()]
+        entries += [(Metric.of("test", name), value, 0) for name, value in task_metrics(config.task, test).items()]
+        entries += [(Metric.by_length(name), value, n)
+                    for name, values in lengths.items() for n, value in values.items()]
         self._log(entries)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             save_checkpoint(self._local(folder, Artifact.CHECKPOINT), result.model, config,
                             best_epoch=result.best_epoch, val_acc=result.val["acc"])
             save_figure(learning_curve(result, config), self._local(folder, Artifact.LEARNING_CURVE))
-            if "bit_acc_by_len" in test:
+            if lengths:
                 with open(self._local(folder, Artifact.ACCURACY_BY_LENGTH), "w", newline="") as handle:
                     writer = csv.writer(handle)
-                    writer.writerow(["length", "bit_acc", "seq_acc"])
-                    for n, acc in test["bit_acc_by_len"].items():
-                        writer.writerow([n, f"{acc:.6f}", f"{test['seq_acc_by_len'][n]:.6f}"])
+                    writer.writerow(["length", *lengths])
+                    for n in next(iter(lengths.values())):
+                        writer.writerow([n, *(f"{values[n]:.6f}" for values in lengths.values())])
             self.client.log_artifacts(self.run_id, str(folder))
 
     @staticmethod
@@ -217,20 +237,34 @@ class RunTracker:
         end_run(self.client, self.run_id, status, error)
         self.finished = True
 
+    def end_with(self, error: BaseException, resume: str = "") -> str:
+        """End the run as ``error`` decides (``ending``); ``resume`` is added to an interruption's reason (how to
+        pick up where it stopped). Returns the reason."""
+        status, reason = ending(error)
+        self.finish(status, error=f"{reason}; {resume}" if resume and status == RunStatus.KILLED else reason)
+        return reason
+
 
 @contextlib.contextmanager
 def tracked_run(config: TrainConfig, **start_kwargs):
-    """A run that always ends: FINISHED, FAILED with the error as a tag, or KILLED on Ctrl-C."""
+    """A run that always ends: FINISHED, FAILED with the error as a tag, or KILLED on Ctrl-C or SIGTERM."""
     tracker = RunTracker.start(config, **start_kwargs)
     try:
         yield tracker
-    except KeyboardInterrupt:
-        tracker.finish(RunStatus.KILLED, error="interrupted (KeyboardInterrupt)")
-        raise
     except BaseException as error:
-        tracker.finish(RunStatus.FAILED, error=f"{type(error).__name__}: {error}")
+        tracker.end_with(error)
         raise
     tracker.finish(RunStatus.FINISHED)
+
+
+def task_metrics(task: str, scores: dict) -> dict[str, float]:
+    """The metrics task ``task``'s record names, as ``evaluate`` returned them (those it did not return left out)."""
+    return {name: scores[name] for name in task_record(task).metrics if name in scores}
+
+
+def per_length(task: str, scores: dict) -> dict[str, dict[int, float]]:
+    """The record's per-length metrics, ``{metric: {length: value}}``, as ``evaluate`` returned them."""
+    return {name: scores[f"{name}_by_len"] for name in task_record(task).per_length if f"{name}_by_len" in scores}
 
 
 def default_run_name(config: TrainConfig) -> str:

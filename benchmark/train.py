@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .config import ConfigError, TrainConfig
-from .models import build_model, count_parameters, prepare_kernels
+from .kernel_choice import prepare_kernels
+from .models import build_model, count_parameters
 from .tasks import build_task
 
 FINITE_CHECK_EVERY = 50  # iterations between host syncs that catch a diverged loss early
@@ -156,7 +157,7 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
             result.val_history.append(_scalars(val))
             result.epochs_run = epoch
             if tracker:
-                tracker.log_epoch(epoch, iteration, train_losses, val, epoch_seconds)
+                tracker.log_epoch(epoch, iteration, train_losses, val, epoch_seconds, config.task)
             iteration += len(train_losses)
             score = (val["acc"], -val["loss"])
             improved = best is None or score > best

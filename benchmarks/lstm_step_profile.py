@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmark.catalog import ARCHITECTURES
     from benchmark.config import TrainConfig
-    from benchmark.models import build_model, prepare_kernels
+    from benchmark.kernel_choice import prepare_kernels
+    from benchmark.models import build_model
     from benchmark.perf.machine import measure_sgemm, train_flops_per_sample
     from benchmark.perf.rates import synthetic_mnist
     from benchmark.tasks import build_task

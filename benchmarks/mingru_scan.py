@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmark.cells import MinGRU  # noqa: E402
+from benchmark.cells.minrnn import MinGRU  # noqa: E402
 
 FORMS = ("parallel", "sequential")
 

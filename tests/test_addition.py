@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_config
 
 from benchmark.config import TrainConfig
-from benchmark.models import RecurrentModel
+from benchmark.models import Model
 from benchmark.tasks import Batch
 from benchmark.tasks.addition import AdditionTask, bits_to_int, generate
 
@@ -83,7 +83,7 @@ def test_padding_changes_neither_loss_nor_outputs(arch, loss):
     torch.manual_seed(0)
     config = TrainConfig.for_task("addition", arch, hidden_size=6)
     task = AdditionTask(config.replace(train_size=20, max_train_length=5), "cpu")
-    model = RecurrentModel(arch, 2, 6, 1, readout="per_step").eval()
+    model = Model(arch, 2, 6, 1, readout="per_step").eval()
     lengths = torch.tensor([2, 5, 3])
     x, y = generate(lengths, torch.Generator().manual_seed(0))
     padded_x = torch.cat([x, torch.rand(3, 4, 2)], dim=1)  # junk, not zeros, in the padding

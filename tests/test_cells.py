@@ -7,10 +7,9 @@ import torch
 from conftest import synthetic_mnist, tiny_config
 from torch import nn
 
-import benchmark.cells
 from benchmark import registry
-from benchmark.cells import IndRNN, MinGRU, MinLSTM
-from benchmark.cells.indrnn import RECURRENT_LIMIT
+from benchmark.cells.indrnn import RECURRENT_LIMIT, IndRNN
+from benchmark.cells.minrnn import MinGRU, MinLSTM
 from benchmark.cells.stack import reversal_index
 from benchmark.tasks.mnist import MnistTask
 from benchmark.tasks.pixel_mnist import PermutedPixelMnistTask, PixelMnistTask
@@ -32,11 +31,10 @@ def inputs(seed=1, steps=T, batch=B):
 
 
 def test_importing_the_package_registers_every_cell_by_name():
-    assert benchmark.cells.__all__ == ["IndRNN", "MinGRU", "MinLSTM"]
     wanted = dict(zip(VARIANT_IDS, VARIANTS, strict=True))
     assert {name: (registry.CELLS[name].cls, registry.CELLS[name].bidirectional) for name in wanted} == wanted
-    assert registry.TASK_CLASSES["pixel_mnist"] is PixelMnistTask
-    assert registry.TASK_CLASSES["permuted_pixel_mnist"] is PermutedPixelMnistTask
+    assert registry.TASKS["pixel_mnist"].cls is PixelMnistTask
+    assert registry.TASKS["permuted_pixel_mnist"].cls is PermutedPixelMnistTask
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -215,3 +213,34 @@ def test_a_permuted_pixel_run_records_its_permutation_seed(pixel_data, tracking_
     run = tracker.client.get_run(tracker.run_id)
     assert run.data.params["permutation_seed"] == "0" and run.data.params["task"] == "permuted_pixel_mnist"
     assert run.info.status == "FINISHED"
+
+
+def test_train_hands_data_dir_to_every_task_that_reads_one(tmp_path, monkeypatch, capsys):
+    """`--data-dir` reaches a pixel task's loader as it reaches MNIST rows' (it was once dropped for any other task)."""
+    from conftest import synthetic_mnist
+
+    from benchmark import cli, data
+
+    asked = []
+    monkeypatch.setattr(data, "load_mnist", lambda folder=None: asked.append(folder) or synthetic_mnist(200, 40))
+    folder = tmp_path / "digits"
+    assert cli.main(["train", "--task", "pixel_mnist", "--arch", "indrnn", "--hidden-size", "4", "--epochs", "1",
+                     "--train-size", "20", "--batch-size", "20", "--data-dir", str(folder), "--quiet",
+                     "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db"]) == 0, capsys.readouterr().err
+    assert asked == [str(folder)]
+
+
+def test_a_pixel_checkpoint_records_the_normalisation_its_task_applied():
+    """The checkpoint's input record is what ``as_input`` did: (x / 255 - mean) / std, for pixel MNIST as for rows."""
+    from benchmark.checkpoint import input_normalisation
+    from benchmark.config import TrainConfig
+
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for task in ("pixel_mnist", "permuted_pixel_mnist", "mnist"):
+        record = input_normalisation(TrainConfig.for_task(task, "indrnn"))
+        assert record["applied"] and record["input_scale"] == "standard"
+        by_hand = ((images.double() / 255 - record["mean"]) / record["std"]).float()
+        assert torch.allclose(PixelMnistTask.as_input(None, images).reshape(3, 28, 28), by_hand, atol=1e-5)
+    unit = input_normalisation(TrainConfig.for_task("pixel_mnist", "indrnn", input_scale="unit"))
+    assert (unit["mean"], unit["std"], unit["applied"]) == (0.0, 1.0, False)
+    assert not input_normalisation(TrainConfig.for_task("addition", "indrnn"))["applied"]

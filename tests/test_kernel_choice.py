@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_config, tracked_train
 
 from benchmark import fused, kernel_choice
-from benchmark.models import RecurrentModel, prepare_kernels
+from benchmark.kernel_choice import prepare_kernels
+from benchmark.models import Model
 from benchmark.schema import Tag
 from benchmark.tasks.base import Batch
 
@@ -53,7 +54,7 @@ def test_pick_takes_the_fastest_unless_native_is_within_the_margin(seconds, expe
 
 
 def test_choose_measures_each_candidate_once_per_shape_then_reads_the_cache(cache):
-    model = RecurrentModel("gru", 3, 8, 2)
+    model = Model("gru", 3, 8, 2)
     calls: list[str] = []
     timer = _fake_timer({"native": 3.0, "aten": 1.0, "fused": 2.0}, calls)
     assert kernel_choice.choose(model, _batch(), timer=timer) == "aten"
@@ -67,14 +68,14 @@ def test_choose_measures_each_candidate_once_per_shape_then_reads_the_cache(cach
     def no_timing(model, batch):
         raise AssertionError("a cached shape was timed again")
 
-    assert kernel_choice.choose(RecurrentModel("gru", 3, 8, 2), _batch(), timer=no_timing) == "aten"
+    assert kernel_choice.choose(Model("gru", 3, 8, 2), _batch(), timer=no_timing) == "aten"
     calls.clear()
     assert kernel_choice.choose(model, _batch(batch=7), timer=timer) == "aten"  # another batch size: measured
     assert calls and len(json.loads(cache.read_text())) == 2
 
 
 def test_a_malformed_entry_is_measured_again(cache):
-    model = RecurrentModel("rnn", 3, 8, 2)
+    model = Model("rnn", 3, 8, 2)
     cache.write_text(json.dumps({kernel_choice.shape_key(model, _batch()): "aten"}))  # not a dict
     calls: list[str] = []
     assert kernel_choice.choose(model, _batch(), timer=_fake_timer({"native": 1.0, "aten": 2.0}, calls)) == "native"
@@ -88,32 +89,32 @@ def test_an_unwritable_cache_still_gives_one_pick_per_shape_in_a_process(cache, 
     monkeypatch.setattr(kernel_choice, "write_atomic", refuse)
     calls: list[str] = []
     timer = _fake_timer({"native": 2.0, "aten": 1.0}, calls)
-    assert kernel_choice.choose(RecurrentModel("rnn", 3, 8, 2), _batch(), timer=timer) == "aten"
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=timer) == "aten"
     assert not cache.exists()
     calls.clear()
-    assert kernel_choice.choose(RecurrentModel("rnn", 3, 8, 2), _batch(), timer=timer) == "aten" and not calls
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=timer) == "aten" and not calls
 
 
 def test_a_corrupt_cache_is_measured_again_and_rewritten(cache):
     cache.write_text("{not json")
     calls: list[str] = []
-    choice = kernel_choice.choose(RecurrentModel("rnn", 3, 8, 2), _batch(),
+    choice = kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(),
                                   timer=_fake_timer({"native": 2.0, "aten": 1.0}, calls))
     assert choice == "aten" and calls
     assert [entry["impl"] for entry in json.loads(cache.read_text()).values()] == ["aten"]
 
 
 def test_the_shape_key_separates_what_changes_the_winner(monkeypatch):
-    model = RecurrentModel("lstm", 3, 8, 2)
+    model = Model("lstm", 3, 8, 2)
     key = kernel_choice.shape_key(model, _batch())
-    assert kernel_choice.shape_key(RecurrentModel("lstm", 3, 8, 2), _batch()) == key
-    others = [kernel_choice.shape_key(RecurrentModel("gru", 3, 8, 2), _batch()),
-              kernel_choice.shape_key(RecurrentModel("bilstm", 3, 8, 2), _batch()),
-              kernel_choice.shape_key(RecurrentModel("lstm", 3, 16, 2), _batch()),
-              kernel_choice.shape_key(RecurrentModel("lstm", 3, 8, 2, num_layers=2), _batch()),
+    assert kernel_choice.shape_key(Model("lstm", 3, 8, 2), _batch()) == key
+    others = [kernel_choice.shape_key(Model("gru", 3, 8, 2), _batch()),
+              kernel_choice.shape_key(Model("bilstm", 3, 8, 2), _batch()),
+              kernel_choice.shape_key(Model("lstm", 3, 16, 2), _batch()),
+              kernel_choice.shape_key(Model("lstm", 3, 8, 2, num_layers=2), _batch()),
               kernel_choice.shape_key(model, _batch(steps=9)),
               kernel_choice.shape_key(model, _batch(padded=True)),
-              kernel_choice.shape_key(RecurrentModel("lstm", 3, 8, 2).double(), _batch())]
+              kernel_choice.shape_key(Model("lstm", 3, 8, 2).double(), _batch())]
     assert len({key, *others}) == 1 + len(others)
     fields = json.loads(key)
     assert torch.backends.cpu.get_cpu_capability() in fields["processor"]
@@ -130,7 +131,7 @@ def test_the_shape_key_separates_what_changes_the_winner(monkeypatch):
 
 def test_measuring_leaves_the_model_its_gradients_and_the_random_streams_alone(cache):
     torch.manual_seed(0)
-    model = RecurrentModel("lstm", 3, 8, 2, num_layers=2, dropout=0.5)
+    model = Model("lstm", 3, 8, 2, num_layers=2, dropout=0.5)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     batch = _batch(padded=True)
     torch.manual_seed(123)
@@ -138,26 +139,26 @@ def test_measuring_leaves_the_model_its_gradients_and_the_random_streams_alone(c
     torch.manual_seed(123)
     choice = prepare_kernels(model, CPU, lambda: batch)
     assert torch.equal(torch.rand(3), expected_next_draw)
-    assert choice == model.auto_choice and choice in kernel_choice.candidates("lstm")
+    assert choice == model.cell.auto_choice and choice in kernel_choice.candidates("lstm")
     assert all(p.grad is None for p in model.parameters())
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
 
 
 def test_auto_runs_the_measured_kernel_only_when_training_on_the_cpu():
-    model = RecurrentModel("lstm", 3, 8, 2)
+    model = Model("lstm", 3, 8, 2)
     assert model.resolved_impl(CPU, training=True) == "native"  # never prepared: PyTorch's own kernel
-    model.auto_choice = "aten"
+    model.cell.auto_choice = "aten"
     assert model.resolved_impl(CPU, training=True) == "aten"
     assert model.resolved_impl(CPU, training=False) == "native"  # inference
     assert model.resolved_impl(torch.device("cuda"), training=True) == "native"
-    explicit = RecurrentModel("lstm", 3, 4, 2, impl="loop")
+    explicit = Model("lstm", 3, 4, 2, impl="loop")
 
     def no_batch():
         raise AssertionError("a batch was drawn for a model that measures nothing")
 
-    assert prepare_kernels(explicit, CPU, no_batch) == "loop" and explicit.auto_choice is None
-    assert prepare_kernels(RecurrentModel("lstm", 3, 4, 2), torch.device("cuda"), no_batch) == "native"
+    assert prepare_kernels(explicit, CPU, no_batch) == "loop" and explicit.cell.auto_choice is None
+    assert prepare_kernels(Model("lstm", 3, 4, 2), torch.device("cuda"), no_batch) == "native"
 
 
 def test_without_the_fused_cells_auto_chooses_among_the_others(cache, monkeypatch):
@@ -165,14 +166,14 @@ def test_without_the_fused_cells_auto_chooses_among_the_others(cache, monkeypatc
     assert kernel_choice.candidates("lstm") == ["native", "aten"]
     calls: list[str] = []
     timer = _fake_timer({"native": 2.0, "aten": 1.5, "fused": 0.1}, calls)
-    assert kernel_choice.choose(RecurrentModel("lstm", 3, 8, 2), _batch(), timer=timer) == "aten"
+    assert kernel_choice.choose(Model("lstm", 3, 8, 2), _batch(), timer=timer) == "aten"
     assert "fused" not in calls
 
 
 def test_a_kernel_that_cannot_run_the_model_is_left_out(cache):
     if not fused.available():
         pytest.skip(f"fused cells unavailable: {fused.unavailable_reason()}")
-    model = RecurrentModel("gru", 3, 8, 2).double()  # fused takes float32 only: it raises, and is dropped
+    model = Model("gru", 3, 8, 2).double()  # fused takes float32 only: it raises, and is dropped
     batch = Batch(torch.randn(4, 5, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.int64))
     seconds = kernel_choice.measure(model, batch, ["native", "aten", "fused"])
     assert set(seconds) == {"native", "aten"} and all(0 < s < 60 for s in seconds.values())

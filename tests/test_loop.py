@@ -5,15 +5,15 @@ import torch
 
 from benchmark.catalog import BUILTIN_ARCHITECTURES
 from benchmark.config import ConfigError, TrainConfig
-from benchmark.models import READOUTS, RecurrentModel
+from benchmark.models import READOUTS, Model
 
 LENGTHS = torch.tensor([7, 3, 1, 5, 7, 2])  # right padding; unsorted, as packing allows
 
 
 def _pair(arch, num_layers, readout, input_size=3, hidden=5, output=4, impl="loop"):
     torch.manual_seed(0)
-    native = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl="native")
-    loop = RecurrentModel(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl=impl)
+    native = Model(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl="native")
+    loop = Model(arch, input_size, hidden, output, num_layers=num_layers, readout=readout, impl=impl)
     loop.load_state_dict(native.state_dict())  # same names and shapes: checkpoints move between impls
     return native, loop
 
@@ -63,7 +63,7 @@ def test_padding_never_changes_real_steps(arch, impl):
 
 def test_inter_layer_dropout_only_in_training():
     _, loop = _pair("gru", 2, "last")
-    loop.rnn.dropout = 0.5
+    loop.cell.rnn.dropout = 0.5
     x = torch.randn(8, 5, 3)
     loop.train()
     assert not torch.allclose(loop(x), loop(x))  # a fresh dropout mask each call
@@ -72,13 +72,13 @@ def test_inter_layer_dropout_only_in_training():
 
 
 def test_aten_switches_onednn_off_for_its_call_only(monkeypatch):
-    model = RecurrentModel("lstm", 3, 5, 2, impl="aten")
+    model = Model("lstm", 3, 5, 2, impl="aten")
     seen = []
-    real = model.rnn.forward
-    monkeypatch.setattr(model.rnn, "forward", lambda x: seen.append(torch.backends.mkldnn.enabled) or real(x))
+    real = model.cell.rnn.forward
+    monkeypatch.setattr(model.cell.rnn, "forward", lambda x: seen.append(torch.backends.mkldnn.enabled) or real(x))
     model(torch.randn(2, 4, 3)).sum().backward()
     assert seen == [False] and torch.backends.mkldnn.enabled
-    monkeypatch.setattr(model.rnn, "forward", lambda x: 1 / 0)
+    monkeypatch.setattr(model.cell.rnn, "forward", lambda x: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         model(torch.randn(2, 4, 3))
     assert torch.backends.mkldnn.enabled  # restored on errors too
@@ -94,11 +94,11 @@ def test_explicit_fused_is_refused_when_unavailable(monkeypatch):
 
     monkeypatch.setattr(fused, "_state", {"error": "the fused C++ cells could not be built (no compiler)"})
     with pytest.raises(ValueError, match=r"impl 'fused' is unavailable: .*no compiler.*; use --impl aten or loop"):
-        RecurrentModel("gru", 3, 5, 2, impl="fused")
+        Model("gru", 3, 5, 2, impl="fused")
 
 
 def test_fused_runs_on_cpu_only():
-    model = RecurrentModel("gru", 3, 5, 2, impl="fused")
+    model = Model("gru", 3, 5, 2, impl="fused")
     with pytest.raises(ValueError, match="impl 'fused' runs on the CPU only, not cuda"):
         model.resolved_impl(torch.device("cuda"), training=True)
 
@@ -129,12 +129,12 @@ def test_fused_matches_native_with_many_rows_per_thread(arch):
 
 def test_fused_takes_float32_only_and_auto_falls_back():
     x = torch.randn(4, 5, 3, dtype=torch.float64)
-    auto = RecurrentModel("gru", 3, 8, 2, impl="auto").double()
-    auto.auto_choice = "fused"  # as if measured on a float32 twin
+    auto = Model("gru", 3, 8, 2, impl="auto").double()
+    auto.cell.auto_choice = "fused"  # as if measured on a float32 twin
     assert auto.resolved_impl(torch.device("cpu"), training=True) == "fused"
     auto(x).sum().backward()  # runs aten, in float64
-    assert auto.rnn.weight_hh_l0.grad.dtype == torch.float64
-    explicit = RecurrentModel("gru", 3, 5, 2, impl="fused").double()
+    assert auto.cell.rnn.weight_hh_l0.grad.dtype == torch.float64
+    explicit = Model("gru", 3, 5, 2, impl="fused").double()
     with pytest.raises(ValueError, match="impl 'fused' takes float32 CPU tensors, not torch.float64"):
         explicit(x)
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from benchmark.catalog import BUILTIN_ARCHITECTURES, LOSSES
-from benchmark.models import RecurrentModel, build_model
-from benchmark.tasks import TASKS, build_task
+from benchmark.catalog import BUILTIN_ARCHITECTURES, BUILTIN_TASKS, LOSSES
+from benchmark.models import Model, build_model
+from benchmark.tasks import build_task
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def tasks(mnist_data):
     }
 
 
-@pytest.mark.parametrize("task_name", list(TASKS))
+@pytest.mark.parametrize("task_name", list(BUILTIN_TASKS))
 @pytest.mark.parametrize("arch", list(BUILTIN_ARCHITECTURES))
 @pytest.mark.parametrize("loss", LOSSES)
 def test_shapes_gradients_and_learning(tasks, task_name, arch, loss):
@@ -47,7 +47,7 @@ def test_shapes_gradients_and_learning(tasks, task_name, arch, loss):
 
 @pytest.mark.parametrize("arch", list(BUILTIN_ARCHITECTURES))
 def test_any_batch_size_and_length(arch):
-    model = RecurrentModel(arch, 28, 8, 10, num_layers=2).eval()
+    model = Model(arch, 28, 8, 10, num_layers=2).eval()
     for batch, steps in [(1, 1), (3, 28), (7, 100)]:
         assert model(torch.rand(batch, steps, 28)).shape == (batch, 10)
 
@@ -55,13 +55,13 @@ def test_any_batch_size_and_length(arch):
 def test_bidirectional_readout_uses_both_final_states():
     """The backward direction's final state is its state after reading step 0, not output[:, -1]."""
     torch.manual_seed(0)
-    model = RecurrentModel("bigru", 3, 4, 2).eval()
+    model = Model("bigru", 3, 4, 2).eval()
     x = torch.rand(2, 5, 3)
-    output, h_n = model.rnn(x)
+    output, h_n = model.cell.rnn(x)
     expected_features = torch.cat([output[:, -1, :4], output[:, 0, 4:]], dim=-1)
     torch.testing.assert_close(model(x), model.head(expected_features))
 
 
 def test_unknown_architecture_lists_valid_ones():
     with pytest.raises(ValueError, match="valid: rnn, lstm, gru, birnn, bilstm, bigru"):
-        RecurrentModel("transformer", 2, 4, 1)
+        Model("transformer", 2, 4, 1)

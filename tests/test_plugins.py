@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from test_tuning import TINY, runs
 
 from benchmark import catalog, cli, plugins, registry
 from benchmark.checkpoint import CheckpointError, load_checkpoint, load_run_checkpoint, save_checkpoint
-from benchmark.models import CellModel, build_model
+from benchmark.models import Model, build_model
 from benchmark.schema import Tag
 from benchmark.tasks import build_task
 from benchmark.train import fit
@@ -61,20 +62,19 @@ def write_plugin(folder: Path, text: str, file="my_cells.py") -> Path:
 @pytest.fixture(autouse=True)
 def restore_registry():
     """Each test registers into the process's registry and catalog; put them back as they were."""
-    saved = (dict(catalog.ARCHITECTURES), list(catalog.TASKS), dict(registry.CELLS), dict(registry.TASK_CLASSES),
-             dict(registry.TASK_SOURCES), dict(plugins.LOADED))
+    saved = (dict(catalog.ARCHITECTURES), list(catalog.TASKS), dict(registry.CELLS), dict(registry.TASKS),
+             dict(plugins.LOADED))
     yield
-    for live, copy in zip((catalog.ARCHITECTURES, catalog.TASKS, registry.CELLS, registry.TASK_CLASSES,
-                           registry.TASK_SOURCES, plugins.LOADED), saved, strict=True):
+    for live, copy in zip((catalog.ARCHITECTURES, catalog.TASKS, registry.CELLS, registry.TASKS, plugins.LOADED),
+                          saved, strict=True):
         live.clear()
         live.update(copy) if isinstance(live, dict) else live.extend(copy)
 
 
 def forget_plugins() -> None:
-    for live in (registry.CELLS, plugins.LOADED):
-        live.clear()
+    plugins.LOADED.clear()
     for name in [n for n, spec in catalog.ARCHITECTURES.items() if "plugin" in spec]:
-        del catalog.ARCHITECTURES[name]
+        del catalog.ARCHITECTURES[name], registry.CELLS[name]
 
 
 def train_argv(tmp_path, arch="mycell", task="addition") -> list[str]:
@@ -87,13 +87,14 @@ def test_a_plugin_file_cell_trains_and_its_checkpoint_round_trips(tmp_path, caps
     path = write_plugin(tmp_path, cell_source())
     assert cli.main(["--plugin", str(path), *train_argv(tmp_path)]) == 0
     assert "mycell on addition" in capsys.readouterr().out
-    assert catalog.ARCHITECTURES["mycell"] == {"cell": "mycell", "bidirectional": False, "plugin": str(path)}
+    assert catalog.ARCHITECTURES["mycell"] == {"cell": "mycell", "bidirectional": False, "plugin": str(path),
+                                               "label": "mycell", "colour": "", "kernels": False}
     (loaded,) = [p for p in plugins.LOADED.values() if p.spec == str(path)]
     assert loaded.file == str(path) and loaded.sha256 == registry.file_sha256(path) and loaded.cells == ("mycell",)
     (run,) = runs(f"sqlite:///{tmp_path}/mlruns/mlflow.db", "run")
     assert run.data.tags[Tag.PLUGINS] == f"{path}@{registry.file_sha256(path)}"
     model, config = load_run_checkpoint(run.info.run_id, f"sqlite:///{tmp_path}/mlruns/mlflow.db")
-    assert isinstance(model, CellModel) and config.arch == "mycell"
+    assert isinstance(model, Model) and config.arch == "mycell"
 
 
 def test_plugins_come_from_the_environment_and_from_entry_points(tmp_path, monkeypatch, capsys):
@@ -168,6 +169,40 @@ def test_a_plugin_task_trains_and_a_task_lacking_the_protocol_is_refused(tmp_pat
     assert cli.main(["--plugin", str(broken), *train_argv(tmp_path, "lstm", "brokenadd")]) == 2
     assert "task 'brokenadd' breaks the contract: ShortAddition lacks train_size, train_batches, loss, evaluate" \
         in capsys.readouterr().err
+
+
+RECORDED_TASK = """
+from benchmark import register_task
+from benchmark.tasks.addition import AdditionTask
+
+
+@register_task("evensum", label="Even sums", description="sums of bit strings, scored whole",
+               metrics=("acc", "exact"), metric_labels={"exact": "exact-match rate"})
+class EvenSum(AdditionTask):
+    name = "evensum"
+
+    def evaluate(self, model, split, loss_name):
+        scores = super().evaluate(model, split, loss_name)
+        return {**scores, "exact": scores["seq_acc"]}
+"""
+
+
+def test_a_plugin_tasks_record_names_its_metric_and_label_everywhere(tmp_path, tracking_uri, capsys):
+    """A task from a file rnnbench has never seen: its own metric in the tracker and the summary line, and its label
+    and metric's words in the report, from its record alone."""
+    path = write_plugin(tmp_path, RECORDED_TASK, "evensum.py")
+    assert cli.main(["--plugin", str(path), *train_argv(tmp_path, "lstm", "evensum")]) == 0
+    line = capsys.readouterr().out
+    exact = re.search(r"test_exact (\d+\.\d+)%", line)
+    assert exact and "test_acc" in line, line
+    (run,) = runs(tracking_uri, "run")
+    assert 100 * run.data.metrics["test_exact"] == pytest.approx(float(exact.group(1)), abs=0.005)
+    assert "val_exact" in run.data.metrics and "test_seq_acc" not in run.data.metrics  # the record's metrics only
+    assert cli.main(["--plugin", str(path), "report", "--tracking-uri", tracking_uri, "--out", str(tmp_path / "r"),
+                     "--no-timestamp", "--quiet", "--storage", str(tmp_path / "none.journal")]) == 0
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "Even sums: sums of bit strings, scored whole." in markdown
+    assert "| exact-match rate |" in markdown
 
 
 def test_workers_are_handed_the_launchers_plugins(tmp_path, monkeypatch):
@@ -249,7 +284,6 @@ def test_checkpoints_record_the_readout_and_the_input_normalisation(tmp_path, mn
 
 # --- the cell contract, over every registered cell (rnnbench's own plugins included) and the example ---
 
-registry.load_builtin_plugins()
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "janet.py"  # the file researchers copy
 CONTRACT_CELLS = ["mycell", "bimycell", "janet", "bijanet", *registry.list_cells()]
 
@@ -273,7 +307,7 @@ def test_every_registered_cell_keeps_the_contract(cell):
 @pytest.mark.parametrize("cell", CONTRACT_CELLS, indirect=True)
 def test_every_registered_cell_in_its_model_shapes_gradients_padding_and_checkpoint(cell, readout, tmp_path):
     torch.manual_seed(0)
-    model = CellModel(cell, 3, 5, 2, num_layers=2, readout=readout)
+    model = Model(cell, 3, 5, 2, num_layers=2, readout=readout)
     x, lengths = torch.randn(4, 6, 3), torch.tensor([6, 4, 2, 1])
     logits = model(x, lengths)
     assert logits.shape == ((4, 2) if readout == "last" else (4, 6, 2))

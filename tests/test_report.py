@@ -12,12 +12,12 @@ from benchmark import cli, report, stats
 from benchmark.notebook import NOTEBOOK_REFERENCE
 from benchmark.report import worker
 from benchmark.report.sections.findings import TIE_POINTS
-from benchmark.report.sections.goals import MNIST_GOALS
 from benchmark.report.sections.provenance import provenance
 from benchmark.report.sections.reproduction import reproduction
 from benchmark.report.sections.studies import _importances
 from benchmark.report.select import best_run, trial_counts
 from benchmark.schema import Metric, Role, RunStatus, Suite, Tag, TrialState
+from benchmark.tasks import MNIST_GOALS
 
 ARCHS = ("lstm", "gru", "bilstm")
 
@@ -40,7 +40,7 @@ def comparison_table(markdown: str, task: str) -> dict[str, dict[str, str]]:
     """Rows of the comparison tables of one task (accuracy, then configuration), keyed by arch, cells keyed by
     header; each table no wider than 8 columns (a GitHub page)."""
     section = markdown.split("## Comparison", 1)[1].split("\n## ", 1)[0]
-    blocks = section.split(f"### {task}\n", 1)[1].strip().split("\n\n")
+    blocks = [block for block in section.split(f"### {task}\n", 1)[1].strip().split("\n\n") if block.startswith("|")]
     rows: dict[str, dict[str, str]] = {}
     for block in blocks[:2]:
         lines = [line.strip("|").split("|") for line in block.splitlines()]

@@ -110,7 +110,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, arch):
     result.model.eval()
     with torch.no_grad():
         assert torch.equal(model(x, lengths), result.model(x, lengths))
-    assert model.rnn.hidden_size == config.hidden_size
+    assert model.cell.rnn.hidden_size == config.hidden_size
 
 
 def test_the_fused_build_happens_before_the_first_epoch_clock(monkeypatch):

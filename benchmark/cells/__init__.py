@@ -1,15 +1,37 @@
-"""Recent recurrent cells, added through the public plugin API: importing this package registers them.
+"""Every cell rnnbench ships, registered through ``register_cell`` as a plugin's are: the one list of them.
 
-Example: rnnbench train --task mnist --arch mingru
+Example: python -c "import benchmark; print(benchmark.list_architectures())"
 
-``indrnn`` / ``biindrnn`` (IndRNN, Li et al. 2018), ``mingru`` / ``bimingru`` and ``minlstm`` / ``biminlstm``
-(Feng et al. 2024). Each cell takes ``(input_size, hidden_size, *, num_layers, dropout, bidirectional)`` and maps
-``(x [B, T, F], lengths)`` to ``(outputs [B, T, D*H], last [B, D*H])``, honouring right padding.
+Each line names the cell, its class (imported when a model is first built, so this list costs no torch) and
+its direction; the order here is the order of every table and legend. ``rnn``, ``lstm``, ``gru`` and their
+bidirectional forms run ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with a choice of kernel (``native.py``);
+``indrnn`` is IndRNN (Li et al. 2018), ``mingru`` and ``minlstm`` are minGRU and minLSTM (Feng et al. 2024).
+A new cell goes in a module of its own here, and one line below. Every cell takes ``(input_size, hidden_size,
+*, num_layers, dropout, bidirectional)`` and maps ``(x [B, T, F], lengths)`` to ``(outputs [B, T, D*H],
+last [B, D*H])``, honouring right padding.
 """
 
 from __future__ import annotations
 
-from .indrnn import IndRNN
-from .minrnn import MinGRU, MinLSTM
+from ..catalog import IMPLS
+from ..registry import register_cell
 
-__all__ = ["IndRNN", "MinGRU", "MinLSTM"]
+# name, class, bidirectional, label in tables and figures, colour in figures (matplotlib's tab10 for the six)
+BUILTIN_CELLS = (
+    ("rnn", "native:RNN", False, "RNN", "#1f77b4"),
+    ("lstm", "native:LSTM", False, "LSTM", "#ff7f0e"),
+    ("gru", "native:GRU", False, "GRU", "#2ca02c"),
+    ("birnn", "native:RNN", True, "BiRNN", "#d62728"),
+    ("bilstm", "native:LSTM", True, "BiLSTM", "#9467bd"),
+    ("bigru", "native:GRU", True, "BiGRU", "#8c564b"),
+    ("indrnn", "indrnn:IndRNN", False, "IndRNN", ""),
+    ("biindrnn", "indrnn:IndRNN", True, "BiIndRNN", ""),
+    ("mingru", "minrnn:MinGRU", False, "minGRU", ""),
+    ("bimingru", "minrnn:MinGRU", True, "BiminGRU", ""),
+    ("minlstm", "minrnn:MinLSTM", False, "minLSTM", ""),
+    ("biminlstm", "minrnn:MinLSTM", True, "BiminLSTM", ""),
+)
+
+for _name, _target, _bidirectional, _label, _colour in BUILTIN_CELLS:
+    register_cell(_name, f"{__name__}.{_target}", bidirectional=_bidirectional, label=_label, colour=_colour,
+                  impls=IMPLS if _target.startswith("native:") else ())

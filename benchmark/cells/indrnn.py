@@ -17,8 +17,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from benchmark import register_cell
-
 from .stack import DirectionalStack
 
 RECURRENT_LIMIT = 1.0
@@ -48,8 +46,6 @@ class IndRNNLayer(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
-@register_cell("biindrnn", bidirectional=True)
-@register_cell("indrnn")
 class IndRNN(nn.Module):
     """Stacked IndRNN layers (ReLU), dropout between layers; see the module docstring for the weight bound."""
 

@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark import register_cell
-
 from .stack import DirectionalStack
 
 
@@ -116,16 +114,12 @@ class ScanCell(nn.Module):
         return self.stack(x, lengths, method="forward_sequential")
 
 
-@register_cell("bimingru", bidirectional=True)
-@register_cell("mingru")
 class MinGRU(ScanCell):
     """Stacked minGRU layers, dropout between layers."""
 
     layer_class = MinGRULayer
 
 
-@register_cell("biminlstm", bidirectional=True)
-@register_cell("minlstm")
 class MinLSTM(ScanCell):
     """Stacked minLSTM layers, dropout between layers."""
 

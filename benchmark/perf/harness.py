@@ -20,16 +20,18 @@ from ..config import TrainConfig
 from ..data import bad_files, default_data_dir, load_mnist
 from ..files import write_atomic
 from ..models import build_model
-from ..registry import CELLS as REGISTERED_CELLS
+from ..registry import cell_spec
 from ..tasks import build_task
 from ..tasks.addition import TEST_PER_LENGTH
 from ..train import fit, resolve_device
 from .machine import cpu_info, measure_sgemm, theoretical_peak, train_flops_per_sample
 from .notebook_loops import notebook_addition_rate, notebook_mnist_dataset, notebook_mnist_rate
 from .rates import (
+    ADDITION,
     FULL,
     PERF_VAL_IMAGES,
     QUICK,
+    ROWS,
     Sizes,
     auto_pick,
     batching_rate,
@@ -104,7 +106,7 @@ def run(*, quick: bool = False, threads: int = 2, out: str | Path | None = "repo
         report.add(f"Device: {target.type} ({torch.cuda.get_device_name(target)}); the CPU-only sections are "
                    "left out.", "")
     peak, sgemm = _processor(report, info, threads, sizes, quick) if on_cpu else (math.nan, math.nan)
-    config = TrainConfig.for_task("mnist", "lstm", hidden_size=sizes.hidden, batch_size=sizes.batch, threads=threads,
+    config = TrainConfig.for_task(ROWS, "lstm", hidden_size=sizes.hidden, batch_size=sizes.batch, threads=threads,
                                   device=target.type)
     task = build_task(config, target, **data)
     _training_step(report, config, task, sizes, archs, peak, sgemm)
@@ -159,12 +161,12 @@ def _training_step(report: Report, mnist_task_config: TrainConfig, task, sizes: 
         impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
     for _ in range(sizes.repeats):
         for arch in archs:
-            for impl in impls if arch not in REGISTERED_CELLS else ["auto"]:
+            for impl in impls if cell_spec(arch).impls else ["auto"]:
                 rate = step_rate(mnist_task_config.replace(arch=arch, impl=impl), task, sizes.batches)
                 rates[arch, impl] = max(rates.get((arch, impl), 0.0), rate)
     rows = []
     for arch in archs:
-        if arch in REGISTERED_CELLS:  # its own forward: one rate, and no gate count to turn into FLOPs
+        if not cell_spec(arch).impls:  # its own forward: one rate, and no gate count to turn into FLOPs
             rows.append([arch, "n/a", "n/a", "n/a", "n/a", f"its own ({_k(rates[arch, 'auto'])})", "n/a", "n/a",
                          "n/a", "n/a"])
             continue
@@ -193,9 +195,8 @@ SMALL_SHAPES = ((32, 32), (32, 64), (64, 32), (64, 64))  # (hidden, batch): addi
 def _small_shapes(report: Report, mnist_task_config: TrainConfig, mnist_task, sizes: Sizes, threads: int) -> None:
     """train_step per impl at small hidden sizes and batches, on both tasks: does ``auto`` pick the fastest?"""
     impls = ["native", "aten", "loop", "fused"] if fused.available() else ["native", "aten", "loop"]
-    addition_config = TrainConfig.for_task("addition", "lstm", train_size=2000, threads=threads)
-    tasks = {"mnist": (mnist_task_config, mnist_task),
-             "addition": (addition_config, build_task(addition_config, "cpu"))}
+    addition_config = TrainConfig.for_task(ADDITION, "lstm", train_size=2000, threads=threads)
+    tasks = {ROWS: (mnist_task_config, mnist_task), ADDITION: (addition_config, build_task(addition_config, "cpu"))}
     batches = max(3 * sizes.batches, 6)  # small steps: more of them for a stable figure
     rates: dict[tuple, float] = {}
     for _ in range(sizes.repeats):
@@ -236,7 +237,7 @@ def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, 
         for arch in archs:
             config = mnist_task_config.replace(arch=arch, epochs=2, train_size=sizes.batches * sizes.batch)
             ours[arch] = max(ours.get(arch, 0.0), fit_rate(config, fit_task)[0])
-            if arch not in REGISTERED_CELLS:  # the notebook has no loop for a registered cell
+            if cell_spec(arch).impls:  # the notebook has no loop for a registered cell
                 theirs[arch] = max(theirs.get(arch, 0.0),
                                    notebook_mnist_rate(arch, trainloader, sizes.hidden, sizes.batches, device))
     report.add(f"## MNIST training, samples/s (hidden {sizes.hidden}, batch {sizes.batch}, "
@@ -252,7 +253,7 @@ def _mnist_training(report: Report, mnist_task_config: TrainConfig, data: dict, 
 
 def _addition(report: Report, sizes: Sizes, threads: int, device: str = "cpu"):
     """The notebook's addition experiment through fit, then the notebook's per-string loop (on the CPU)."""
-    addition = TrainConfig.for_task("addition", "lstm", epochs=sizes.addition_epochs,
+    addition = TrainConfig.for_task(ADDITION, "lstm", epochs=sizes.addition_epochs,
                                     train_size=sizes.addition_train_size, threads=threads, device=device)
     started = time.perf_counter()
     add_result = fit(addition, quiet=True)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..catalog import ARCHITECTURES
-from ..models import CELLS
+from ..cells.native import MODULES
 
 
 # ---------------------------------------------------------------- the notebook, copied faithfully
@@ -25,7 +25,7 @@ class NotebookModel(nn.Module):
         spec = ARCHITECTURES[arch]
         self.cell, self.bidirectional, self.hidden = spec["cell"], spec["bidirectional"], hidden
         self.directions = 2 if self.bidirectional else 1
-        self.rnn = CELLS[self.cell](28, hidden, 1, bidirectional=self.bidirectional)
+        self.rnn = MODULES[self.cell](28, hidden, 1, bidirectional=self.bidirectional)
         self.layer2 = nn.Linear(hidden * self.directions, 10)
 
     def forward(self, X):

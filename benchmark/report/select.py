@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from ..catalog import BUILTIN_ARCHITECTURES, arch_colour
+from ..registry import task_record
 from ..schema import Metric, Role, RunStatus, Suite, Tag, TrialState, rank_key
 from ..stats import mean_std
 from .snapshot import RunRecord, Snapshot
@@ -54,10 +55,10 @@ def tuned_best(snap: Snapshot) -> dict[tuple[str, str], RunRecord]:
     return best
 
 
-def best_mnist(runs: Iterable[RunRecord]) -> RunRecord | None:
-    """The best among finished MNIST trials and plain runs; not study parents (they repeat their best
-    trial's metrics) nor seed confirmations (each validated on its own split)."""
-    return best_of(r for r in runs if r.task == "mnist" and r.role in (Role.TRIAL, Role.RUN))
+def best_digits(runs: Iterable[RunRecord]) -> RunRecord | None:
+    """The best among finished trials and plain runs of tasks that read image rows (MNIST); not study parents
+    (they repeat their best trial's metrics) nor seed confirmations (each validated on its own split)."""
+    return best_of(r for r in runs if task_record(r.task).pixel_rows and r.role in (Role.TRIAL, Role.RUN))
 
 
 def first_seen_order(snap: Snapshot) -> dict[str, int]:
@@ -130,13 +131,15 @@ def headline(snap: Snapshot, task: str, archs: Iterable[str]) -> dict[str, tuple
     return {arch: (run.metric(Metric.TEST_ACC), []) for arch, run in runs.items()}
 
 
-def longest_length(snap: Snapshot, run: RunRecord) -> tuple[int, float, float] | None:
-    """(length, bit accuracy, whole-string accuracy) at the longest length tested, from the histories."""
-    bits = dict(snap.history(run.run_id, Metric.TEST_BIT_ACC_BY_LEN))
-    if not bits:
+def longest_length(snap: Snapshot, run: RunRecord) -> tuple | None:
+    """(length, then each of the task's per-length metrics) at the longest length tested, from the histories:
+    addition's (length, bit accuracy, whole-string accuracy)."""
+    metrics = task_record(run.task).per_length
+    histories = [dict(snap.history(run.run_id, Metric.by_length(name))) for name in metrics]
+    if not histories or not histories[0]:
         return None
-    length = max(bits)
-    return length, bits[length], dict(snap.history(run.run_id, Metric.TEST_SEQ_ACC_BY_LEN)).get(length)
+    length = max(histories[0])
+    return (length, *(history.get(length) for history in histories))
 
 
 def arch_colours(snap: Snapshot) -> dict[str, str]:
@@ -148,12 +151,12 @@ def arch_colours(snap: Snapshot) -> dict[str, str]:
 
 
 def trained_on(task: str, runs: Iterable[RunRecord]) -> str:
-    """What ``runs`` were trained on, in words, for figure titles: 'MNIST', 'addition, lengths 1..20'."""
-    if task != "addition":
-        return "MNIST" if task == "mnist" else task
-    spans = {f"length {r.param('train_lengths')}" if r.param("train_lengths")
-             else f"lengths 1..{r.param('max_train_length')}" for r in runs if r.param("max_train_length")}
-    return f"addition, {spans.pop()}" if len(spans) == 1 else "addition"
+    """What ``runs`` were trained on, in words, for figure titles: 'MNIST', 'addition, lengths 1..20'; the task
+    alone where they differ."""
+    record = task_record(task)
+    spans = {record.trained_on(tuple(int(n) for n in r.param("train_lengths").split(",") if n.strip()),
+                               int(r.param("max_train_length"))) for r in runs if r.param("max_train_length")}
+    return spans.pop() if len(spans) == 1 else record.display
 
 
 def run_kind(*runs: RunRecord | None) -> str:

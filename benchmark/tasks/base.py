@@ -1,6 +1,6 @@
 """What a task is to the training loop: a ``Batch`` and the ``Task`` protocol.
 
-Example: python -c "from benchmark.tasks import TASKS; print({n: t.readout for n, t in TASKS.items()})"
+Example: python -c "from benchmark.tasks import task_class; print(task_class('addition').readout)"
 
 A task owns its data (already on the device), its batching, its loss wiring and its metrics; ``fit``
 sees only this protocol. Losses return ``(sum, count)`` so that batches of any size and length

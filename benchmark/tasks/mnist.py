@@ -16,11 +16,11 @@ import torch
 from torch import Tensor
 
 from ..losses import CLASS_LOSSES
+from . import PIXEL_MEAN, PIXEL_STD
 from .base import Batch
 
 VALIDATION_FRACTION = 1 / 6  # 10k of the 60k training images
 EVAL_BATCH = 5000
-PIXEL_MEAN, PIXEL_STD = 0.1307, 0.3081  # of the 60k training images scaled to [0, 1]
 
 
 class MnistTask:
@@ -33,9 +33,7 @@ class MnistTask:
     def __init__(self, config, device, *, train_images: Tensor | None = None, train_labels: Tensor | None = None,
                  test_images: Tensor | None = None, test_labels: Tensor | None = None, data_dir=None):
         if train_images is None:
-            from ..data import load_mnist  # torchvision: only when no preloaded tensors are given
-
-            loaded = load_mnist(str(data_dir) if data_dir else None)
+            loaded = self.load_data(data_dir)
             train_images, train_labels = loaded["train_images"], loaded["train_labels"]
             test_images, test_labels = loaded["test_images"], loaded["test_labels"]
         self.device = torch.device(device)
@@ -54,6 +52,13 @@ class MnistTask:
             "val": self._to_device(train_images[val_index], train_labels[val_index]),
             "test": self._to_device(test_images, test_labels),
         }
+
+    @staticmethod
+    def load_data(data_dir=None) -> dict:
+        """The MNIST images and labels as uint8 / int64 tensors, from ``data_dir`` or the default data folder."""
+        from ..data import load_mnist  # torchvision: only when no preloaded tensors are given
+
+        return load_mnist(str(data_dir) if data_dir else None)
 
     def dataset(self) -> dict:
         """The run's dataset input: the images' md5 and the split sizes; a training subset is in the name."""

@@ -6,7 +6,7 @@ The long-sequence versions of MNIST rows (Le et al. 2015): the same images, the 
 training set and the official 10k test set as ``mnist`` (``MnistTask``'s data handling, reused), read one pixel
 per step. The permuted task shuffles the 784 pixels with one permutation drawn from ``permutation_seed``, the
 same for every run, which breaks the local structure a raster scan leaves for the recurrence to exploit.
-Registered through the public plugin API: importing this module adds both tasks.
+Both are registered, with their records, in ``benchmark/tasks/__init__.py``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark import register_task
-
 from .mnist import MnistTask
 
 PIXELS = 28 * 28
 
 
-@register_task("pixel_mnist")
 class PixelMnistTask(MnistTask):
     name = "pixel_mnist"
     input_size = 1
@@ -36,7 +33,6 @@ class PixelMnistTask(MnistTask):
         return {}
 
 
-@register_task("permuted_pixel_mnist")
 class PermutedPixelMnistTask(PixelMnistTask):
     name = "permuted_pixel_mnist"
     permutation_seed = 0

@@ -34,8 +34,8 @@ from ..schema import (
     Suite,
     Tag,
 )
-from ..store import get_or_create_experiment, mask_url
-from ..tracking import environment_tags
+from ..store import mask_url
+from ..tracking import RunTracker, environment_tags
 from .study_file import StudySpec, spec_mismatch
 
 SURPLUS = "SURPLUS"  # trial_counts' key for surplus trials (their Optuna state is FAIL)
@@ -238,21 +238,17 @@ def elect_parent_run(study, storage, spec: StudySpec, client, storage_label: str
 
 def _create_candidate(study_name: str, spec: StudySpec, client, storage_label: str) -> str:
     """A parent run for the study, with its tags and the study's definition as params."""
-    from mlflow.entities import Param
-
-    experiment_id = get_or_create_experiment(client, spec.task)
     tags = {**environment_tags(), Tag.TASK: spec.task, Tag.ARCH: spec.arch, Tag.SUITE: Suite.TUNE,
             Tag.ROLE: Role.STUDY, Tag.STUDY: study_name, Tag.PRESET: spec.preset}
     if storage_label:
         tags[Tag.OPTUNA_STORAGE] = mask_url(storage_label)
-    run_id = client.create_run(experiment_id, run_name=study_name, tags=tags).info.run_id
     params = {StudyParam.STUDY_FILE: spec.path, StudyParam.PRESET: spec.preset, StudyParam.EPOCHS: spec.epochs,
               StudyParam.TRIALS: spec.trials, StudyParam.SAMPLER: _compact(spec.sampler_dict),
               StudyParam.PRUNER: _compact(spec.pruner_dict),
               **{f"{StudyParam.SPACE_PREFIX}{p.name}": p.describe() for p in spec.space},
               **{f"{StudyParam.FIXED_PREFIX}{k}": v for k, v in spec.fixed}}
-    client.log_batch(run_id, params=[Param(k, str(v)[:PARAM_LIMIT]) for k, v in params.items()])
-    return run_id
+    params = {key: str(value)[:PARAM_LIMIT] for key, value in params.items()}
+    return RunTracker.create(client, spec.task, study_name, tags, params).run_id
 
 
 def _compact(values: dict) -> str:

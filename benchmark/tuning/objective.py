@@ -99,19 +99,18 @@ class Objective:
             tracker.finish(RunStatus.KILLED)
             self._line(trial, values, TrialState.PRUNED, None, started, f"at epoch {stopped_at[0]}")
             raise
-        except KeyboardInterrupt:
-            trial.set_user_attr(StudyAttr.ENDED_BY, EndedBy.INTERRUPT)
+        except BaseException as error:
+            interrupted = isinstance(error, KeyboardInterrupt)
             tracker.set_tags({Tag.TRIAL_STATE: TrialState.FAIL})
-            tracker.finish(RunStatus.KILLED, error="interrupted (KeyboardInterrupt)")
-            self._line(trial, values, TrialState.FAIL, None, started, "interrupted")
+            message = tracker.end_with(error)
+            if interrupted:
+                trial.set_user_attr(StudyAttr.ENDED_BY, EndedBy.INTERRUPT)
+            elif isinstance(error, Exception):
+                trial.set_user_attr(StudyAttr.ERROR, message[:1000])
+            self._line(trial, values, TrialState.FAIL, None, started, "interrupted" if interrupted else message)
+            if isinstance(error, Exception):
+                raise TrialFailed(message) from error
             raise
-        except Exception as error:
-            message = f"{type(error).__name__}: {error}"
-            trial.set_user_attr(StudyAttr.ERROR, message[:1000])
-            tracker.set_tags({Tag.TRIAL_STATE: TrialState.FAIL})
-            tracker.finish(RunStatus.FAILED, error=message)
-            self._line(trial, values, TrialState.FAIL, None, started, message)
-            raise TrialFailed(message) from error
         value = float(result.val["acc"])
         trial.set_user_attr(StudyAttr.TEST_ACC, float(result.test["acc"]))
         trial.set_user_attr(StudyAttr.VAL_LOSS, float(result.val.get("loss", math.inf)))  # ties of value

@@ -30,6 +30,7 @@ from ..config import ConfigError
 from ..plugins import PLUGINS_ENV, environment_value
 from ..schema import EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
+from ..tasks import preload
 from ..tracking import RunTracker
 from .coordination import (
     ensure_parent_run,
@@ -87,11 +88,7 @@ def run_worker(spec: StudySpec, study_name: str, storage_url: str, tracking_uri:
 
         torch.set_num_threads(threads)
     client = client_for(tracking_uri)
-    task_data = None
-    if spec.task == "mnist":
-        from ..data import load_mnist  # numpy and torchvision: only an MNIST study loads its data
-
-        task_data = load_mnist()  # once per worker, not once per trial
+    task_data = preload(spec.task)  # once per worker, not once per trial
     objective = Objective(spec, study_name, parent, resolve_tracking_uri(tracking_uri), threads=threads, quiet=quiet,
                           fit_quiet=fit_quiet, task_data=task_data, client=client, budget=budget,
                           system_metrics=system_metrics)

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import ADDITION_EVAL_LENGTHS, ARCHITECTURES, PRESETS, TASKS
+from ..catalog import ARCHITECTURES, PRESETS, TASKS
 from ..config import ConfigError, TrainConfig
-from ..registry import load_builtin_plugins
+from ..registry import task_record
 from .study_checks import LAYER_KEYS, Failer, StudyFileError, check_layer, table_at
 
 
@@ -119,9 +119,10 @@ class StudySpec:
     def fingerprint(self) -> str:
         """Identifies what the trials mean (space, fixed settings, epochs), not the session budget."""
         fixed = self.fixed_dict
-        if self.task == "addition" and "eval_lengths" not in fixed:
+        defaults = task_record(self.task).defaults
+        if "eval_lengths" in defaults and "eval_lengths" not in fixed:
             # The shipped file once spelled out the default lengths: the same trials keep the same fingerprint.
-            fixed = {**fixed, "eval_lengths": ADDITION_EVAL_LENGTHS}
+            fixed = {**fixed, "eval_lengths": tuple(defaults["eval_lengths"])}
         meaning = {"task": self.task, "arch": self.arch, "space": [dataclasses.asdict(p) for p in self.space],
                    "fixed": fixed, "epochs": self.epochs}
         return hashlib.sha256(json.dumps(meaning, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -155,17 +156,6 @@ def load_study(path: str | Path, arch: str, preset: str = "quick") -> StudySpec:
     return specs[(arch, preset)]
 
 
-def _names_in(data: dict) -> set[str]:
-    """The task and architecture names a study file uses (whatever their shape; the checks come later)."""
-    def keys(table) -> set[str]:
-        return set(table) if isinstance(table, dict) else set()
-
-    presets = data.get("presets")
-    names = keys(data.get("arch")) | {name for p in (presets.values() if isinstance(presets, dict) else ())
-                                       if isinstance(p, dict) for name in keys(p.get("arch"))}
-    return names | ({data["task"]} if isinstance(data.get("task"), str) else set())
-
-
 def parse_study_file(path: str | Path) -> dict[tuple[str, str], StudySpec]:
     """Every (arch, preset) spec of a study file, or one StudyFileError line."""
     path = Path(path)
@@ -180,15 +170,13 @@ def parse_study_file(path: str | Path) -> dict[tuple[str, str], StudySpec]:
         reason, at = re.match(r"(.*?)(?: \(at line (\d+), column (\d+)\))?$", str(error)).group(1, 2)
         raise StudyFileError(f"{path}:{at or 1}: invalid TOML: {reason}") from None
     fail = Failer(path, text)
-    if not _names_in(data) <= set(ARCHITECTURES) | set(TASKS):
-        load_builtin_plugins()  # the cells and tasks rnnbench ships as plugins (torch): only when a file names one
 
     allowed_top = LAYER_KEYS | {"task", "description", "arch", "presets"}
     for key in data:
         if key not in allowed_top:
             fail((key,), f"unknown key; valid: {', '.join(sorted(allowed_top))}")
     if "task" not in data:
-        fail((), "missing 'task' (mnist or addition)")
+        fail((), f"missing 'task' ({', '.join(TASKS)})")
     task = data["task"]
     if task not in TASKS:
         fail(("task",), f"unknown task {task!r}; valid: {', '.join(TASKS)}")
@@ -274,8 +262,8 @@ def _build(fail, path: str, task: str, arch: str, preset: str, layers: list) -> 
                 fail(key, f"value {value!r} is invalid: {error}")
         params.append(Param(name, entry["type"], entry.get("low"), entry.get("high"), entry.get("step"),
                             entry.get("log", False), tuple(entry.get("choices", ()))))
-    if "train_lengths" in confirm and confirm["train_lengths"][1] and task != "addition":
-        fail(confirm["train_lengths"][0], f"only the addition task trains on chosen lengths, not {task}")
+    if "train_lengths" in confirm and confirm["train_lengths"][1] and not task_record(task).per_length:
+        fail(confirm["train_lengths"][0], f"only a task scored per length trains on chosen lengths, not {task}")
     if pruner["type"] == "median" and pruner.get("n_warmup_steps", 0) >= epochs:
         fail(("presets", preset, "pruner"), f"n_warmup_steps {pruner['n_warmup_steps']} >= epochs {epochs}: "
              "nothing could ever be pruned; lower n_warmup_steps")

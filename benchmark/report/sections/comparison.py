@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ...catalog import arch_order_key
 from ...notebook import NOTEBOOK_REFERENCE, NOTEBOOK_REFERENCE_NOTE
+from ...registry import task_record
 from ...schema import Metric, TrialState
 from ...stats import mean_std, within_noise
 from ..markdown import Figures, lr_text, mean_pm, number, pct, signed, table
@@ -26,6 +27,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
         return "\n".join([*out[:2], "No finished trial or `rnnbench train` run in these experiments.", ""])
     for task in reported_tasks(snap):
         rows, setups, longest, trained = [], [], set(), set()
+        record = task_record(task)
         archs = reported_archs(snap, task)
         seeded = {arch: seed_accs(snap, best_run(snap, task, arch)) for arch in archs}
         with_seeds = any(seeded.values())
@@ -40,28 +42,31 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             ref = NOTEBOOK_REFERENCE.get(task, {}).get(arch)
             acc = run.metric(Metric.TEST_ACC)
             row = [arch, pct(acc)] + ([mean_pm(seeded[arch])] if with_seeds else [])
-            if task == "addition":
+            row += [pct(run.metric(Metric.of("test", name))) for name in record.metrics[1:]]
+            if record.per_length:
                 at = longest_length(snap, run)
                 longest.add(at[0] if at else None)
                 trained.add(run.param("max_train_length"))
-                row += [pct(run.metric(Metric.TEST_SEQ_ACC)), pct(at[1]) if at else "—", pct(at[2]) if at else "—"]
+                row += [pct(value) if at else "—" for value in (at[1:] if at else record.per_length)]
             n_params = run.metric(Metric.N_PARAMS)
             row += [number(ref), signed(100 * numbers[arch][0] - ref if arch in numbers and ref is not None else None)]
             rows.append(row)
             setups.append([arch, run.param("hidden_size", "—"), run.param("num_layers", "—"), lr_text(run.param("lr")),
                            run.param("loss", "—"), "—" if n_params is None else f"{int(n_params):,}",
                            number(run.seconds_per_epoch), trials])
-        if task == "addition":
+        if record.per_length:
             at = f"L={longest.pop()}" if len(longest) == 1 and None not in longest else "longest L"
             span = f"1..{trained.pop()}" if len(trained) == 1 else "train lengths"
-            headers = ["arch", f"bit acc {span}", f"string acc {span}", f"bit acc {at}", f"string acc {at}"]
+            headers = ["arch", *(f"{record.short_label(name)} {span}" for name in record.metrics),
+                       *(f"{record.short_label(name)} {at}" for name in record.per_length)]
         else:
-            headers = ["arch", "test acc"]
+            headers = ["arch", *(record.short_label(name) for name in record.metrics)]
         if with_seeds:
             headers.insert(2, "seeds: mean ± std (n)")
         headers += ["notebook", "Δ"]
         # Two tables of at most 8 columns each: one wide table overflows a GitHub page.
-        out += [f"### {task}", "", table(headers, rows, range(1, len(headers))), "",
+        about = f"{record.display}: {record.description}." if record.description else ""
+        out += [f"### {task}", "", *([about, ""] if about else []), table(headers, rows, range(1, len(headers))), "",
                 table(["arch", "hidden", "layers", "lr", "loss", "params", "s / epoch", "trials"], setups,
                       [1, 2, 3, 5, 6]), ""]
         if with_seeds:

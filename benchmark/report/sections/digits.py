@@ -8,16 +8,17 @@ kept a checkpoint; the model is loaded and run on the CPU, so this section is th
 
 from __future__ import annotations
 
+from ...registry import task_record
 from ...schema import Artifact, RunStatus
 from ...store import client_for
 from ..markdown import Figures
-from ..select import best_mnist
+from ..select import best_digits
 from ..snapshot import RunRecord, Snapshot
 
 
 def digits(snap: Snapshot, figures: Figures) -> str:
     """The section: left out without MNIST runs, test images on disk or a checkpoint of the best run."""
-    has_mnist = any(r.task == "mnist" and r.status == RunStatus.FINISHED for r in snap.runs)
+    has_mnist = any(task_record(r.task).pixel_rows and r.status == RunStatus.FINISHED for r in snap.runs)
     if not has_mnist:
         return ""
     from ...data import bad_files, default_data_dir  # numpy: not needed before the fork
@@ -25,7 +26,7 @@ def digits(snap: Snapshot, figures: Figures) -> str:
     if bad_files(default_data_dir()):
         return ""
     client = snap.client or client_for(snap.tracking_uri)
-    found = best_mnist(snap.runs)
+    found = best_digits(snap.runs)
     if not found or not any(a.path == Artifact.CHECKPOINT
                             for a in client.list_artifacts(found.run_id, Artifact.CHECKPOINT_FOLDER)):
         return ""
@@ -39,7 +40,7 @@ def digits_markdown(snap: Snapshot, figures: Figures, *, run: RunRecord | None =
     The model is ``run``'s, else the best MNIST run of the snapshot; ``task_data`` replaces the MNIST files.
     """
     lines = ["## Test digits and confusion matrix", ""]
-    run = run or best_mnist(snap.runs)
+    run = run or best_digits(snap.runs)
     if run is None:
         return "\n".join(lines + ["No finished MNIST run in the store yet.", ""])
     # torch: loading and running the model

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ...catalog import arch_order_key
 from ...notebook import NOTEBOOK_REFERENCE
+from ...registry import task_record
 from ...schema import Metric
 from ...stats import mean_std, within_noise
 from ..markdown import Figures, pct, plural
@@ -68,7 +69,7 @@ def _winner_line(task: str, numbers: dict[str, tuple[float, list[float]]], pools
     if not scored:
         return []
     scored.sort(key=lambda item: (-item[0], arch_order_key(item[1])))
-    metric = "mean bit accuracy" if task == "addition" else "test accuracy"
+    metric = task_record(task).metric_label("acc")
     (top, winner), lines = scored[0], []
     seeds = numbers[winner][1]
     basis = f"mean of {plural(len(seeds), 'seed')}" if seeds else kind
@@ -163,6 +164,11 @@ def _notebook_line(task: str, numbers: dict[str, tuple[float, list[float]]], kin
             f"against {ref:.2f} %)."]
 
 
+def _first_length_metric(task: str) -> str:
+    record = task_record(task)
+    return record.metric_label(record.per_length[0])
+
+
 def _length_line(snap: Snapshot, task: str, bests: dict[str, RunRecord | None]) -> list[str]:
     """How many architectures keep their accuracy at the longest length tested, counting only those tested there."""
     at = {arch: longest_length(snap, run) for arch, run in bests.items() if run is not None}
@@ -176,7 +182,8 @@ def _length_line(snap: Snapshot, task: str, bests: dict[str, RunRecord | None]) 
     best_arch = max(tested, key=lambda arch: at[arch][1])
     rest = f"; not counted, tested only to shorter lengths: {', '.join(shorter)}" if shorter else ""
     return [f"- **{task}**: at length {length}, {len(perfect)} of the {plural(len(tested), 'architecture')} "
-            f"tested there keep ≥ 99.9 % bit accuracy; best {best_arch} at {pct(at[best_arch][1])} % (one "
+            f"tested there keep ≥ 99.9 % {_first_length_metric(task)}; best {best_arch} at {pct(at[best_arch][1])} % "
+            f"(one "
             f"{run_kind(*bests.values())} each{rest})."]
 
 
@@ -208,7 +215,7 @@ def findings(snap: Snapshot, figures: Figures) -> str:
                   for arch in archs]
         lines += _pair_line(task, "MSE instead of cross-entropy", losses)
         lines += _notebook_line(task, numbers, kind)
-        if task == "addition":
+        if task_record(task).per_length:
             lines += _length_line(snap, task, bests)
     if not lines:
         return ""

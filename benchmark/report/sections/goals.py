@@ -1,23 +1,20 @@
 """The reference goals against what the store holds: met or missed, the number reached, what was tried.
 
+Each task's goals are in its record (``benchmark.registry.Goal``); this section only measures them.
+
 Example: rnnbench report --out reports/   # the "## Goals" section
 """
 
 from __future__ import annotations
 
+from ...registry import Goal, task_record
 from ...schema import Metric, Tag
 from ...stats import mean_std
 from ..markdown import Figures, lr_text, mean_pm, pct, plural, table
 from ..select import best_run, confirmations, reported_archs, reported_tasks, run_kind, seed_accs, trial_counts
 from ..snapshot import RunRecord, Snapshot
 
-# The reference goals, each a mean over GOAL_SEEDS seeds of the best configuration; the report says plainly where
-# they are not met.
-MNIST_GOALS = {"rnn": 97.5, "lstm": 99.0, "gru": 98.9, "birnn": 97.8, "bilstm": 99.1, "bigru": 99.0}
-MNIST_BEST_SINGLE_GOAL = 99.2
-ADDITION_LONG_GOAL = (("lstm", "gru"), 1000)  # 100 % whole-string accuracy at this length, trained on <= 20
-ADDITION_SHORT_GOAL = (3, 98.0)  # trained on this length only: mean bit accuracy over 1..20 at least this
-GOAL_SEEDS = 3
+GOAL_SEEDS = 3  # each goal is met by a mean (or every one) of this many seeds of the best configuration
 
 
 def _tried(snap: Snapshot, task: str, arch: str, run: RunRecord) -> str:
@@ -41,77 +38,115 @@ def _verdict(ok: bool | None, seeds: int) -> str:
     return "**yes**" if ok else "**no**"
 
 
-def _mnist_rows(snap: Snapshot) -> list[list[str]]:
-    rows, singles = [], []
-    for arch, goal in MNIST_GOALS.items():
-        run = best_run(snap, "mnist", arch)
+def _seed_mean(snap: Snapshot, task: str, goal: Goal, singles: list) -> list[list[str]]:
+    rows = []
+    for arch in goal.archs or reported_archs(snap, task):
+        text = f"{task} {arch}: mean test {goal.metric.replace('_', ' ')} ≥ {goal.target:.1f} %"
+        run = best_run(snap, task, arch)
         if run is None:
-            rows.append([f"mnist {arch}: mean test acc ≥ {goal:.1f} %", "—", "not measured", "no run"])
+            rows.append([text, "—", "not measured", "no run"])
             continue
-        accs = seed_accs(snap, run)
-        singles += [(a, arch) for a in accs] + [(run.metric(Metric.TEST_ACC) or 0.0, arch)]
-        mean = mean_std(accs)[0] if accs else None
-        reached = mean_pm(accs) if accs else f"{run_kind(run)} {pct(run.metric(Metric.TEST_ACC))} (no seeds)"
-        rows.append([f"mnist {arch}: mean test acc ≥ {goal:.1f} %", reached,
-                     _verdict(None if mean is None else 100 * mean >= goal, len(accs)),
-                     _tried(snap, "mnist", arch, run)])
-    if singles:
-        top, arch = max(singles)
-        rows.append([f"mnist best single run ≥ {MNIST_BEST_SINGLE_GOAL:.1f} %", f"{pct(top)} ({arch})",
-                     "**yes**" if 100 * top >= MNIST_BEST_SINGLE_GOAL else "**no**",
-                     "trials and seed confirmations of every architecture"])
+        values = [r.metric(Metric.of("test", goal.metric)) for r in confirmations(snap, run)]
+        values = [v for v in values if v is not None]
+        singles += [(v, arch) for v in values] + [(run.metric(Metric.of("test", goal.metric)) or 0.0, arch)]
+        mean = mean_std(values)[0] if values else None
+        reached = (mean_pm(values) if values
+                   else f"{run_kind(run)} {pct(run.metric(Metric.of('test', goal.metric)))} (no seeds)")
+        rows.append([text, reached, _verdict(None if mean is None else 100 * mean >= goal.target, len(values)),
+                     _tried(snap, task, arch, run)])
     return rows
 
 
-def _addition_rows(snap: Snapshot) -> list[list[str]]:
-    long_archs, long_length = ADDITION_LONG_GOAL
-    short_length, short_goal = ADDITION_SHORT_GOAL
-    rows, short = [], []
-    for arch in reported_archs(snap, "addition"):
-        run = best_run(snap, "addition", arch)
+def _best_single(task: str, goal: Goal, singles: list) -> list[list[str]]:
+    if not singles:
+        return []
+    top, arch = max(singles)
+    return [[f"{task} best single run ≥ {goal.target:.1f} %", f"{pct(top)} ({arch})",
+             "**yes**" if 100 * top >= goal.target else "**no**",
+             "trials and seed confirmations of every architecture"]]
+
+
+def _short(task: str, metric: str) -> str:
+    """A metric's words, short for a goal's line: "mean bit accuracy" -> "bit acc"."""
+    return task_record(task).metric_label(metric).removeprefix("mean ").removeprefix("test ").replace("accuracy", "acc")
+
+
+def _every_seed(snap: Snapshot, task: str, goal: Goal) -> list[list[str]]:
+    rows = []
+    for arch in goal.archs or reported_archs(snap, task):
+        run = best_run(snap, task, arch)
+        if run is None:
+            continue
+        values = [r.metric(Metric.of("test", goal.metric)) for r in confirmations(snap, run)]
+        worst = min(values) if values else None
+        reached = (f"worst seed {pct(worst)}" if values
+                   else f"{run_kind(run)} {pct(run.metric(Metric.of('test', goal.metric)))} (no seeds)")
+        text = f"{task} {arch}: {goal.target:g} % {_short(task, goal.metric)} on 1..{run.param('max_train_length')}"
+        met = None if worst is None else 100 * worst >= goal.target - 1e-7
+        rows.append([f"{text}, every seed", reached, _verdict(met, len(values)),
+                     _tried(snap, task, arch, run)])
+    return rows
+
+
+def _at_length(snap: Snapshot, task: str, goal: Goal) -> list[list[str]]:
+    rows, length, history = [], goal.length, Metric.by_length(goal.metric)
+    for arch in goal.archs or reported_archs(snap, task):
+        run = best_run(snap, task, arch)
         if run is None:
             continue
         seeds = confirmations(snap, run)
-        accs = [r.metric(Metric.TEST_ACC) for r in seeds]
-        worst = min(accs) if accs else None
-        reached = (f"worst seed {pct(worst)}" if accs
-                   else f"{run_kind(run)} {pct(run.metric(Metric.TEST_ACC))} (no seeds)")
-        rows.append([f"addition {arch}: 100 % bit acc on 1..{run.param('max_train_length')}, every seed", reached,
-                     _verdict(None if worst is None else worst >= 1 - 1e-9, len(accs)),
-                     _tried(snap, "addition", arch, run)])
-        if arch in long_archs:
-            at = [dict(snap.history(r.run_id, Metric.TEST_SEQ_ACC_BY_LEN)).get(long_length) for r in seeds]
-            tested = [value for value in at if value is not None]
-            trial_at = dict(snap.history(run.run_id, Metric.TEST_SEQ_ACC_BY_LEN)).get(long_length)
-            if tested:
-                reached = f"worst seed {pct(min(tested))}"
-            elif seeds or trial_at is None:
-                reached = f"length {long_length} not tested (add it to eval_lengths)"
-            else:
-                reached = f"{run_kind(run)} {pct(trial_at)} (no seeds)"
-            rows.append([f"addition {arch}: 100 % string acc at L={long_length}, trained on ≤ "
-                         f"{run.param('max_train_length')}", reached,
-                         _verdict(min(tested) >= 1 - 1e-9 if tested else None, len(tested)),
-                         _tried(snap, "addition", arch, run)])
-        fixed = seed_accs(snap, run, short_length)
-        if fixed:
-            short.append((mean_std(fixed)[0], arch, fixed))
-    goal = f"addition trained on L={short_length} only: mean bit acc 1..20 ≥ {short_goal:.0f} %"
-    if short:
-        mean, arch, values = max(short)
-        rows.append([goal, f"{mean_pm(values)} ({arch}, best of {plural(len(short), 'architecture')})",
-                     _verdict(100 * mean >= short_goal, len(values)),
-                     f"the best 1..20 configuration of each architecture retrained on length {short_length}"])
-    else:
-        rows.append([goal, "—", "not measured",
-                     f"no fixed-length confirmation (`rnnbench confirm --train-length {short_length}`)"])
+        tested = [v for v in (dict(snap.history(r.run_id, history)).get(length) for r in seeds) if v is not None]
+        trial_at = dict(snap.history(run.run_id, history)).get(length)
+        if tested:
+            reached = f"worst seed {pct(min(tested))}"
+        elif seeds or trial_at is None:
+            reached = f"length {length} not tested (add it to eval_lengths)"
+        else:
+            reached = f"{run_kind(run)} {pct(trial_at)} (no seeds)"
+        rows.append([f"{task} {arch}: {goal.target:g} % {_short(task, goal.metric)} at L={length}, trained on ≤ "
+                     f"{run.param('max_train_length')}", reached,
+                     _verdict(100 * min(tested) >= goal.target - 1e-7 if tested else None, len(tested)),
+                     _tried(snap, task, arch, run)])
+    return rows
+
+
+def _trained_on_length(snap: Snapshot, task: str, goal: Goal) -> list[list[str]]:
+    fixed = []
+    for arch in goal.archs or reported_archs(snap, task):
+        run = best_run(snap, task, arch)
+        values = seed_accs(snap, run, goal.length) if run else []
+        if values:
+            fixed.append((mean_std(values)[0], arch, values))
+    text = f"{task} trained on L={goal.length} only: mean {_short(task, goal.metric)} 1..20 ≥ {goal.target:.0f} %"
+    if not fixed:
+        return [[text, "—", "not measured",
+                 f"no fixed-length confirmation (`rnnbench confirm --train-length {goal.length}`)"]]
+    mean, arch, values = max(fixed)
+    return [[text, f"{mean_pm(values)} ({arch}, best of {plural(len(fixed), 'architecture')})",
+             _verdict(100 * mean >= goal.target, len(values)),
+             f"the best 1..20 configuration of each architecture retrained on length {goal.length}"]]
+
+
+def _task_rows(snap: Snapshot, task: str) -> list[list[str]]:
+    """The rows of every goal in ``task``'s record, in the record's order."""
+    rows, singles = [], []
+    for goal in task_record(task).goals:
+        if goal.kind == "seed_mean":
+            rows += _seed_mean(snap, task, goal, singles)
+        elif goal.kind == "best_single":
+            rows += _best_single(task, goal, singles)
+        elif goal.kind == "every_seed":
+            rows += _every_seed(snap, task, goal)
+        elif goal.kind == "at_length":
+            rows += _at_length(snap, task, goal)
+        else:
+            rows += _trained_on_length(snap, task, goal)
     return rows
 
 
 def goals(snap: Snapshot, figures: Figures) -> str:
     """The reference goals against what the store holds: met or missed, the number reached, what was tried."""
-    tasks = reported_tasks(snap)
-    rows = (_mnist_rows(snap) if "mnist" in tasks else []) + (_addition_rows(snap) if "addition" in tasks else [])
+    rows = [row for task in reported_tasks(snap) for row in _task_rows(snap, task)]
     if not rows:
         return ""
     met = sum(row[2] == "**yes**" for row in rows)

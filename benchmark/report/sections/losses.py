@@ -6,6 +6,7 @@ Example: rnnbench report --out reports/   # the "## Loss: cross-entropy against 
 from __future__ import annotations
 
 from ...catalog import LOSSES
+from ...registry import task_record
 from ...schema import Metric
 from ..markdown import Figures, pct, signed, table
 from ..select import arch_colours, best_run, reported_archs, reported_tasks, run_kind, trained_on
@@ -37,7 +38,7 @@ def loss_comparison(snap: Snapshot, figures: Figures) -> str:
         if not rows:
             continue
         drawn = True
-        metric = "test bit accuracy, mean over lengths" if task == "addition" else "test accuracy"
+        metric = task_record(task).metric_label("acc")
         fig = draw(values, list(LOSSES), f"{run_kind(*chosen).capitalize()} per architecture and loss, trained on "
                    f"{trained_on(task, [r for r in chosen if r])}", metric, colours=arch_colours(snap))
         out += [f"### {task}", "", table(["arch", "ce", "ce hidden", "mse", "mse hidden", "Δ"], rows, [1, 2, 3, 4, 5]),
