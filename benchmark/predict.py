@@ -166,7 +166,7 @@ def load_model(*, run_id: str | None = None, model: str | None = None, tracking_
         raise ConfigError(f"cannot load a checkpoint from run {run_id!r} ({type(error).__name__}: {first_line}); "
                           "check --run / --tracking-uri") from None
     if not task_record(config.task).pixel_rows:
-        raise ConfigError(f"run {run_id} is a {config.task} model; predict needs a model of digit image rows (MNIST)")
+        raise ConfigError(f"run {run_id} is a {config.task} model; predict needs an MNIST model")
     return network, config
 
 
