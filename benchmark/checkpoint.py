@@ -6,7 +6,8 @@ A checkpoint holds the format tag, the full ``TrainConfig``, the model's constru
 included), the input normalisation the task applied (for MNIST the pixel mean and std, not only the
 ``input_scale`` word) and its weights as CPU tensors, so it loads with ``torch.load(weights_only=True)`` (no
 code runs) and rebuilds at any batch size and sequence length. A plugin cell's checkpoint also names the cell,
-the plugin's module or file and the file's sha256: it loads only where that same plugin is loaded. Checkpoints
+the plugin's module or file and the file's sha256: it loads only where that same plugin is loaded (rnnbench's
+own cells and tasks, ``benchmark.cells`` and pixel MNIST, are loaded by ``load_checkpoint`` itself). Checkpoints
 of the first format (no input or plugin record) still load.
 """
 
@@ -21,7 +22,7 @@ import torch
 
 from .config import ConfigError, TrainConfig
 from .models import CellModel, RecurrentModel
-from .registry import CELLS, TASK_SOURCES
+from .registry import CELLS, TASK_SOURCES, load_builtin_plugins
 from .schema import CHECKPOINT_FORMAT, CHECKPOINT_FORMATS_READ, Artifact
 from .store import resolve_tracking_uri
 from .tasks.mnist import PIXEL_MEAN, PIXEL_STD
@@ -92,6 +93,8 @@ def check_plugins(path: Path, record: dict) -> None:
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> tuple[RecurrentModel | CellModel, TrainConfig]:
+    # Loaders outside the CLI (a served pyfunc, a notebook) have not imported rnnbench's own cells and tasks.
+    load_builtin_plugins()
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
