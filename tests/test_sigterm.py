@@ -107,3 +107,26 @@ def test_sigterm_ends_bench_like_ctrl_c(tmp_path, tracking_uri):
     terminate_and_check(process, tmp_path, tracking_uri)
     assert all(trial.state.name != "RUNNING" for trial in load(tmp_path, "addition-gru-quick").trials)
     assert runs(tracking_uri, "study")[0].info.status != "RUNNING"
+
+
+def test_an_interrupt_python_drops_inside_a_callback_is_delivered_again():
+    """A signal handled while a weakref callback or ``__del__`` runs raises KeyboardInterrupt where Python prints
+    and drops it ("Exception ignored in ..."): the command must still stop, not train on."""
+    import weakref
+
+    class Thing:
+        pass
+
+    def callback(ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs in here, and what it raises is dropped
+            pass
+
+    with pytest.raises(KeyboardInterrupt), cli._sigterm_as_interrupt():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs now
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pass
+    assert ref() is None
