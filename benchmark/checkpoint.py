@@ -6,7 +6,8 @@ A checkpoint holds the format tag, the full ``TrainConfig``, the model's constru
 included), the input normalisation the task applied (for MNIST the pixel mean and std, not only the
 ``input_scale`` word) and its weights as CPU tensors, so it loads with ``torch.load(weights_only=True)`` (no
 code runs) and rebuilds at any batch size and sequence length. A plugin cell's checkpoint also names the cell,
-the plugin's module or file and the file's sha256: it loads only where that same plugin is loaded. Checkpoints
+the plugin's module or file and the file's sha256: it loads only where that same plugin is loaded (rnnbench's
+own cells and tasks, ``benchmark.cells`` and pixel MNIST, are loaded by ``load_checkpoint`` itself). Checkpoints
 of the first format (no input or plugin record) still load.
 """
 

@@ -10,6 +10,7 @@ Plugins (``--plugin``, before the subcommand) are loaded before the parser is bu
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import dataclasses
@@ -54,6 +55,7 @@ _CHOICES = {"loss": "LOSSES", "optimizer": "OPTIMIZERS", "schedule": "SCHEDULES"
             "input_scale": "INPUT_SCALES", "impl": "IMPLS"}
 
 
+REDELIVER_SECONDS = 0.05  # an interrupt Python dropped comes again this much later
 SYSTEM_METRICS_HELP = "log MLflow's system metrics (CPU, memory, GPU; needs psutil: the system-metrics extra)"
 
 
@@ -346,7 +348,8 @@ def add_server_command(commands) -> None:
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     """SIGTERM (kill, timeout, a scheduler stopping the job) ends a command the way Ctrl-C does: the running
-    trial is failed and its run closed, worker processes are told, nothing stays RUNNING."""
+    trial is failed and its run closed, worker processes are told, nothing stays RUNNING. An interrupt (either
+    signal) that Python drops is delivered again."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -354,11 +357,23 @@ def _sigterm_as_interrupt():
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def redeliver(unraisable):
+        # A signal handled inside a weakref callback or __del__ raises there, where Python only prints and drops
+        # the exception: deliver it again shortly, from a thread, so that it lands in ordinary code (not in here).
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            timer = threading.Timer(REDELIVER_SECONDS, _thread.interrupt_main, args=(signal.SIGTERM,))
+            timer.daemon = True
+            timer.start()
+        else:
+            previous_hook(unraisable)
+
+    previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
+    sys.unraisablehook = redeliver
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def completion_words() -> list[str] | None:

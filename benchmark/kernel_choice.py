@@ -9,7 +9,10 @@ training starts: forward and backward of a copy of the model on a real batch, on
 rounds, best time per candidate. The pick is kept in ``$RNNBENCH_CACHE/auto_impl.json`` (default
 ``~/.cache/rnnbench``; ``$RNNBENCH_KERNEL_CACHE`` names another file) under the processor, torch's version, the
 fused cells' build, the thread count, the architecture, the dtype and the shape, so every later run of that shape
-on this machine trains with the same kernel without timing again; delete the file to measure afresh. A candidate
+on this machine trains with the same kernel without timing again; delete the file to measure afresh. Processes
+share the file: one measures a shape under a lock beside it while the others wait and then read its pick, so
+parallel workers train a shape with one kernel. A pick measured on a busy machine (``busy``) is provisional: it
+is used while the machine stays busy and measured again, and replaced, once it is quiet. A candidate
 must beat ``native`` by ``MARGIN`` to replace it: a close call keeps the library's own kernel, and the choice
 does not flip between runs on measurement noise. Measuring never touches the model, its gradients or the
 random number streams that training draws from.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import functools
 import json
 import os
@@ -54,6 +58,22 @@ def processor() -> str:
                 name = value.strip()
                 break
     return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def load_average() -> float:
+    """The 1-minute load average (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def busy(load: float, threads: int, cpus: int | None = None) -> bool:
+    """Whether timings taken now are suspect: other work holds cores our ``threads`` need. The load counts runnable
+    threads, so a machine is busy when it exceeds the cores left over after ours, plus half a core of slack for
+    background noise and the load this process has just added."""
+    cpus = cpus or os.cpu_count() or 1
+    return load > max(cpus - threads, 0) + 0.5
 
 
 def candidates(cell: str) -> list[str]:
@@ -126,20 +146,56 @@ def choose(model, batch, *, timer=time_step) -> str:
     key = shape_key(model, batch)
     if key in _picked:
         return _picked[key]
-    entry = _read(cache_path()).get(key)
-    if isinstance(entry, dict) and entry.get("impl") in candidates(model.cell.kind):
-        _picked[key] = entry["impl"]
-        return entry["impl"]
-    seconds = measure(model, batch, candidates(model.cell.kind), timer=timer)
-    choice = pick(seconds) if seconds else "native"
-    _picked[key] = choice
-    store = _read(cache_path())  # another process may have written meanwhile: keep its entries
-    store[key] = {"impl": choice, "ms_per_step": {k: round(1000 * v, 3) for k, v in seconds.items()},
-                  "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "load_average": round(os.getloadavg()[0], 2)}  # a pick made on a busy machine shows it
-    with contextlib.suppress(OSError):  # a read-only home still trains; it just measures again next time
-        write_atomic(cache_path(), json.dumps(store, indent=1, sort_keys=True))
+    path, valid = cache_path(), candidates(model.cell.kind)
+    seen = _entry(_read(path), key, valid)
+    if seen is not None and not _stale(seen):
+        _picked[key] = seen["impl"]
+        return seen["impl"]
+    with _locked(path):
+        store = _read(path)  # another process may have measured while this one waited: its entries are kept
+        entry = _entry(store, key, valid)
+        if entry is not None and (entry != seen or not _stale(entry)):
+            _picked[key] = entry["impl"]
+            return entry["impl"]
+        load = load_average()
+        seconds = measure(model, batch, valid, timer=timer)
+        choice = pick(seconds) if seconds else "native"
+        _picked[key] = choice
+        store[key] = {"impl": choice, "ms_per_step": {k: round(1000 * v, 3) for k, v in seconds.items()},
+                      "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": round(load, 2),
+                      "provisional": busy(load, torch.get_num_threads())}
+        with contextlib.suppress(OSError):  # a read-only home still trains; it just measures again next time
+            write_atomic(path, json.dumps(store, indent=1, sort_keys=True))
     return choice
+
+
+def _entry(store: dict, key: str, valid: list[str]) -> dict | None:
+    entry = store.get(key)
+    return entry if isinstance(entry, dict) and entry.get("impl") in valid else None
+
+
+def _stale(entry: dict) -> bool:
+    """A provisional pick is measured again once the machine is quiet; while it is busy, measuring would not do
+    better."""
+    return bool(entry.get("provisional")) and not busy(load_average(), torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock beside the picks file, so that one process measures a shape while the others wait; none
+    where the folder cannot be written (each process then measures for itself)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115  (held until the pick is written)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepare_kernels(model, device: torch.device, sample_batch=None) -> str | None:

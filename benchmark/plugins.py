@@ -4,8 +4,9 @@ Example: rnnbench --plugin my_cells.py train --task addition --arch mycell
 
 A plugin is a Python file or an importable module that registers cells or tasks (``benchmark.register_cell``,
 ``benchmark.register_task``). Each cell it registers is probed on a small padded batch before anything runs:
-the shapes of ``(outputs, last)``, and that changing the padding changes neither ``last`` nor ``outputs`` at
-real steps. A plugin that fails to import, takes a taken name or breaks the contract is refused with one
+the shapes of ``(outputs, last)``, that changing the padding changes neither ``last`` nor ``outputs`` at
+real steps, and that ``last`` is the output where each direction ends: forward at each row's last real step,
+backward at step 0. A plugin that fails to import, takes a taken name or breaks the contract is refused with one
 ``PluginError`` line naming it. What was loaded (module, file, sha256 of its bytes) is kept in ``LOADED``, and
 ``environment_value()`` hands the same plugins to worker processes through ``$RNNBENCH_PLUGINS``.
 """
@@ -181,6 +182,26 @@ def cell_contract_problem(spec: registry.CellSpec) -> str | None:
     real = ~padding
     if not torch.allclose(outputs[real], outputs_changed[real], atol=1e-5):
         return "changing the padding changes `outputs` at real steps: padding is at the end"
+    for (outputs, last), ends in ((results[0], lengths - 1), (results[2], torch.full_like(lengths, steps - 1))):
+        problem = last_state_problem(outputs, last, ends, spec.bidirectional)
+        if problem:
+            return problem
+    return None
+
+
+def last_state_problem(outputs, last, ends, bidirectional: bool) -> str | None:
+    """``last`` must be the outputs where each direction ends: forward at each row's last real step (``ends``),
+    backward at step 0; a bidirectional ``last`` is [forward, backward]."""
+    import torch
+
+    hidden = PROBE_HIDDEN
+    forward = outputs[torch.arange(outputs.size(0)), ends, :hidden]
+    if not torch.allclose(last[:, :hidden], forward, atol=1e-5):
+        return ("`last` is not `outputs` at each row's last real step (outputs[b, length_b - 1, :hidden]): it must "
+                "be the state after each row's own last real step")
+    if bidirectional and not torch.allclose(last[:, hidden:], outputs[:, 0, hidden:], atol=1e-5):
+        return ("the backward half of `last` is not `outputs` at step 0 (outputs[b, 0, hidden:]): the backward "
+                "direction ends at step 0")
     return None
 
 

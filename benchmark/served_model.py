@@ -91,7 +91,8 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
     spec, config = payload["model"], TrainConfig.from_dict(payload["config"])
     features = spec["input_size"]
     # Pinned by hand: MLflow's inference of requirements imports the model in a subprocess, seconds per call.
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"]
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy",
+                    rnnbench_requirement()]
     with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), _quiet("mlflow.pyfunc"):
         code = Path(tmp) / "rnnbench_model.py"
         code.write_text(MODEL_CODE)
@@ -99,6 +100,16 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
                          artifacts={CHECKPOINT_ARTIFACT: str(checkpoint)},
                          signature=signature(config, spec["input_size"], spec["output_size"], spec["readout"]),
                          input_example=np.zeros((1, 3, features), dtype=np.float32), pip_requirements=requirements)
+
+
+def rnnbench_requirement() -> str:
+    """The model's code imports rnnbench: pinned at the installed version (unpinned when run from a source tree)."""
+    import importlib.metadata
+
+    try:
+        return f"rnnbench=={importlib.metadata.version('rnnbench')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "rnnbench"
 
 
 def using_tracking_uri(uri: str):

@@ -93,6 +93,10 @@ def server_command(backend_store_uri: str | None = None, artifacts_destination: 
     return command, env, mask_url(backend)
 
 
+# A stopped command exits within 10 s: the group's SIGTERM grace plus the SIGKILL's wait stay under it.
+STOP_GRACE = 6.0
+
+
 def serve(**options) -> int:
     """Run the server in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
     command, env, shown = server_command(**options)
@@ -137,9 +141,9 @@ def run_service(command: list[str], env: dict[str, str] | None = None) -> int:
         return 130
 
 
-def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+def stop_group(process: subprocess.Popen, grace: float = STOP_GRACE) -> None:
     """SIGTERM to the process's whole group, then SIGKILL to whatever is left after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:

@@ -86,6 +86,14 @@ def shared_configurations(spec, count: int) -> list[dict]:
     return configurations
 
 
+def arm_env(work: Path, name: str) -> dict[str, str]:
+    """The rnnbench arm's environment: ``--impl auto``'s kernel picks in a file of this run's own, so that neither
+    the user's picks nor an earlier run's (perhaps measured on a busy machine) decide its kernels. Only the picks:
+    the fused cells' build stays in the shared cache root, or each run would time a compilation."""
+    picks = work / "kernel-picks" / f"{name}.json"
+    return {**os.environ, "PYTHONPATH": str(REPO), "RNNBENCH_KERNEL_CACHE": str(picks)}
+
+
 def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path,
                  configurations: list[dict] = ()) -> Arm:
     import optuna
@@ -109,8 +117,7 @@ def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path,
             head.enqueue_trial(params)
         started = time.time()
     with contextlib.suppress(subprocess.TimeoutExpired):  # a hung arm is read as far as it got
-        subprocess.run(command, check=False, timeout=budget_s * 2 + 600,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+        subprocess.run(command, check=False, timeout=budget_s * 2 + 600, env=arm_env(work, name))
     arm = Arm("rnnbench", elapsed_s=min(time.time() - started, budget_s))
     study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
     client = client_for(uri)

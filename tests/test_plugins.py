@@ -45,12 +45,18 @@ class TinyCell(nn.Module):
         outputs, h_n = self.rnn(x)
         if packed:
             outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=steps)
-        return outputs[..., :{width}], torch.cat(list(h_n[-self.directions:]), dim=-1)
+        ends = (lengths if lengths is not None else torch.full((outputs.size(0),), steps)) - 1
+        return outputs[..., :{width}], {last}
 '''
+LAST = "torch.cat(list(h_n[-self.directions:]), dim=-1)"
+# Wrong `last`s that padding does not change: zeros, the first step's state, the backward half at the wrong end.
+LAST_ZEROS = "torch.zeros(outputs.size(0), self.width)"
+LAST_FIRST_STEP = "outputs[:, 0]"
+LAST_BACKWARD_AT_END = "torch.cat([h_n[-2], outputs[torch.arange(outputs.size(0)), ends, self.width // 2:]], dim=-1)"
 
 
-def cell_source(name="mycell", bidirectional=False, packed=True, width="self.width") -> str:
-    return CELL.format(name=name, bidirectional=bidirectional, packed=packed, width=width)
+def cell_source(name="mycell", bidirectional=False, packed=True, width="self.width", last=LAST) -> str:
+    return CELL.format(name=name, bidirectional=bidirectional, packed=packed, width=width, last=last)
 
 
 def write_plugin(folder: Path, text: str, file="my_cells.py") -> Path:
@@ -128,6 +134,10 @@ def test_help_and_an_unknown_arch_list_the_registered_names(tmp_path, capsys):
     (cell_source(width="1"), "breaks the contract: outputs [3, 5, 1] and last [3, 3]"),
     (cell_source(packed=False), "breaks the contract: changing the padding changes `last`"),
     (cell_source(bidirectional=True, packed=False), "breaks the contract: changing the padding changes"),
+    (cell_source(last=LAST_ZEROS), "breaks the contract: `last` is not `outputs` at each row's last real step"),
+    (cell_source(last=LAST_FIRST_STEP), "breaks the contract: `last` is not `outputs` at each row's last real step"),
+    (cell_source(bidirectional=True, last=LAST_BACKWARD_AT_END),
+     "breaks the contract: the backward half of `last` is not `outputs` at step 0"),
 ])
 def test_a_broken_plugin_is_refused_in_one_line_before_anything_is_written(tmp_path, capsys, text, message):
     path = write_plugin(tmp_path, text)

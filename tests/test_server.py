@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+GRACE = 10  # seconds from SIGTERM until rnnbench and everything it started are gone
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -61,13 +62,14 @@ def wait_for(url: str, service: subprocess.Popen, seconds: float = 120) -> bytes
 
 
 def stop_and_check_group(service: subprocess.Popen, url: str) -> None:
-    """SIGTERM to the ``rnnbench`` process: it exits 130 and no process of the server's own group is left."""
+    """SIGTERM to the ``rnnbench`` process: within ``GRACE`` seconds it exits 130 and no process of the server's own
+    group is left."""
     (leader,) = children_of(service.pid)
     assert os.getpgid(leader) == leader  # its own group: a terminal's Ctrl-C goes to rnnbench alone
     assert len(group_members(leader)) >= 1
     service.send_signal(signal.SIGTERM)
-    assert service.wait(timeout=30) == 130
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + GRACE
+    assert service.wait(timeout=GRACE) == 130
     while group_members(leader) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert group_members(leader) == [], "a server process survived SIGTERM"
@@ -90,6 +92,18 @@ def test_sigterm_to_ui_stops_its_whole_process_group(tmp_path):
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+@pytest.mark.integration
+def test_sigterm_to_server_stops_its_whole_process_group(tmp_path):
+    port = free_port()
+    server = rnnbench("server", "--port", str(port))  # its store: ./mlruns in the test's folder
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", server)
+        stop_and_check_group(server, f"http://127.0.0.1:{port}/health")
+    finally:
+        if server.poll() is None:
+            server.kill()
 
 
 @pytest.mark.integration
@@ -120,3 +134,15 @@ def test_dashboard_lists_the_studies_of_a_journal_and_stops_with_its_group(tmp_p
     finally:
         if dashboard.poll() is None:
             dashboard.kill()
+
+
+def test_a_server_that_ignores_sigterm_is_killed_within_the_grace(tmp_path):
+    from benchmark.server import stop_group
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print(flush=True); time.sleep(60)"], start_new_session=True,
+                                stdout=subprocess.PIPE)
+    stubborn.stdout.readline()  # SIGTERM is ignored from here on
+    started = time.monotonic()
+    stop_group(stubborn)
+    assert time.monotonic() - started < GRACE and group_members(stubborn.pid) == []

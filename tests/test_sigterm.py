@@ -1,0 +1,132 @@
+"""SIGTERM mid-training ends ``train``, ``confirm`` and ``bench`` as Ctrl-C does, within 10 s: exit code 130, no
+process of their group left, no MLflow run or Optuna trial left RUNNING. (``tune``: tests/test_tuning.py; ``ui``,
+``server``, ``dashboard``: tests/test_server.py and tests/test_auth.py.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_server import group_members
+from test_tuning import load, runs, study_file
+
+from benchmark import cli
+from benchmark.schema import Tag
+from benchmark.store import client_for
+
+ROOT = Path(__file__).resolve().parent.parent
+GRACE = 10  # seconds from SIGTERM to exit
+LONG = ("--epochs", "200", "--train-size", "2000")  # minutes of training: only SIGTERM ends it in time
+
+
+def start(tmp_path: Path, *argv: str) -> subprocess.Popen:
+    """``rnnbench ARGV`` as the leader of a process group of its own, so that what it leaves behind is visible."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    log = open(tmp_path / "rnnbench.log", "w")  # noqa: SIM115  (the child holds it; a pipe could fill and block it)
+    process = subprocess.Popen([sys.executable, "-m", "benchmark", *argv], env=env, stdout=log, stderr=log,
+                               start_new_session=True)
+    log.close()
+    return process
+
+
+def wait_until(process: subprocess.Popen, ready, what: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{what} never happened (exit {process.poll()})")
+        time.sleep(0.5)
+
+
+def running_run_with_metrics(uri: str):
+    def ready() -> bool:
+        client = client_for(uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+        return any(run.data.metrics for run in found)  # an epoch is done: it is training, not starting
+
+    return ready
+
+
+def terminate_and_check(process: subprocess.Popen, tmp_path: Path, uri: str) -> None:
+    group = process.pid
+    process.send_signal(signal.SIGTERM)  # to rnnbench alone, as `kill PID` or a scheduler sends it
+    started = time.monotonic()
+    try:
+        code = process.wait(timeout=GRACE)
+    except subprocess.TimeoutExpired:
+        os.killpg(group, signal.SIGKILL)
+        pytest.fail(f"still running {GRACE} s after SIGTERM:\n{(tmp_path / 'rnnbench.log').read_text()[-2000:]}")
+    assert code == 130, (tmp_path / "rnnbench.log").read_text()[-2000:]
+    while group_members(group) and time.monotonic() < started + GRACE:
+        time.sleep(0.2)
+    survivors = group_members(group)
+    if survivors:
+        os.killpg(group, signal.SIGKILL)
+    assert survivors == [], "a child process survived SIGTERM"
+    client = client_for(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    everything = client.search_runs(experiments, max_results=1000)
+    assert [r.info.status for r in everything if r.info.status == "RUNNING"] == []
+    stopped = [r for r in everything if r.info.status in ("KILLED", "FAILED")]
+    assert stopped and all("interrupted" in r.data.tags.get(Tag.ERROR, "") for r in stopped)
+
+
+def test_sigterm_ends_train_like_ctrl_c(tmp_path, tracking_uri):
+    client_for(tracking_uri)  # the store exists before the child starts: polling it never races its creation
+    process = start(tmp_path, "train", "--task", "addition", "--arch", "gru", "--hidden-size", "8", *LONG,
+                    "--threads", "1", "--quiet", "--tracking-uri", tracking_uri)
+    wait_until(process, running_run_with_metrics(tracking_uri), "a training epoch")
+    terminate_and_check(process, tmp_path, tracking_uri)
+
+
+def test_sigterm_ends_confirm_like_ctrl_c(tmp_path, tracking_uri, capsys):
+    assert cli.main(["tune", study_file(tmp_path), "--arch", "gru", "--trials", "1", "--quiet",
+                     "--tracking-uri", tracking_uri]) == 0
+    capsys.readouterr()
+    process = start(tmp_path, "confirm", "--task", "addition", "--arch", "gru", "--seeds", "2", *LONG,
+                    "--threads", "1", "--tracking-uri", tracking_uri)
+    wait_until(process, running_run_with_metrics(tracking_uri), "a confirmation epoch")
+    terminate_and_check(process, tmp_path, tracking_uri)
+
+
+def test_sigterm_ends_bench_like_ctrl_c(tmp_path, tracking_uri):
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    Path(study_file(tmp_path, epochs=200, train_size=2000)).rename(studies / "addition.toml")
+    client_for(tracking_uri)
+    process = start(tmp_path, "bench", "--preset", "quick", "--archs", "gru", "--tasks", "addition",
+                    "--studies-dir", str(studies), "--seeds", "0", "--out", str(tmp_path / "reports"),
+                    "--tracking-uri", tracking_uri)
+    wait_until(process, running_run_with_metrics(tracking_uri), "a trial's epoch")
+    terminate_and_check(process, tmp_path, tracking_uri)
+    assert all(trial.state.name != "RUNNING" for trial in load(tmp_path, "addition-gru-quick").trials)
+    assert runs(tracking_uri, "study")[0].info.status != "RUNNING"
+
+
+def test_an_interrupt_python_drops_inside_a_callback_is_delivered_again():
+    """A signal handled while a weakref callback or ``__del__`` runs raises KeyboardInterrupt where Python prints
+    and drops it ("Exception ignored in ..."): the command must still stop, not train on."""
+    import weakref
+
+    class Thing:
+        pass
+
+    def callback(ref):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs in here, and what it raises is dropped
+            pass
+
+    with pytest.raises(KeyboardInterrupt), cli._sigterm_as_interrupt():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs now
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pass
+    assert ref() is None
