@@ -257,8 +257,8 @@ def table(results: dict, targets: dict, budget_s: float) -> str:
     for (task, arch), arms in results.items():
         for name in ("rnnbench", "plain"):
             for arm in arms[name]:
-                best = max((t.value for t in arm.trials), default=float("nan"))
-                lines.append(f"| {task} | {arch} | {name} | {arm.seed} | {arm.finished} ({arm.pruned}) | {best:.2%} "
+                best = f"{max(t.value for t in arm.trials):.2%}" if arm.trials else "-"
+                lines.append(f"| {task} | {arch} | {name} | {arm.seed} | {arm.finished} ({arm.pruned}) | {best} "
                              f"| {(arm.ended - arm.started) / 60:.1f} min |")
     return "\n".join(lines)
 
