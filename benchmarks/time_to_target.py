@@ -1,350 +1,346 @@
-"""Time to a target accuracy: rnnbench's ``tune`` against the recipe a user would otherwise write, one after the other.
+"""Time to a target accuracy: rnnbench's ``tune`` against the tuning script a user writes from Optuna's examples.
 
-Example: python benchmarks/time_to_target.py --budget-min 5 --archs gru lstm --tasks mnist addition
+Example: python benchmarks/time_to_target.py --budget-min 5 --repeats 3 --archs gru lstm --tasks mnist addition
 
-For each task and architecture the same search runs twice, each arm capped at --budget-min minutes of wall time:
+For each task, architecture and repeat (sampler seed: the study file's seed + 0, 1, 2, ...) two arms run one after
+the other, each as a subprocess capped at --budget-min minutes of wall time:
 
-- **rnnbench**: ``rnnbench tune studies/<task>.toml --arch A --preset P`` with the study file's defaults, in a
-  subprocess, into a store of its own under --work.
-- **plain**: what a user writes instead: ``optuna.create_study`` with the same TPE sampler (seed, startup trials,
-  multivariate), the same search space and fixed settings (read from the same study file, so the two cannot drift
-  apart), an
-  ``optuna.integration.mlflow.MLflowCallback`` into its own MLflow store, and a textbook training loop: MNIST
-  through ``torchvision`` ``ToTensor`` + ``Normalize`` and a ``DataLoader``, ``nn.GRU``/``nn.LSTM`` with a linear
-  head; addition strings from a small generator of its own, padded and masked. No pruner (a user's first script
-  has none) and no checkpoints or figures.
+- **rnnbench**: ``rnnbench tune`` on a copy of ``studies/<task>.toml`` with that sampler seed (its preset, pruner,
+  ``auto`` kernels with picks in a file of the run's own, tracking, checkpoints, figures), into a store of its own.
+- **plain**: ``benchmarks/time_to_target_plain.py``, what a user writes from Optuna's PyTorch and MLflow examples
+  (``MedianPruner``, ``trial.report`` / ``trial.should_prune`` each epoch, ``MLflowCallback``, a ``DataLoader``
+  with ``--plain-workers`` workers, ``nn.GRU`` / ``nn.LSTM`` with a linear head), over the same space, fixed
+  settings, epochs and TPE settings (seed, startup trials, multivariate), read here from the same study file. Its
+  ``MedianPruner`` takes the study file's median settings when the preset prunes by median, else Optuna's defaults.
 
-With ``--same-trials N`` (default 12) both studies start with the same N configurations, drawn once at random
-from the space with the study file's sampler seed and enqueued at the head of each study; each arm's own TPE
-continues after them. Then time to target measures the recipes (speed per trial, pruning, overheads), not which
-arm's sampler happened to draw a good configuration first. ``--same-trials 0`` leaves both samplers free.
-
-Per arm it reports the wall time from the arm's start until the best validation accuracy first reached each target
-(at the end of the trial that reached it), trials per hour, and the share of each trial's wall time spent outside
-its training epochs (evaluation, tracking, checkpoint, figures, data set-up). The validation sets are the same size
-but not the same images: rnnbench's seeded 50k/10k split and the plain script's ``random_split`` with seed 0.
-Run it on an idle machine: the load average is printed before and after.
+Both clocks start just before ``Popen`` and stop when the first completed trial whose value reaches the target has
+its result stored, logging included: for rnnbench the later of the trial's MLflow run end time and its completion
+in the Optuna storage, for the plain arm the time its own callback, registered after ``MLflowCallback``, recorded
+once that callback had returned. A trial counts only if it completed (a pruned trial stores no value) within the
+budget. Once an arm has reached its highest target, or its budget is spent, this script stops it (SIGTERM; both
+arms are polled the same way every --poll-s seconds). The table shows, per task x arch x target and arm, the
+median and the range (min..max) over the repeats; a repeat that did not reach the target within the budget is
+"not reached in N min" and counts as the budget in the median. Run it on an idle machine: the processor and the
+load average before and after are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
+import json
 import os
+import platform
+import re
+import signal
+import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+PLAIN_SCRIPT = Path(__file__).resolve().parent / "time_to_target_plain.py"
 sys.path.insert(0, str(REPO))
 
-DEFAULT_TARGETS = {"mnist": (0.975, 0.985), "addition": (1.0,)}
+DEFAULT_TARGETS = {"mnist": (0.98, 0.985), "addition": (1.0,)}
+PLAIN_ARCHS = ("gru", "lstm", "rnn")  # nn.GRU, nn.LSTM, nn.RNN: one direction, so right padding needs no packing
 
 
 @dataclass
 class Trial:
-    finished_s: float  # since the arm started
-    value: float  # best validation accuracy the trial reached
-    wall_s: float
-    train_s: float  # inside its training epochs
+    number: int
+    value: float
+    stored_at: float  # epoch seconds: the trial's result stored, logging included
+    run_id: str | None = None
 
 
 @dataclass
 class Arm:
     name: str
-    trials: list[Trial] = field(default_factory=list)
-    elapsed_s: float = 0.0
+    seed: int
+    started: float  # epoch seconds, just before Popen
+    ended: float = 0.0
+    returncode: int | None = None
+    store: str = ""  # the arm's MLflow tracking URI
+    finished: int = 0  # complete + pruned trials
+    pruned: int = 0
+    trials: list[Trial] = field(default_factory=list)  # completed ones, stored within the budget
 
     def time_to(self, target: float) -> float | None:
-        reached = [t.finished_s for t in self.trials if t.value >= target - 1e-9]
+        reached = [t.stored_at - self.started for t in self.trials if t.value >= target - 1e-9]
         return min(reached) if reached else None
 
-    def per_hour(self) -> float:
-        return len(self.trials) / (self.elapsed_s / 3600) if self.elapsed_s else 0.0
 
-    def outside_training(self) -> float:
-        wall = sum(t.wall_s for t in self.trials)
-        return 1 - sum(t.train_s for t in self.trials) / wall if wall else math.nan
+# ------------------------------------------------------------------------------------------------------- both arms
+
+def arm_env(work: Path, name: str, threads: int) -> dict[str, str]:
+    """An arm's environment. rnnbench's ``--impl auto`` kernel picks go to a file of this run's own, so that neither
+    the user's picks nor an earlier run's (perhaps measured on a busy machine) decide its kernels; only the picks:
+    the fused cells' build stays in the shared cache root, or each run would time a compilation."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RNNBENCH_KERNEL_CACHE": str(work / "kernel-picks" / f"{name}.json")}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def supervise(command: list[str], env: dict, log: Path, budget_s: float, poll_s: float, reached) -> tuple[float, int]:
+    """Start ``command`` and stop it once ``reached()`` says so or the budget is spent; returns (started, code)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        started = time.time()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        while process.poll() is None:
+            try:
+                process.wait(timeout=max(0.05, min(poll_s, started + budget_s - time.time())))
+            except subprocess.TimeoutExpired:
+                if time.time() >= started + budget_s or reached():
+                    process.send_signal(signal.SIGTERM)
+                    try:
+                        process.wait(timeout=120)
+                    except subprocess.TimeoutExpired:  # a hung arm is read as far as it got
+                        process.kill()
+                        process.wait()
+    return started, process.returncode
 
 
 # ---------------------------------------------------------------------------------------------------- rnnbench arm
 
-def shared_configurations(spec, count: int) -> list[dict]:
-    """``count`` configurations drawn at random from the study file's space with its sampler seed: the same list
-    for both arms, enqueued at the head of each study."""
-    import optuna
+def seeded_study_file(source: Path, seed: int, work: Path, arch: str, preset: str) -> Path:
+    """A copy of the study file whose ``[sampler]`` seed is ``seed``."""
+    from benchmark.tuning.study_file import load_study
 
-    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.sampler_dict.get("seed", 0)))
-    configurations = []
-    for _ in range(count):
-        trial = draws.ask()
-        configurations.append({param.name: param.suggest(trial) for param in spec.space})
-        draws.tell(trial, 0.0)
-    return configurations
+    text, count = re.subn(r"(?ms)(^\[sampler\]\s*$.*?^seed\s*=\s*)\d+", rf"\g<1>{seed}", source.read_text(), count=1)
+    path = work / f"{source.stem}-seed{seed}.toml"
+    path.write_text(text)
+    if load_study(path, arch, preset).sampler_dict.get("seed") != seed:
+        raise SystemExit(f"time_to_target: cannot set the sampler seed in {source} (no 'seed = N' under [sampler])")
+    return path
 
 
-def arm_env(work: Path, name: str) -> dict[str, str]:
-    """The rnnbench arm's environment: ``--impl auto``'s kernel picks in a file of this run's own, so that neither
-    the user's picks nor an earlier run's (perhaps measured on a busy machine) decide its kernels. Only the picks:
-    the fused cells' build stays in the shared cache root, or each run would time a compilation."""
-    picks = work / "kernel-picks" / f"{name}.json"
-    return {**os.environ, "PYTHONPATH": str(REPO), "RNNBENCH_KERNEL_CACHE": str(picks)}
-
-
-def run_rnnbench(task: str, arch: str, preset: str, budget_s: float, work: Path,
-                 configurations: list[dict] = ()) -> Arm:
+def rnnbench_trials(arm: Arm, name: str, journal: Path, budget_s: float) -> None:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from benchmark.schema import Metric, StudyAttr
+    from benchmark.schema import StudyAttr
     from benchmark.store import client_for
 
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    # A study of its own per run: a name reused would resume the last run's study and count its trials.
-    uri, journal = f"sqlite:///{work / 'mlflow.db'}", work / "optuna.journal"
-    name = f"ttt-{task}-{arch}-{int(started)}"
-    command = [sys.executable, "-m", "benchmark", "tune", str(REPO / "studies" / f"{task}.toml"), "--arch", arch,
-               "--preset", preset, "--trials", "10000", "--timeout", str(budget_s), "--study-name", name,
-               "--tracking-uri", uri, "--storage", str(journal), "--quiet"]
-    if configurations:  # tune opens this study and stamps it with its spec; the enqueued trials run first
-        head = optuna.create_study(study_name=name, direction="maximize",
-                                   storage=JournalStorage(JournalFileBackend(str(journal))))
-        for params in configurations:
-            head.enqueue_trial(params)
-        started = time.time()
-    with contextlib.suppress(subprocess.TimeoutExpired):  # a hung arm is read as far as it got
-        subprocess.run(command, check=False, timeout=budget_s * 2 + 600, env=arm_env(work, name))
-    arm = Arm("rnnbench", elapsed_s=min(time.time() - started, budget_s))
     study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
-    client = client_for(uri)
-    for trial in study.trials:
-        if trial.datetime_complete is None or trial.state not in (optuna.trial.TrialState.COMPLETE,
-                                                                  optuna.trial.TrialState.PRUNED):
+    client = client_for(arm.store)
+    for trial in study.get_trials(deepcopy=False):
+        arm.finished += trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        arm.pruned += trial.state == optuna.trial.TrialState.PRUNED
+        if trial.state != optuna.trial.TrialState.COMPLETE:
             continue
-        finished = trial.datetime_complete.timestamp() - started
-        if finished > budget_s:
-            continue
-        value = trial.value if trial.value is not None else max(trial.intermediate_values.values(), default=0.0)
         run_id = trial.user_attrs.get(StudyAttr.RUN_ID)
-        # A pruned trial's run stops before its totals are logged: its epochs' times add up to the same.
-        train_s = sum(m.value for m in client.get_metric_history(run_id, Metric.EPOCH_TIME)) if run_id else math.nan
-        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        arm.trials.append(Trial(finished, value, wall, train_s))
+        run_end = client.get_run(run_id).info.end_time / 1000 if run_id else 0.0
+        stored_at = max(run_end, trial.datetime_complete.timestamp())
+        if stored_at - arm.started <= budget_s:
+            arm.trials.append(Trial(trial.number, trial.value, stored_at, run_id))
+
+
+def run_rnnbench(task: str, arch: str, preset: str, seed: int, budget_s: float, work: Path, *, study_dir: Path,
+                 stop_at: float = 2.0, poll_s: float = 5.0, threads: int = 0) -> Arm:
+    work.mkdir(parents=True, exist_ok=True)
+    study_file = seeded_study_file(study_dir / f"{task}.toml", seed, work, arch, preset)
+    # A study of its own per run: a name reused would resume the last run's study and count its trials.
+    name = f"ttt-{task}-{arch}-s{seed}-{time.time_ns()}"
+    uri, journal = f"sqlite:///{work / 'mlflow.db'}", work / "optuna.journal"
+    command = [sys.executable, "-m", "benchmark", "tune", str(study_file), "--arch", arch, "--preset", preset,
+               "--trials", "100000", "--timeout", str(budget_s), "--study-name", name, "--tracking-uri", uri,
+               "--storage", str(journal), "--quiet"]
+
+    def reached() -> bool:
+        import optuna
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            study = optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal))))
+        except KeyError:  # not created yet
+            return False
+        return any(t.state == optuna.trial.TrialState.COMPLETE and t.value >= stop_at - 1e-9
+                   for t in study.get_trials(deepcopy=False))
+
+    started, code = supervise(command, arm_env(work, name, threads), work / "tune.log", budget_s, poll_s, reached)
+    arm = Arm("rnnbench", seed, started, time.time(), code, uri)
+    if journal.exists():
+        rnnbench_trials(arm, name, journal, budget_s)
     return arm
 
 
 # ------------------------------------------------------------------------------------------------------- plain arm
 
-def plain_model(task: str, arch: str, hidden: int, layers: int, dropout: float):
-    import torch
-    from torch import nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            rnn = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}[arch.removeprefix("bi")]
-            self.bidirectional = arch.startswith("bi")
-            self.rnn = rnn(28 if task == "mnist" else 2, hidden, layers, batch_first=True,
-                           dropout=dropout if layers > 1 else 0.0, bidirectional=self.bidirectional)
-            self.head = nn.Linear(hidden * (2 if self.bidirectional else 1), 10 if task == "mnist" else 1)
-
-        def forward(self, x):
-            out, state = self.rnn(x)
-            if task == "addition":
-                return self.head(out).squeeze(-1)
-            h = state[0] if isinstance(state, tuple) else state
-            return self.head(torch.cat(list(h[-(2 if self.bidirectional else 1):]), dim=-1))
-
-    return Net()
+def plain_setup(spec, seed: int, budget_s: float, work: Path, data_dir: str, workers: int) -> dict:
+    """What the plain script reads: the study file's search, resolved here so that the two arms cannot drift."""
+    pruner = spec.pruner_dict
+    median = ({k: v for k, v in pruner.items() if k in ("n_startup_trials", "n_warmup_steps", "interval_steps")}
+              if pruner.get("type") == "median" else {})
+    sampler = {k: v for k, v in spec.sampler_dict.items() if k in ("n_startup_trials", "multivariate")}
+    return {"task": spec.task, "arch": spec.arch, "fixed": {k: v for k, v in spec.fixed_dict.items()},
+            "epochs": spec.epochs, "space": [asdict(p) for p in spec.space], "sampler": {**sampler, "seed": seed},
+            "pruner": median, "budget_s": budget_s, "data_dir": str(Path(data_dir).resolve()),
+            "num_workers": workers, "tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+            "study_name": f"plain-{spec.task}-{spec.arch}-s{seed}", "results": str(work / "results.jsonl")}
 
 
-def mnist_loaders(data_dir: str, train_size: int, batch_size: int, seed: int = 0):
-    import torch
-    from torch.utils.data import DataLoader, Subset, random_split
-    from torchvision import datasets, transforms
-
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
-    full = datasets.MNIST(data_dir, train=True, download=False, transform=transform)
-    train, val = random_split(full, [50_000, 10_000], generator=torch.Generator().manual_seed(seed))
-    if train_size:
-        train = Subset(train, range(train_size))
-    return (DataLoader(train, batch_size=batch_size, shuffle=True),
-            DataLoader(val, batch_size=1000))
+def plain_records(results: Path) -> list[dict]:
+    if not results.exists():
+        return []
+    return [json.loads(line) for line in results.read_text().splitlines() if line.endswith("}")]
 
 
-def addition_strings(n: int, max_length: int, generator):
-    """A user's generator: n strings of random lengths 1..max_length, operands below 2^(L-1), LSB first."""
-    import torch
-
-    lengths = torch.randint(1, max_length + 1, (n,), generator=generator)
-    below_top = torch.arange(max_length)[None, :] < (lengths[:, None] - 1)
-    a = torch.randint(0, 2, (n, max_length), generator=generator) * below_top
-    b = torch.randint(0, 2, (n, max_length), generator=generator) * below_top
-    weights = 2 ** torch.arange(max_length)
-    total = (a * weights).sum(1) + (b * weights).sum(1)
-    y = (total[:, None] // weights) % 2
-    mask = torch.arange(max_length)[None, :] < lengths[:, None]
-    return torch.stack([a, b], -1).float(), (y * mask).float(), mask
-
-
-def run_plain(task: str, arch: str, spec, budget_s: float, work: Path, data_dir: str,
-              configurations: list[dict] = ()) -> Arm:
-    import mlflow
-    import optuna
-    import torch
-    import torch.nn.functional as F
-    from optuna.integration.mlflow import MLflowCallback
-
+def run_plain(spec, seed: int, budget_s: float, work: Path, *, data_dir: str, workers: int, stop_at: float = 2.0,
+              poll_s: float = 5.0, threads: int = 0) -> Arm:
     work.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    fixed, arm, started = spec.fixed_dict, Arm("plain"), time.time()
-    max_length = fixed.get("max_train_length", 20)
+    setup = plain_setup(spec, seed, budget_s, work, data_dir, workers)
+    (work / "setup.json").write_text(json.dumps(setup, indent=1))
+    results = Path(setup["results"])
+    results.unlink(missing_ok=True)
 
-    def objective(trial) -> float:
-        trial_started = time.time()
-        params = {**fixed, **{p.name: p.suggest(trial) for p in spec.space}}
-        torch.manual_seed(0)
-        model = plain_model(task, arch, params["hidden_size"], params["num_layers"], params.get("dropout", 0.0))
-        opt_class = torch.optim.AdamW if params.get("optimizer", "adam") == "adamw" else torch.optim.Adam
-        optimizer = opt_class(model.parameters(), lr=params["lr"], weight_decay=params.get("weight_decay", 0.0))
-        if task == "mnist":
-            train, val = mnist_loaders(data_dir, params.get("train_size", 0), params["batch_size"])
-        else:
-            g = torch.Generator().manual_seed(0)
-            x, y, m = addition_strings(params.get("train_size", 10_000), max_length, g)
-            train = [(x[i:i + params["batch_size"]], y[i:i + params["batch_size"]], m[i:i + params["batch_size"]])
-                     for i in range(0, len(x), params["batch_size"])]
-            val = [addition_strings(50 * max_length, max_length, g)]
-        steps = spec.epochs * len(train)
-        schedule = {"onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(optimizer, params["lr"], total_steps=steps),
-                    "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)}.get(
-                        params.get("schedule", "constant"), lambda: None)()
-        best, train_s = 0.0, 0.0
-        for _ in range(spec.epochs):
-            model.train()
-            epoch_started = time.perf_counter()
-            for batch in train:
-                if task == "mnist":
-                    images, labels = batch
-                    logits = model(images.squeeze(1))
-                    loss = (F.cross_entropy(logits, labels) if params["loss"] == "ce" else
-                            F.mse_loss(logits.softmax(-1), F.one_hot(labels, 10).float()))
-                else:
-                    xb, yb, mb = batch
-                    logits = model(xb)
-                    per_bit = (F.binary_cross_entropy_with_logits(logits, yb, reduction="none")
-                               if params["loss"] == "ce" else (logits.sigmoid() - yb) ** 2)
-                    loss = (per_bit * mb).sum() / mb.sum()
-                optimizer.zero_grad()
-                loss.backward()
-                if params.get("clip_grad"):
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), params["clip_grad"])
-                optimizer.step()
-                if schedule:
-                    schedule.step()
-            train_s += time.perf_counter() - epoch_started
-            model.eval()
-            with torch.no_grad():
-                if task == "mnist":
-                    right = sum((model(i.squeeze(1)).argmax(-1) == lab).sum().item() for i, lab in val)
-                    acc = right / len(val.dataset)
-                else:
-                    xv, yv, mv = val[0]
-                    hits = ((model(xv) > 0).float() == yv) & mv
-                    lengths = mv.sum(1)
-                    acc = torch.stack([hits[lengths == n].sum() / mv[lengths == n].sum()
-                                       for n in range(1, max_length + 1)]).mean().item()
-            best = max(best, acc)
-        trial.set_user_attr("train_s", train_s)
-        trial.set_user_attr("wall_s", time.time() - trial_started)
-        return best
+    def reached() -> bool:
+        return any(r["state"] == "COMPLETE" and r["value"] >= stop_at - 1e-9 for r in plain_records(results))
 
-    # The study file's TPE settings, so that both arms draw the same first configurations.
-    sampler_settings = {k: v for k, v in spec.sampler_dict.items() if k in ("seed", "n_startup_trials", "multivariate")}
-    callback = MLflowCallback(tracking_uri=f"sqlite:///{work / 'mlflow.db'}", metric_name="val_acc")
-    study = optuna.create_study(direction="maximize", study_name=f"plain-{task}-{arch}",
-                                sampler=optuna.samplers.TPESampler(**sampler_settings))
-    for params in configurations:
-        study.enqueue_trial(params)
-    study.optimize(objective, timeout=budget_s, callbacks=[callback])
-    arm.elapsed_s = min(time.time() - started, budget_s)
-    for trial in study.trials:
-        if trial.state != optuna.trial.TrialState.COMPLETE:
-            continue
-        finished = trial.datetime_complete.timestamp() - started
-        if finished <= budget_s:
-            # The callback logs after the objective returns: its cost is in datetime_complete, not in wall_s.
-            wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-            arm.trials.append(Trial(finished, trial.value, wall, trial.user_attrs["train_s"]))
-    mlflow.end_run()
+    command = [sys.executable, str(PLAIN_SCRIPT), str(work / "setup.json")]
+    env = arm_env(work, setup["study_name"], threads)
+    started, code = supervise(command, env, work / "plain.log", budget_s, poll_s, reached)
+    arm = Arm("plain", seed, started, time.time(), code, setup["tracking_uri"])
+    for record in plain_records(results):
+        arm.finished += record["state"] in ("COMPLETE", "PRUNED")
+        arm.pruned += record["state"] == "PRUNED"
+        if record["state"] == "COMPLETE" and record["stored_at"] - started <= budget_s:
+            arm.trials.append(Trial(record["number"], record["value"], record["stored_at"]))
     return arm
 
 
 # ----------------------------------------------------------------------------------------------------------- table
 
+def median_s(times: list[float | None], budget_s: float) -> float:
+    """The median over repeats, a repeat that did not reach the target counted as the budget."""
+    return statistics.median(budget_s if t is None else t for t in times)
+
+
 def minutes(seconds: float | None, budget_s: float) -> str:
-    return f"not reached in {budget_s / 60:.0f} min" if seconds is None else f"{seconds / 60:.1f} min"
+    if seconds is None or seconds >= budget_s:
+        return f"not reached in {budget_s / 60:g} min"
+    return f"{seconds / 60:.1f} min"
 
 
-def table(rows: list[tuple[str, str, Arm, Arm, tuple[float, ...]]], budget_s: float) -> str:
-    lines = ["| task | arch | target | rnnbench | plain | plain / rnnbench |", "|---|---|---|---|---|---|"]
-    for task, arch, ours, plain, targets in rows:
-        for target in targets:
-            a, b = ours.time_to(target), plain.time_to(target)
-            ratio = f"{b / a:.1f}x" if a and b else ("rnnbench only" if a else "-")
-            lines.append(f"| {task} | {arch} | {target:.1%} | {minutes(a, budget_s)} | {minutes(b, budget_s)} "
-                         f"| {ratio} |")
-    lines += ["", "| task | arch | arm | trials | trials/hour | best val acc | outside training epochs |",
+def spread(times: list[float | None], budget_s: float) -> str:
+    ordered = sorted(times, key=lambda t: budget_s if t is None else t)
+    low, high = minutes(ordered[0], budget_s), minutes(ordered[-1], budget_s)
+    return low if low == high else f"{low} .. {high}"
+
+
+def ratio(plain: float, ours: float, budget_s: float) -> str:
+    if plain >= budget_s and ours >= budget_s:
+        return "-"
+    if plain >= budget_s:
+        return f">= {plain / ours:.1f}x"  # plain's median is only a lower bound
+    if ours >= budget_s:
+        return f"<= {plain / ours:.1f}x"
+    return f"{plain / ours:.1f}x"
+
+
+def table(results: dict, targets: dict, budget_s: float) -> str:
+    lines = ["| task | arch | target | rnnbench median | rnnbench range | plain median | plain range "
+             "| plain / rnnbench |", "|---|---|---|---|---|---|---|---|"]
+    for (task, arch), arms in results.items():
+        for target in targets[task]:
+            times = {name: [arm.time_to(target) for arm in arms[name]] for name in ("rnnbench", "plain")}
+            medians = {name: median_s(times[name], budget_s) for name in times}
+            lines.append(f"| {task} | {arch} | {target:.1%} | {minutes(medians['rnnbench'], budget_s)} "
+                         f"| {spread(times['rnnbench'], budget_s)} | {minutes(medians['plain'], budget_s)} "
+                         f"| {spread(times['plain'], budget_s)} "
+                         f"| {ratio(medians['plain'], medians['rnnbench'], budget_s)} |")
+    lines += ["", "| task | arch | arm | seed | finished trials (pruned) | best val acc | ran for |",
               "|---|---|---|---|---|---|---|"]
-    for task, arch, ours, plain, _ in rows:
-        for arm in (ours, plain):
-            best = max((t.value for t in arm.trials), default=math.nan)
-            lines.append(f"| {task} | {arch} | {arm.name} | {len(arm.trials)} | {arm.per_hour():.0f} | {best:.2%} "
-                         f"| {arm.outside_training():.0%} |")
+    for (task, arch), arms in results.items():
+        for name in ("rnnbench", "plain"):
+            for arm in arms[name]:
+                best = f"{max(t.value for t in arm.trials):.2%}" if arm.trials else "-"
+                lines.append(f"| {task} | {arch} | {name} | {arm.seed} | {arm.finished} ({arm.pruned}) | {best} "
+                             f"| {(arm.ended - arm.started) / 60:.1f} min |")
     return "\n".join(lines)
+
+
+def processor() -> str:
+    import torch
+
+    model = platform.processor() or "unknown"
+    try:
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        model = found.group(1).strip() if found else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} CPU capability " \
+           f"{torch.backends.cpu.get_cpu_capability()}"
+
+
+def load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["mnist", "addition"], choices=sorted(DEFAULT_TARGETS))
-    parser.add_argument("--archs", nargs="+", default=["gru", "lstm"])
+    parser.add_argument("--archs", nargs="+", default=["gru", "lstm"], choices=PLAIN_ARCHS)
     parser.add_argument("--preset", default="standard", help="study-file preset both arms search (default: standard)")
     parser.add_argument("--budget-min", type=float, default=5.0, help="wall-time cap of each arm (default: 5)")
-    parser.add_argument("--same-trials", type=int, default=12, metavar="N",
-                        help="enqueue the same N random configurations at the head of both studies (default: 12; "
-                             "0: each arm's sampler draws its own)")
+    parser.add_argument("--repeats", type=int, default=3, help="sampler seeds per arm (default: 3)")
+    parser.add_argument("--targets", type=float, nargs="+", metavar="FRACTION",
+                        help="validation accuracies to time, for every task (default: MNIST 0.98 0.985, "
+                             "addition 1.0)")
+    parser.add_argument("--plain-workers", type=int, default=2,
+                        help="the plain arm's MNIST DataLoader num_workers (default: 2, one per core here)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of each arm via OMP_NUM_THREADS (default: 0, torch's default)")
+    parser.add_argument("--poll-s", type=float, default=5.0, help="how often an arm is checked (default: 5 s)")
+    parser.add_argument("--study-dir", default=str(REPO / "studies"), help="where <task>.toml is (default: studies)")
     parser.add_argument("--work", default="/tmp/time_to_target", help="stores of both arms (default: %(default)s)")
     parser.add_argument("--data-dir", default=os.environ.get("RNNBENCH_DATA", "data"),
                         help="MNIST folder, as rnnbench's (default: $RNNBENCH_DATA or ./data)")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.budget_min <= 0:
+        parser.error("--repeats and --budget-min must be positive")
 
-    import torch
-
-    from benchmark.data import fetch
     from benchmark.tuning.study_file import load_study
 
     if "mnist" in args.tasks:
+        from benchmark.data import fetch
+
         fetch(Path(args.data_dir), quiet=True)
-    torch.set_num_threads(os.cpu_count() or 1)
-    budget_s = args.budget_min * 60
-    print(f"load average before: {os.getloadavg()[0]:.2f}; budget {args.budget_min:g} min per arm; "
-          f"{args.same_trials} shared configurations first", flush=True)
-    rows = []
+    targets = {task: tuple(args.targets) if args.targets else DEFAULT_TARGETS[task] for task in args.tasks}
+    budget_s, study_dir = args.budget_min * 60, Path(args.study_dir)
+    work = Path(args.work) / time.strftime("%Y%m%d-%H%M%S")
+    print(f"processor: {processor()}", flush=True)
+    print(f"load average before: {load()}; budget {args.budget_min:g} min per arm, {args.repeats} repeats, preset "
+          f"{args.preset}, plain DataLoader num_workers {args.plain_workers}, threads "
+          f"{args.threads or 'torch default'}; stores under {work}", flush=True)
+    results: dict = {}
     for task in args.tasks:
         for arch in args.archs:
-            spec = load_study(REPO / "studies" / f"{task}.toml", arch, args.preset)
-            work = Path(args.work) / f"{task}-{arch}"
-            configurations = shared_configurations(spec, args.same_trials)
-            ours = run_rnnbench(task, arch, args.preset, budget_s, work / "rnnbench", configurations)
-            plain = run_plain(task, arch, spec, budget_s, work / "plain", args.data_dir, configurations)
-            rows.append((task, arch, ours, plain, DEFAULT_TARGETS[task]))
-            print(f"{task} {arch}: rnnbench {len(ours.trials)} trials, plain {len(plain.trials)} trials", flush=True)
-    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
-    print(table(rows, budget_s))
+            spec = load_study(study_dir / f"{task}.toml", arch, args.preset)
+            arms = results[(task, arch)] = {"rnnbench": [], "plain": []}
+            for repeat in range(args.repeats):
+                seed = spec.sampler_dict.get("seed", 0) + repeat
+                where = work / f"{task}-{arch}" / f"seed{seed}"
+                common = dict(stop_at=max(targets[task]), poll_s=args.poll_s, threads=args.threads)
+                arms["rnnbench"].append(run_rnnbench(task, arch, args.preset, seed, budget_s, where / "rnnbench",
+                                                     study_dir=study_dir, **common))
+                arms["plain"].append(run_plain(spec, seed, budget_s, where / "plain", data_dir=args.data_dir,
+                                               workers=args.plain_workers, **common))
+                print(f"{task} {arch} seed {seed}: " + "; ".join(
+                    f"{name} {arms[name][-1].finished} trials, exit {arms[name][-1].returncode}" for name in arms),
+                    flush=True)
+    print(f"load average after: {load()}\n")
+    text = table(results, targets, budget_s)
+    print(text)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "time_to_target.md").write_text(text + "\n")
+    raw = [{"task": task, "arch": arch, **asdict(arm)} for (task, arch), arms in results.items()
+           for name in arms for arm in arms[name]]
+    (work / "results.json").write_text(json.dumps(raw, indent=1))
+    print(f"\nwritten: {work / 'time_to_target.md'}, {work / 'results.json'}")
     return 0
 
 

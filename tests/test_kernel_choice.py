@@ -213,15 +213,16 @@ def test_time_to_target_gives_each_rnnbench_run_picks_of_its_own(tmp_path, monke
     class Started(Exception):
         pass
 
-    def fake_run(command, **options):
+    def fake_popen(command, **options):
         seen.append(options["env"]["RNNBENCH_KERNEL_CACHE"])
         raise Started
 
-    monkeypatch.setattr(module.subprocess, "run", fake_run)
-    for started in (1000.0, 2000.0):  # two runs of the script, a study name each
-        monkeypatch.setattr(module.time, "time", lambda started=started: started)
+    monkeypatch.setattr(module.subprocess, "Popen", fake_popen)
+    studies = Path(__file__).resolve().parent.parent / "studies"
+    for _ in range(2):  # two runs of the script, a study name each
         with pytest.raises(Started):
-            module.run_rnnbench("addition", "gru", "quick", 60, tmp_path / "addition-gru" / "rnnbench")
+            module.run_rnnbench("addition", "gru", "quick", 0, 60, tmp_path / "addition-gru" / "rnnbench",
+                                study_dir=studies)
     assert len(set(seen)) == 2 and os.environ["RNNBENCH_KERNEL_CACHE"] not in seen
     assert all(Path(path).is_relative_to(tmp_path / "addition-gru" / "rnnbench") for path in seen)
 
