@@ -5,7 +5,9 @@ Example: python -c "import benchmark; print(benchmark.list_architectures())"
 Each line names the cell, its class (imported when a model is first built, so this list costs no torch) and
 its direction; the order here is the order of every table and legend. ``rnn``, ``lstm``, ``gru`` and their
 bidirectional forms run ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with a choice of kernel (``native.py``);
-``indrnn`` is IndRNN (Li et al. 2018), ``mingru`` and ``minlstm`` are minGRU and minLSTM (Feng et al. 2024).
+``indrnn`` is IndRNN (Li et al. 2018), ``mingru`` and ``minlstm`` are minGRU and minLSTM (Feng et al. 2024),
+``lru`` the Linear Recurrent Unit (Orvieto et al. 2023), ``s6`` Mamba's selective state-space layer (Gu and Dao
+2023).
 A new cell goes in a module of its own here, and one line below. Every cell takes ``(input_size, hidden_size,
 *, num_layers, dropout, bidirectional)`` and maps ``(x [B, T, F], lengths)`` to ``(outputs [B, T, D*H],
 last [B, D*H])``, honouring right padding.
@@ -30,6 +32,10 @@ BUILTIN_CELLS = (
     ("bimingru", "minrnn:MinGRU", True, "BiminGRU", ""),
     ("minlstm", "minrnn:MinLSTM", False, "minLSTM", ""),
     ("biminlstm", "minrnn:MinLSTM", True, "BiminLSTM", ""),
+    ("lru", "lru:LRU", False, "LRU", ""),
+    ("bilru", "lru:LRU", True, "BiLRU", ""),
+    ("s6", "s6:S6", False, "S6", ""),
+    ("bis6", "s6:S6", True, "BiS6", ""),
 )
 
 for _name, _target, _bidirectional, _label, _colour in BUILTIN_CELLS:

@@ -47,8 +47,9 @@ def sequential_scan(a: Tensor, b: Tensor) -> Tensor:
     """The same recurrence one step at a time."""
     h = torch.zeros_like(b[:, 0])
     outputs = []
-    for t in range(b.size(1)):
-        h = torch.addcmul(b[:, t], a[:, t], h)
+    # unbind, not b[:, t]: each indexing's backward would write a zero tensor of b's whole size, T^2 work in all
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):
+        h = torch.addcmul(b_t, a_t, h)
         outputs.append(h)
     return torch.stack(outputs, dim=1)
 
