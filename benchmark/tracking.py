@@ -144,7 +144,7 @@ class RunTracker:
         tracker = cls.create(client or client_for(tracking_uri), experiment or config.task,
                              run_name or default_run_name(config), all_tags, config.to_params())
         if system_metrics:
-            tracker.monitor = start_system_metrics(tracker.run_id, client.tracking_uri)
+            tracker.monitor = start_system_metrics(tracker.run_id, tracker.client.tracking_uri)
         return tracker
 
     def rename(self, name: str) -> None:
