@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from benchmark import cli, train, tuning
-from benchmark.schema import StudyAttr
+from benchmark.schema import StudyAttr, rank_key
 from benchmark.store import client_for, mask_url
 from benchmark.tuning import load_study, search
 
@@ -84,6 +84,7 @@ def test_three_trials_make_one_parent_and_three_nested_runs(tmp_path, tracking_u
     assert out.count("addition-gru-quick trial") == 3 and "COMPLETE" in out
     (parent,) = runs(tracking_uri, "study")
     children = runs(tracking_uri, "trial")
+    client = client_for(tracking_uri)
     assert parent.info.status == "FINISHED" and parent.data.tags["suite"] == "tune"
     study = load(tmp_path)
     assert study.user_attrs[StudyAttr.PARENT_RUN] == parent.info.run_id
@@ -98,8 +99,15 @@ def test_three_trials_make_one_parent_and_three_nested_runs(tmp_path, tracking_u
             assert run.data.params[name] == str(value)
         assert run.data.params["epochs"] == "2" and run.data.params["train_size"] == "200"
         assert run.data.metrics["best_val_acc"] == pytest.approx(trial.value)
-        assert "test_acc" in run.data.metrics  # computed for every completed trial
-    best = max(study.trials, key=lambda t: t.value)
+        chosen = run.info.run_id == parent.data.tags["best_run_id"]
+        # Search trials rank on validation alone: only the trial the study chose is scored on the test split, once.
+        assert ("test_acc" in run.data.metrics) == chosen, (run.info.run_id, chosen)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert artifacts == {"checkpoint/model.pt"} and not client.list_artifacts(run.info.run_id, "curves")
+    best = min(study.trials, key=lambda t: rank_key(t.value, t.user_attrs.get("val_loss"), t.number))
+    assert parent.data.metrics["best_test_acc"] == pytest.approx(
+        client.get_run(best.user_attrs["mlflow_run_id"]).data.metrics["test_acc"])
+    assert study.user_attrs[StudyAttr.TESTED] == {str(best.number): parent.data.metrics["best_test_acc"]}
     assert parent.data.tags["best_trial_number"] == str(best.number)
     assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
