@@ -1,6 +1,7 @@
 """Studies end to end on tiny budgets: one parent run, one nested run per trial, prune/fail/resume/workers/faults."""
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -476,3 +477,20 @@ def test_a_kill_between_the_mlflow_end_and_the_optuna_tell_is_reconciled_on_resu
     assert "before Optuna recorded the result" in first.data.tags["error"]
     finished = sorted(n for n, r in by_number.items() if r.info.status == "FINISHED")
     assert finished == [t.number for t in study.trials if t.state.name == "COMPLETE"] == [1, 2]
+
+
+def test_bench_gives_small_models_two_one_thread_workers_and_says_so(tmp_path, tracking_uri, capsys):
+    from benchmark.bench import SMALL_HIDDEN, auto_workers, largest_hidden
+
+    folder = Path(__file__).resolve().parent.parent / "studies"
+    addition, mnist = (load_study(folder / f"{task}.toml", "gru", "quick") for task in ("addition", "mnist"))
+    assert largest_hidden(addition) <= SMALL_HIDDEN < largest_hidden(mnist)  # the shipped spaces, read back
+    assert auto_workers(addition, cores=2)[0] == 2 and auto_workers(mnist, cores=2)[0] == 1
+    assert auto_workers(addition, cores=1)[0] == 1  # one core: a second worker only takes turns
+    fixed = dataclasses.replace(addition, space=tuple(p for p in addition.space if p.name != "hidden_size"),
+                                fixed=(*addition.fixed, ("hidden_size", 96)))
+    assert largest_hidden(fixed) == 96 and auto_workers(fixed, cores=2)[0] == 1
+    assert cli.main(["bench", "--preset", "quick", "--archs", "gru", "--tasks", "addition", "--studies-dir",
+                     str(Path(study_file(tmp_path)).parent), "--trials", "1", "--seeds", "0", "--workers", "0",
+                     "--tracking-uri", tracking_uri]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
