@@ -41,6 +41,7 @@ _HELP = {
     "clip_grad": "max gradient norm; 0 disables",
     "early_stop": "stop after N epochs without validation improvement; 0 disables",
     "train_size": "training examples (mnist: subset of the 50k; addition: strings); 0 = default",
+    "val_size": "validation examples (mnist and pixel mnist: the first part of the 10k); 0 = all",
     "train_lengths": "addition: train only on these lengths, e.g. 3 (default: all of 1..max-train-length)",
     "max_train_length": "addition: train on lengths 1..N",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
