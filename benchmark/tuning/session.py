@@ -31,7 +31,7 @@ from ..plugins import PLUGINS_ENV, environment_value
 from ..schema import EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
 from ..tasks import preload
-from ..tracking import RunTracker
+from ..tracking import RunTracker, ending
 from .coordination import (
     ensure_parent_run,
     is_coordination_study,
@@ -179,18 +179,15 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
                 elif not quiet:
                     print(f"study {name}: worker(s) exited abnormally: {', '.join(failures)}; the study holds all "
                           f"{spec.trials} trials all the same", file=sys.stderr)
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
     except BaseException as exc:
-        status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        status, error = ending(exc)  # the parent run ends as every run does on an error or an interruption
+        if status == RunStatus.KILLED:
+            error += "; re-run the command to resume"
         raise
     finally:
         recover_lost_trials(study, storage_obj, tracking_uri)
         reconcile_runs(study, client)
         summary = update_parent(client, parent, study)
-        if status == RunStatus.KILLED:
-            error = "interrupted (KeyboardInterrupt); re-run the command to resume"
         # Other sessions (other machines) still running trials: the last one to end closes the parent run.
         if study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
             if error:
