@@ -41,6 +41,7 @@ _HELP = {
     "clip_grad": "max gradient norm; 0 disables",
     "early_stop": "stop after N epochs without validation improvement; 0 disables",
     "train_size": "training examples (mnist: subset of the 50k; addition: strings); 0 = default",
+    "val_size": "validation examples (mnist and pixel mnist: the first part of the 10k); 0 = all",
     "train_lengths": "addition: train only on these lengths, e.g. 3 (default: all of 1..max-train-length)",
     "max_train_length": "addition: train on lengths 1..N",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
@@ -274,8 +275,8 @@ def add_tuning_commands(commands) -> None:
 
     bench = add_command(commands, "bench", "tune every architecture on both tasks at a preset budget")
     bench.add_argument("--preset", required=True, choices=PRESETS, help="budget preset of every study")
-    names_flag(bench, "--archs", ARCHITECTURES, f"architectures, {arch_help()} (default: the six built-ins)",
-               nargs="+")
+    names_flag(bench, "--archs", ARCHITECTURES, f"architectures, {arch_help()} (default: every cell rnnbench "
+               "ships)", nargs="+")
     names_flag(bench, "--tasks", TASKS, f"tasks, {task_help()} (default: mnist addition)", nargs="+")
     bench.add_argument("--studies-dir", help="folder with <task>.toml files (default: ./studies)")
     bench.add_argument("--out", default="reports", help="where the report is written (default: reports)")
@@ -283,7 +284,9 @@ def add_tuning_commands(commands) -> None:
                        "the preset's [confirm] seeds; 0 = none)")
     bench.add_argument("--trials", type=int, help="finished trials each study should hold (default: the preset's); "
                        "--trials 1 tries a preset's every study cheaply")
-    _add_session_flags(bench)
+    bench.add_argument("--workers", type=int, help="processes on each study (default: per study, two one-thread "
+                       "workers for a model of hidden size <= 64 on a machine of 2 cores or more, else one)")
+    _add_session_flags(bench, workers=False)
     bench.set_defaults(handler=handlers.cmd_bench)
 
     confirm = add_command(commands, "confirm", "retrain a study's best configuration with fresh seeds")

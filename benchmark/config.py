@@ -45,6 +45,9 @@ class TrainConfig:
     clip_grad: float = 0.0  # max gradient norm; 0 disables clipping
     early_stop: int = 0  # stop after this many epochs without validation improvement; 0 disables
     train_size: int = 0  # 0 = the task's whole training set (mnist) or its default (addition)
+    # 0 = the whole validation split; else its first val_size examples, where the task holds a split of data (MNIST
+    # and its pixel forms): a search's cheap trials, as Optuna's own PyTorch example validates on 1,280 images.
+    val_size: int = 0
     train_lengths: tuple[int, ...] = ()  # addition: lengths to train on; () = 1..20
     max_train_length: int = 20
     eval_lengths: tuple[int, ...] = ADDITION_EVAL_LENGTHS  # addition: generalisation lengths tested
@@ -86,7 +89,7 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}; try 1e-3")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name in ("weight_decay", "clip_grad", "early_stop", "train_size", "threads", "seed"):
+        for name in ("weight_decay", "clip_grad", "early_stop", "train_size", "val_size", "threads", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("train_lengths", "eval_lengths"):

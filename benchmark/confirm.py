@@ -113,7 +113,8 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
     if train_size is not None:
         base = base.replace(train_size=train_size)
     # Not the trial's threads: a worker of N had cores // N; the seeds run one at a time.
-    base = base.replace(threads=threads)
+    # The whole validation split: a search may validate on part of it to keep its trials cheap; a seed is no search.
+    base = base.replace(threads=threads, val_size=0)
     parent = study.user_attrs.get(StudyAttr.PARENT_RUN)
     experiment = client.get_experiment(trial_run.info.experiment_id).name  # the study's: seeds sit beside it
     done = finished_confirmations(client, trial_run.info.experiment_id, trial_run.info.run_id, train_length,

@@ -198,7 +198,8 @@ class StudyAttr:
     PARENT_RUN = "mlflow_parent_run_id"
     SPEC = "spec_fingerprint"
     RUN_ID = "mlflow_run_id"
-    TEST_ACC = "test_acc"
+    TEST_ACC = "test_acc"  # a trial's, from before search trials skipped the test split
+    TESTED = "test_acc_by_trial"  # the study's: {trial number: test accuracy} of the trials it chose and tested
     VAL_LOSS = "val_loss"
     BEST_EPOCH = "best_epoch"
     ENDED_BY = "ended_by"  # an EndedBy value, or None while the trial runs

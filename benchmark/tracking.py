@@ -194,32 +194,44 @@ class RunTracker:
         entries += [(Metric.of("val", name), value, epoch) for name, value in task_metrics(task, val).items()]
         self._log(entries)
 
-    def log_result(self, result, config: TrainConfig) -> None:
-        """Test and best-epoch metrics, then the checkpoint, the learning curve and any per-length metrics."""
+    def log_result(self, result, config: TrainConfig, figure: bool = True) -> None:
+        """Best-epoch metrics, the test metrics where the test split was scored, then the checkpoint and (with
+        ``figure``) the learning curve. A search trial draws none: the report and the MLflow UI draw its curves
+        from the metrics."""
         from .checkpoint import save_checkpoint  # torch: only a run that trained a model saves one
-        from .plots import learning_curve, save_figure  # matplotlib, likewise
 
-        test, lengths = result.test, per_length(config.task, result.test)
-        entries = [(Metric.TEST_LOSS, test["loss"], 0),
-                   (Metric.BEST_EPOCH, result.best_epoch, 0), (Metric.BEST_VAL_ACC, result.val["acc"], 0),
+        self._log([(Metric.BEST_EPOCH, result.best_epoch, 0), (Metric.BEST_VAL_ACC, result.val["acc"], 0),
                    (Metric.BEST_VAL_LOSS, result.val["loss"], 0), (Metric.EPOCHS_RUN, result.epochs_run, 0),
-                   (Metric.TRAIN_TIME, sum(result.epoch_seconds), 0)]
-        entries += [(Metric.of("test", name), value, 0) for name, value in task_metrics(config.task, test).items()]
-        entries += [(Metric.by_length(name), value, n)
-                    for name, values in lengths.items() for n, value in values.items()]
-        self._log(entries)
+                   (Metric.TRAIN_TIME, sum(result.epoch_seconds), 0)])
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             save_checkpoint(self._local(folder, Artifact.CHECKPOINT), result.model, config,
                             best_epoch=result.best_epoch, val_acc=result.val["acc"])
-            save_figure(learning_curve(result, config), self._local(folder, Artifact.LEARNING_CURVE))
-            if lengths:
-                with open(self._local(folder, Artifact.ACCURACY_BY_LENGTH), "w", newline="") as handle:
+            if figure:
+                from .plots import learning_curve, save_figure  # matplotlib: only where a figure is drawn
+
+                save_figure(learning_curve(result, config), self._local(folder, Artifact.LEARNING_CURVE))
+            self.client.log_artifacts(self.run_id, str(folder))
+        if result.test:
+            self.log_test(result.test, config.task)
+
+    def log_test(self, test: dict, task: str) -> None:
+        """The test split's metrics (the task record's), any per-length ones, and those as a CSV artifact."""
+        lengths = per_length(task, test)
+        entries = [(Metric.TEST_LOSS, test["loss"], 0)]
+        entries += [(Metric.of("test", name), value, 0) for name, value in task_metrics(task, test).items()]
+        entries += [(Metric.by_length(name), value, n)
+                    for name, values in lengths.items() for n, value in values.items()]
+        self._log(entries)
+        if lengths:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self._local(Path(tmp), Artifact.ACCURACY_BY_LENGTH)
+                with open(path, "w", newline="") as handle:
                     writer = csv.writer(handle)
                     writer.writerow(["length", *lengths])
                     for n in next(iter(lengths.values())):
                         writer.writerow([n, *(f"{values[n]:.6f}" for values in lengths.values())])
-            self.client.log_artifacts(self.run_id, str(folder))
+                self.client.log_artifact(self.run_id, str(path), str(Path(Artifact.ACCURACY_BY_LENGTH).parent))
 
     @staticmethod
     def _local(folder: Path, artifact: str) -> Path:

@@ -7,6 +7,8 @@ Per iteration it records the training loss on the device (no host sync); per
 epoch it validates, logs, keeps the best weights in memory and calls the
 ``epoch_callback`` (Optuna's pruning hook). At the end it restores the best
 epoch's weights, scores the test split once and hands the model to the tracker.
+A search trial (``search=True``) ranks on validation alone: it skips the test
+split, which its study scores once for the trial it chooses.
 """
 
 from __future__ import annotations
@@ -90,8 +92,10 @@ def train_step(model: torch.nn.Module, task, config: TrainConfig, optimizer: tor
 
 
 def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callable | None = None,
-        quiet: bool = False, task_data: dict | None = None) -> FitResult:
-    """Train ``config`` on ``task`` (built from the config when not given); returns the best epoch's model."""
+        quiet: bool = False, task_data: dict | None = None, search: bool = False) -> FitResult:
+    """Train ``config`` on ``task`` (built from the config when not given); returns the best epoch's model.
+
+    ``search``: a search trial, scored on validation only (no test split; the tracker draws no figure)."""
     config.validate()
     device = resolve_device(config.device)
     if config.threads:
@@ -179,10 +183,10 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
         bar.close()
 
     model.load_state_dict(best_state)
-    test = task.evaluate(model, "test", config.loss)
+    test = {} if search else task.evaluate(model, "test", config.loss)
     result.best_epoch, result.val, result.test = best_epoch, best_val, test
     if tracker:
-        tracker.log_result(result, config)
+        tracker.log_result(result, config, figure=not search)
     return result
 
 

@@ -42,7 +42,9 @@ def test_task_splits_follow_config():
     assert set(AdditionTask(config.replace(train_lengths=()), "cpu").splits["val"][2].tolist()) == set(range(1, 7))
     same = AdditionTask(config.replace(seed=5), "cpu")
     # The test set is shared by every run; training data follows the seed.
-    assert torch.equal(same.splits["test"][0], task.splits["test"][0])
+    assert "test" not in task.splits  # made when first scored: search trials never pay for it
+    assert torch.equal(same.split("test")[0], task.split("test")[0])
+    assert len(task.split("test")[2]) == task.test_size == len(task.test_lengths) * 1000
     assert not torch.equal(same.splits["train"][0], task.splits["train"][0])
 
 

@@ -67,3 +67,14 @@ def test_batches_cover_the_training_set_once_per_epoch():
     assert seen.shape == (500, 28, 28)
     expected = MnistTask.as_input(task.splits["train"][0]).sum()
     assert seen.sum().item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_val_size_keeps_the_first_part_of_the_same_validation_split():
+    """A search validating on part of the split scores a prefix of the images a full run validates on."""
+    data = synthetic_mnist(n_train=600, n_test=60)
+    full = MnistTask(tiny_config("mnist", seed=3), "cpu", **data)
+    part = MnistTask(tiny_config("mnist", seed=3, val_size=40), "cpu", **data)
+    assert len(full.splits["val"][1]) == 100 and len(part.splits["val"][1]) == 40
+    assert torch.equal(part.splits["val"][0], full.splits["val"][0][:40])
+    assert torch.equal(part.splits["train"][0], full.splits["train"][0])  # training is untouched
+    assert part.dataset()["profile"]["val"] == 40

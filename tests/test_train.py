@@ -106,7 +106,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(tmp_path, arch):
     model, loaded_config = load_checkpoint(tmp_path / "model.pt")
     assert loaded_config == config
     task = build_task(config, "cpu")
-    x, _, lengths = task.splits["test"]
+    x, _, lengths = task.split("test")
     result.model.eval()
     with torch.no_grad():
         assert torch.equal(model(x, lengths), result.model(x, lengths))

@@ -1,6 +1,7 @@
 """Studies end to end on tiny budgets: one parent run, one nested run per trial, prune/fail/resume/workers/faults."""
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import optuna
 import pytest
 
 from benchmark import cli, train, tuning
-from benchmark.schema import StudyAttr
+from benchmark.schema import StudyAttr, rank_key
 from benchmark.store import client_for, mask_url
 from benchmark.tuning import load_study, search
 
@@ -84,6 +85,7 @@ def test_three_trials_make_one_parent_and_three_nested_runs(tmp_path, tracking_u
     assert out.count("addition-gru-quick trial") == 3 and "COMPLETE" in out
     (parent,) = runs(tracking_uri, "study")
     children = runs(tracking_uri, "trial")
+    client = client_for(tracking_uri)
     assert parent.info.status == "FINISHED" and parent.data.tags["suite"] == "tune"
     study = load(tmp_path)
     assert study.user_attrs[StudyAttr.PARENT_RUN] == parent.info.run_id
@@ -98,8 +100,15 @@ def test_three_trials_make_one_parent_and_three_nested_runs(tmp_path, tracking_u
             assert run.data.params[name] == str(value)
         assert run.data.params["epochs"] == "2" and run.data.params["train_size"] == "200"
         assert run.data.metrics["best_val_acc"] == pytest.approx(trial.value)
-        assert "test_acc" in run.data.metrics  # computed for every completed trial
-    best = max(study.trials, key=lambda t: t.value)
+        chosen = run.info.run_id == parent.data.tags["best_run_id"]
+        # Search trials rank on validation alone: only the trial the study chose is scored on the test split, once.
+        assert ("test_acc" in run.data.metrics) == chosen, (run.info.run_id, chosen)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+        assert artifacts == {"checkpoint/model.pt"} and not client.list_artifacts(run.info.run_id, "curves")
+    best = min(study.trials, key=lambda t: rank_key(t.value, t.user_attrs.get("val_loss"), t.number))
+    assert parent.data.metrics["best_test_acc"] == pytest.approx(
+        client.get_run(best.user_attrs["mlflow_run_id"]).data.metrics["test_acc"])
+    assert study.user_attrs[StudyAttr.TESTED] == {str(best.number): parent.data.metrics["best_test_acc"]}
     assert parent.data.tags["best_trial_number"] == str(best.number)
     assert parent.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
     assert parent.data.metrics["best_val_acc"] == pytest.approx(best.value)
@@ -468,3 +477,20 @@ def test_a_kill_between_the_mlflow_end_and_the_optuna_tell_is_reconciled_on_resu
     assert "before Optuna recorded the result" in first.data.tags["error"]
     finished = sorted(n for n, r in by_number.items() if r.info.status == "FINISHED")
     assert finished == [t.number for t in study.trials if t.state.name == "COMPLETE"] == [1, 2]
+
+
+def test_bench_gives_small_models_two_one_thread_workers_and_says_so(tmp_path, tracking_uri, capsys):
+    from benchmark.bench import SMALL_HIDDEN, auto_workers, largest_hidden
+
+    folder = Path(__file__).resolve().parent.parent / "studies"
+    addition, mnist = (load_study(folder / f"{task}.toml", "gru", "quick") for task in ("addition", "mnist"))
+    assert largest_hidden(addition) <= SMALL_HIDDEN < largest_hidden(mnist)  # the shipped spaces, read back
+    assert auto_workers(addition, cores=2)[0] == 2 and auto_workers(mnist, cores=2)[0] == 1
+    assert auto_workers(addition, cores=1)[0] == 1  # one core: a second worker only takes turns
+    fixed = dataclasses.replace(addition, space=tuple(p for p in addition.space if p.name != "hidden_size"),
+                                fixed=(*addition.fixed, ("hidden_size", 96)))
+    assert largest_hidden(fixed) == 96 and auto_workers(fixed, cores=2)[0] == 1
+    assert cli.main(["bench", "--preset", "quick", "--archs", "gru", "--tasks", "addition", "--studies-dir",
+                     str(Path(study_file(tmp_path)).parent), "--trials", "1", "--seeds", "0", "--workers", "0",
+                     "--tracking-uri", tracking_uri]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err

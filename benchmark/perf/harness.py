@@ -300,7 +300,7 @@ def _evaluation(report: Report, mnist_task_config: TrainConfig, task, addition: 
     report.table(["arch", "inference samples/s"], eval_rows)
     long_task = build_task(addition.replace(eval_lengths=sizes.eval_lengths), "cpu")
     seconds, long_eval = eval_seconds(long_task, add_result.model, "test", sizes.repeats)
-    strings = len(long_task.splits["test"][2])
+    strings = len(long_task.split("test")[2])
     longest = max(sizes.eval_lengths)
     report.add(f"- accuracy vs length up to {longest} (addition test split: {TEST_PER_LENGTH:,} strings per length "
                f"1..20 and {_span(sizes.eval_lengths)}; {strings:,} strings, batched across lengths): {seconds:.2f} s; "

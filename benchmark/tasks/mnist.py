@@ -3,9 +3,10 @@
 Example: rnnbench train --task mnist --arch lstm --epochs 10
 
 The 60k training images are split 50k/10k into train/validation by a
-permutation seeded with ``config.seed``; the official 10k test set is used
-only to report the chosen model. All images stay in memory once, as uint8 on
-the device; a batch is one index + one fused scale-and-standardise, no per-image work.
+permutation seeded with ``config.seed`` (``config.val_size`` keeps the first
+part of the 10k); the official 10k test set is used only to report the chosen
+model. All images stay in memory once, as uint8 on the device; a batch is one
+index + one fused scale-and-standardise, no per-image work.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class MnistTask:
         train_index, val_index = order[n_val:], order[:n_val]
         if config.train_size:
             train_index = train_index[: config.train_size]
+        if config.val_size:
+            val_index = val_index[: config.val_size]
         self.splits = {
             "train": self._to_device(train_images[train_index], train_labels[train_index]),
             "val": self._to_device(train_images[val_index], train_labels[val_index]),

@@ -6,7 +6,9 @@ Each trial opens its own run under the study's parent run (``parent_run_id``), n
 (``lstm-h128x1-t07``; a pruned one ends ``-pruned``), tagged ``suite=tune``,
 ``role=trial``, ``study_name``, ``trial_number`` and ``optuna.state``; it ends FINISHED (COMPLETE), KILLED
 (PRUNED, with ``pruned_at_epoch``; or Ctrl-C) or FAILED with its ``error``. The value is the best
-validation accuracy; ties are broken by the ``val_loss`` user attr (``schema.rank_key``).
+validation accuracy; ties are broken by the ``val_loss`` user attr (``schema.rank_key``). A trial is scored on
+validation alone (``fit(search=True)``: no test split, no figure); ``score_on_test`` scores the trial its study
+chooses, once, when the study ends.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from ..schema import PRUNED_RUN_SUFFIX, EndedBy, Role, RunStatus, StudyAttr, Suite, Tag, TrialState
+from ..schema import PRUNED_RUN_SUFFIX, EndedBy, Metric, Role, RunStatus, StudyAttr, Suite, Tag, TrialState
 from ..tracking import RunTracker, trial_run_name
 from .coordination import holds_slot
 from .recovery import process_space
@@ -91,7 +93,7 @@ class Objective:
 
         try:
             result = train.fit(config, tracker=tracker, epoch_callback=report, quiet=self.fit_quiet,
-                               task_data=self.task_data)
+                               task_data=self.task_data, search=True)
         except optuna.TrialPruned:
             tracker.set_tags({Tag.TRIAL_STATE: TrialState.PRUNED, Tag.PRUNED_AT: stopped_at[0]})
             # KILLED is MLflow's nearest status; the name says it was the pruner, not a crash or Ctrl-C.
@@ -112,7 +114,6 @@ class Objective:
                 raise TrialFailed(message) from error
             raise
         value = float(result.val["acc"])
-        trial.set_user_attr(StudyAttr.TEST_ACC, float(result.test["acc"]))
         trial.set_user_attr(StudyAttr.VAL_LOSS, float(result.val.get("loss", math.inf)))  # ties of value
         trial.set_user_attr(StudyAttr.BEST_EPOCH, result.best_epoch)
         tracker.set_tags({Tag.TRIAL_STATE: TrialState.COMPLETE})
@@ -127,6 +128,25 @@ class Objective:
         score = f"val_acc {100 * value:6.2f}%" if value is not None else " " * 15
         print(f"{self.study_name} trial {trial.number:>3} {state:<8} {score} {time.perf_counter() - started:6.1f}s  "
               f"{shown}{'  ' + note if note else ''}", flush=True)
+
+
+def score_on_test(client, run_id: str, tracking_uri: str, task_data: dict | None = None) -> float:
+    """The test accuracy of the run of a study's chosen trial: its checkpoint scored on the test split once, and
+    logged to the run as ``train`` logs it (search trials rank on validation alone); a run scored before is read,
+    not scored again."""
+    scored = client.get_run(run_id).data.metrics.get(Metric.TEST_ACC)
+    if scored is not None:
+        return scored
+    from ..checkpoint import load_run_checkpoint  # torch: only a study that has a trial to score
+    from ..tasks import build_task, preload
+    from ..train import resolve_device
+
+    model, config = load_run_checkpoint(run_id, tracking_uri)
+    device = resolve_device(config.device)
+    task = build_task(config, device, **(task_data or preload(config.task) or {}))
+    test = task.evaluate(model.to(device), "test", config.loss)
+    RunTracker(client, run_id).log_test(test, config.task)
+    return float(test["acc"])
 
 
 def _short(value) -> str:

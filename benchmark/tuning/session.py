@@ -31,7 +31,7 @@ from ..plugins import PLUGINS_ENV, environment_value
 from ..schema import EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
 from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
 from ..tasks import preload
-from ..tracking import RunTracker
+from ..tracking import RunTracker, ending
 from .coordination import (
     ensure_parent_run,
     is_coordination_study,
@@ -40,7 +40,7 @@ from .coordination import (
     trial_counts,
     trials_left,
 )
-from .objective import Objective, TrialFailed
+from .objective import Objective, TrialFailed, score_on_test
 from .recovery import process_space, reconcile_runs, recover_lost_trials
 from .search import open_study
 from .storage import STORAGE_ENV, has_heartbeat, open_storage, resolve_storage_url
@@ -179,18 +179,15 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
                 elif not quiet:
                     print(f"study {name}: worker(s) exited abnormally: {', '.join(failures)}; the study holds all "
                           f"{spec.trials} trials all the same", file=sys.stderr)
-    except KeyboardInterrupt:
-        status = RunStatus.KILLED
-        raise
     except BaseException as exc:
-        status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        status, error = ending(exc)  # the parent run ends as every run does on an error or an interruption
+        if status == RunStatus.KILLED:
+            error += "; re-run the command to resume"
         raise
     finally:
         recover_lost_trials(study, storage_obj, tracking_uri)
         reconcile_runs(study, client)
         summary = update_parent(client, parent, study)
-        if status == RunStatus.KILLED:
-            error = "interrupted (KeyboardInterrupt); re-run the command to resume"
         # Other sessions (other machines) still running trials: the last one to end closes the parent run.
         if study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
             if error:
@@ -199,7 +196,16 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
             end_run(client, parent, status, error)
     best = summary["best"]
     best_run = best.user_attrs.get(StudyAttr.RUN_ID) if best is not None else None
+    test_acc = None
     if best_run:
+        try:
+            test_acc = score_on_test(client, best_run, tracking_uri)
+            tested = {**study.user_attrs.get(StudyAttr.TESTED, {}), str(best.number): test_acc}
+            study.set_user_attr(StudyAttr.TESTED, tested)
+            RunTracker(client, parent).log_metrics({Metric.BEST_TEST_ACC: test_acc})
+        except Exception as problem:  # no checkpoint, a damaged one: the study itself still succeeded
+            print(f"study {name}: best trial not scored on the test split: {type(problem).__name__}: "
+                  f"{problem}".splitlines()[0], file=sys.stderr)
         try:
             info = register_champion(best_run, tracking_uri, only_if_better=True)
             if not info["moved"] and not quiet:
@@ -209,7 +215,7 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
             print(f"study {name}: best model not registered: {type(problem).__name__}: {problem}".splitlines()[0],
                   file=sys.stderr)
     return StudyResult(name, spec, parent, summary["counts"], best.value if best else None,
-                       best.user_attrs.get(StudyAttr.TEST_ACC) if best else None, dict(best.params) if best else {},
+                       test_acc, dict(best.params) if best else {},
                        best_run, time.perf_counter() - started, status)
 
 
@@ -257,8 +263,8 @@ def update_parent(client, parent_run_id: str, study) -> dict:
     summary = {"counts": counts, "best": None}
     if best is not None:
         metrics.update({Metric.BEST_VAL_ACC: best.value, Metric.BEST_TRIAL: best.number})
-        if StudyAttr.TEST_ACC in best.user_attrs:
-            metrics[Metric.BEST_TEST_ACC] = best.user_attrs[StudyAttr.TEST_ACC]
+        if tested_acc(study, best) is not None:
+            metrics[Metric.BEST_TEST_ACC] = tested_acc(study, best)
         tracker.set_tags({Tag.BEST_TRIAL: best.number, Tag.BEST_RUN: best.user_attrs.get(StudyAttr.RUN_ID, ""),
                           **{f"{Tag.BEST_PARAM_PREFIX}{k}": v for k, v in best.params.items()}})
         summary["best"] = best
@@ -276,6 +282,12 @@ def best_trial(study):
                default=None)
 
 
+def tested_acc(study, trial) -> float | None:
+    """The test accuracy of a trial its study chose and scored (``score_on_test``); older studies kept it on the
+    trial itself."""
+    return study.user_attrs.get(StudyAttr.TESTED, {}).get(str(trial.number), trial.user_attrs.get(StudyAttr.TEST_ACC))
+
+
 def list_studies(storage_url: str | None = None, tracking_uri: str | None = None) -> list[dict]:
     """One row per study (companion studies left out): counts by state and the best trial."""
     import optuna
@@ -288,7 +300,7 @@ def list_studies(storage_url: str | None = None, tracking_uri: str | None = None
         best = best_trial(study)
         rows.append({"study": name, **trial_counts(study), "best_value": best.value if best else None,
                      "best_trial": best.number if best else None,
-                     "best_test_acc": best.user_attrs.get(StudyAttr.TEST_ACC) if best else None})
+                     "best_test_acc": tested_acc(study, best) if best else None})
     return rows
 
 
