@@ -1,0 +1,199 @@
+"""The research tasks (adding problem, selective copying, MQAR, parity, modular counting): generators against
+examples worked by hand, batches and logits of every shape, seeded splits, a loss that falls, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from benchmark import cli
+from benchmark.config import ConfigError, TrainConfig
+from benchmark.models import build_model
+from benchmark.registry import task_record
+from benchmark.tasks import build_task, mqar, selective_copy
+from benchmark.tasks.adding_problem import target
+from benchmark.tasks.parity import generate, running_sum
+from benchmark.tasks.tokens import IGNORE
+
+# Tiny settings per task: T, split sizes and model small enough for seconds on one core.
+TINY = {
+    "adding_problem": dict(max_train_length=12, train_size=64),
+    "selective_copy": dict(max_train_length=20, train_size=64),
+    "mqar": dict(max_train_length=32, train_size=64),
+    "parity": dict(max_train_length=6, train_size=64),
+    "modular_counting": dict(max_train_length=6, train_size=64),
+}
+TASKS = list(TINY)
+
+
+def tiny(task: str, arch: str = "lstm", **overrides) -> TrainConfig:
+    return TrainConfig.for_task(task, arch, **{"hidden_size": 8, "batch_size": 16, "epochs": 1, "lr": 1e-2,
+                                               **TINY[task], **overrides})
+
+
+def first_batch(task, config):
+    return next(iter(task.train_batches(config.batch_size, torch.Generator().manual_seed(0))))
+
+
+@pytest.mark.parametrize("arch", ["lstm", "mingru"])
+@pytest.mark.parametrize("name", TASKS)
+def test_batch_and_logit_shapes_and_a_loss_that_falls(name, arch):
+    config = tiny(name, arch, batch_size=8)
+    task = build_task(config, "cpu")
+    batch = first_batch(task, config)
+    assert batch.x.dtype == torch.float32 and batch.x.shape[0] == 8 and batch.x.shape[2] == task.input_size
+    torch.manual_seed(0)
+    model = build_model(config, task)
+    logits = model(batch.x, batch.lengths)
+    if task.readout == "last":
+        assert logits.shape == (8, task.output_size) and batch.y.shape == (8,)
+    else:
+        assert logits.shape == (*batch.x.shape[:2], task.output_size) and batch.y.shape == batch.x.shape[:2]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
+    losses = []
+    for _ in range(60):
+        loss_sum, count = task.loss(config.loss, model(batch.x, batch.lengths), batch)
+        loss = loss_sum / count
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.85 * losses[0], losses
+    scores = task.evaluate(model, "val", config.loss)
+    assert set(task_record(name).metrics) <= set(scores) and scores["loss"] > 0
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_splits_follow_the_seed_and_the_test_split_never_does(name):
+    a, same, other = (build_task(tiny(name, seed=seed), "cpu") for seed in (0, 0, 1))
+    for split in ("train", "val"):
+        assert torch.equal(a.splits[split][0], same.splits[split][0])
+        assert not torch.equal(a.splits[split][0], other.splits[split][0])
+    assert torch.equal(a.splits["test"][0], other.splits["test"][0])
+    assert torch.equal(a.splits["test"][1], other.splits["test"][1])
+    assert a.dataset()["digest"] != other.dataset()["digest"]
+
+
+def test_adding_problem_target_and_generator():
+    # Worked by hand: values 0.1 .. 0.6, markers at steps 1 and 4: 0.2 + 0.5.
+    values = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    markers = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    assert target(torch.stack([values, markers], -1)[None]).item() == pytest.approx(0.7)
+    task = build_task(tiny("adding_problem", max_train_length=10, train_size=500), "cpu")
+    x, y = task.splits["train"]
+    marked = x[..., 1].nonzero()[:, 1].view(-1, 2)  # each row: exactly two markers, one in each half
+    assert (marked[:, 0] < 5).all() and (marked[:, 1] >= 5).all()
+    assert torch.allclose(y, x[..., 0].gather(1, marked).sum(1))
+    assert float(x[..., 0].min()) >= 0 and float(x[..., 0].max()) < 1
+
+
+class Constant(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, lengths=None):
+        return torch.full((len(x), 1), self.value)
+
+
+def test_adding_problem_scores_the_constant_answer_near_zero_explained_variance():
+    task = build_task(tiny("adding_problem", max_train_length=10), "cpu")
+    scores = task.evaluate(Constant(1.0), "test", "mse")
+    assert scores["mse"] == pytest.approx(1 / 6, abs=0.02) and scores["acc"] == pytest.approx(0, abs=0.12)
+    assert scores["acc"] == pytest.approx(1 - 6 * scores["mse"]) and scores["loss"] == scores["mse"]
+
+
+def test_selective_copy_layout_by_hand():
+    data = torch.tensor([[3] + [0] * 15])
+    positions = torch.tensor([list(range(16))])
+    positions[0, 0] = 17  # data token 3 at step 17, the other 15 (zeros) at steps 1..15
+    positions = positions.sort(dim=1).values
+    tokens, targets = selective_copy.layout(data[:, [1] * 15 + [0]], positions, 18)
+    expected = [16] + [0] * 15 + [16, 3] + [17] * 16
+    assert tokens[0].tolist() == expected
+    assert targets[0].tolist() == [IGNORE] * 18 + [0] * 15 + [3]
+
+
+def test_selective_copy_generator_copies_the_data_in_order():
+    tokens, targets = selective_copy.generate(50, 40, torch.Generator().manual_seed(2))
+    assert tokens.shape == (50, 56) and (tokens[:, 40:] == selective_copy.MARKER).all()
+    data_at = tokens[:, :40] < 16
+    assert (data_at.sum(1) == 16).all()
+    assert torch.equal(tokens[:, :40][data_at].view(50, 16), targets[:, 40:])
+    assert (targets[:, :40] == IGNORE).all()
+
+
+def test_mqar_layout_by_hand():
+    keys, values, slots = torch.tensor([[5, 7]]), torch.tensor([[130, 200]]), torch.tensor([[1, 0]])
+    tokens, targets = mqar.layout(keys, values, slots, 8)
+    assert tokens[0].tolist() == [5, 130, 7, 200, 7, 0, 5, 0]
+    assert targets[0].tolist() == [IGNORE] * 4 + [200, IGNORE, 130, IGNORE]
+
+
+def test_mqar_generator_keys_values_and_queries():
+    tokens, targets = mqar.generate(100, 64, torch.Generator().manual_seed(3))
+    keys, values = tokens[:, 0:8:2], tokens[:, 1:8:2]
+    assert ((keys >= 1) & (keys < 128)).all() and ((values >= 128) & (values < 256)).all()
+    assert all(len(set(row)) == 4 for row in keys.tolist())  # without replacement within a sequence
+    asked = targets != IGNORE
+    assert (asked.sum(1) == 4).all() and not asked[:, :8].any()
+    for row in range(100):
+        answer = dict(zip(keys[row].tolist(), values[row].tolist(), strict=True))
+        assert sorted(tokens[row][asked[row]].tolist()) == sorted(answer)
+        assert targets[row][asked[row]].tolist() == [answer[k] for k in tokens[row][asked[row]].tolist()]
+    assert (tokens[:, 8:][~asked[:, 8:]] == 0).all()
+
+
+def test_parity_and_modular_counting_by_hand():
+    assert running_sum(torch.tensor([[1, 0, 1, 1]]), 2).tolist() == [[1, 1, 0, 1]]
+    assert running_sum(torch.tensor([[4, 3, 0, 2, 1]]), 5).tolist() == [[4, 2, 2, 4, 0]]
+    x, y = generate(torch.tensor([4, 2]), torch.Generator().manual_seed(0))
+    digits = x.argmax(-1)
+    assert torch.equal(y[0], digits[0].cumsum(0) % 2)
+    assert x[1, 2:].abs().sum() == 0 and (y[1, 2:] == 0).all()  # padding is zero
+
+
+def test_parity_splits_and_per_length_scores():
+    task = build_task(tiny("parity"), "cpu")
+    assert set(task.splits["train"][2].tolist()) == set(range(1, 7))
+    assert set(task.splits["val"][2].tolist()) == set(range(1, 7))
+    assert set(task.splits["test"][2].tolist()) == set(range(7, 501))
+
+    class Oracle(torch.nn.Module):  # right everywhere except at step 0 of strings longer than 100
+        def forward(self, x, lengths=None):
+            logits = 10 * torch.nn.functional.one_hot(x.argmax(-1).cumsum(1) % 2, 2).float()
+            long = torch.tensor([int(n) > 100 for n in lengths])
+            logits[long, 0] = logits[long, 0].flip(-1)
+            return logits
+
+    scores = task.evaluate(Oracle(), "test", "ce")
+    assert scores["acc_by_len"][7] == 1.0 and scores["acc_by_len"][200] == pytest.approx(199 / 200)
+    assert scores["acc"] == pytest.approx(sum(scores["acc_by_len"].values()) / 494)
+
+
+@pytest.mark.parametrize("name, setting", [("selective_copy", 15), ("mqar", 15), ("parity", 500)])
+def test_settings_a_task_cannot_honour_are_refused(name, setting):
+    with pytest.raises(ConfigError, match="max_train_length"):
+        build_task(tiny(name, max_train_length=setting), "cpu")
+
+
+@pytest.mark.parametrize("name", ["adding_problem", "selective_copy", "mqar", "parity"])
+def test_rnnbench_train_runs_each_task(name, tmp_path, capsys):
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in TINY[name].items()]
+    code = cli.main(["train", "--task", name, "--arch", "lstm", "--hidden-size", "8", "--epochs", "1",
+                     "--batch-size", "32", "--threads", "1", "--quiet", "--json", *flags,
+                     "--tracking-uri", f"sqlite:///{tmp_path}/store/mlflow.db"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["task"] == name and "test_acc" in summary
+    if name == "adding_problem":
+        assert "test_mse" in summary
+    if name == "parity":
+        assert set(summary["test_acc_by_len"]) == {str(n) for n in range(7, 501)}
+
+
+def test_the_summary_line_shows_a_raw_metric_as_a_number():
+    record = task_record("adding_problem")
+    assert record.shown("mse", 0.0123456) == "0.01235"
+    assert record.shown("acc", 0.9512, unit=True) == "95.12%"
+    assert record.shown("acc", None) == "—"
