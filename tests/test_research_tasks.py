@@ -192,8 +192,29 @@ def test_rnnbench_train_runs_each_task(name, tmp_path, capsys):
         assert set(summary["test_acc_by_len"]) == {str(n) for n in range(7, 501)}
 
 
-def test_the_summary_line_shows_a_raw_metric_as_a_number():
-    record = task_record("adding_problem")
-    assert record.shown("mse", 0.0123456) == "0.01235"
-    assert record.shown("acc", 0.9512, unit=True) == "95.12%"
-    assert record.shown("acc", None) == "—"
+def test_a_raw_metric_is_a_plain_number_in_the_summary_line_and_the_comparison_table(tmp_path, capsys):
+    from benchmark.report.markdown import Figures
+    from benchmark.report.sections.comparison import comparison
+    from benchmark.report.snapshot import load_snapshot
+
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in TINY["adding_problem"].items()]
+    assert cli.main(["train", "--task", "adding_problem", "--arch", "gru", "--hidden-size", "8", "--epochs", "1",
+                     "--threads", "1", "--quiet", *flags, "--tracking-uri", uri]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    acc, mse = (line.split(f"{name} ", 1)[1].split()[0] for name in ("test_acc", "test_mse"))
+    assert acc.endswith("%") and not mse.endswith("%") and len(mse.strip("0.").replace(".", "")) <= 4
+    assert float(mse) == pytest.approx((1 - float(acc[:-1]) / 100) / 6, rel=1e-3)
+    table = comparison(load_snapshot(uri), Figures(tmp_path / "figures")).split("### adding_problem", 1)[1]
+    header, _, row = table.strip().split("\n\n")[1].splitlines()[:3]
+    cells = dict(zip((h.strip() for h in header.strip("|").split("|")),
+                     (c.strip() for c in row.strip("|").split("|")), strict=True))
+    assert cells["test MSE"] == mse and cells["explained variance"] == acc[:-1]
+
+
+@pytest.mark.parametrize("raw", [("acc",), ("mse",)])
+def test_a_raw_metric_must_be_a_metric_and_never_the_objective(raw):
+    from benchmark.registry import RegistryError, register_task
+
+    with pytest.raises(RegistryError, match="raw_metrics must be among its metrics and exclude the objective"):
+        register_task("never_registered", "x:Y", metrics=("acc", "err"), raw_metrics=raw)
