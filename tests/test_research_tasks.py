@@ -218,3 +218,12 @@ def test_a_raw_metric_must_be_a_metric_and_never_the_objective(raw):
 
     with pytest.raises(RegistryError, match="raw_metrics must be among its metrics and exclude the objective"):
         register_task("never_registered", "x:Y", metrics=("acc", "err"), raw_metrics=raw)
+
+
+def test_a_task_with_one_per_length_metric_gets_one_panel_named_after_it():
+    from benchmark.report import figures
+
+    record = task_record("parity")
+    names = tuple(record.metric_label(name) for name in record.per_length)
+    fig = figures.accuracy_by_length({"lstm": [(41, 1.0), (500, 0.9)]}, {}, 40, "parity", names=names)
+    assert [ax.get_title() for ax in fig.axes] == ["per-step accuracy"]
