@@ -34,7 +34,7 @@ _HELP = {
     "lr": "learning rate (peak rate for --schedule onecycle)",
     "epochs": "passes over the training set",
     "batch_size": "examples per optimisation step",
-    "seed": "seed of the initial weights, the data order and addition's generated strings",
+    "seed": "seed of the initial weights, the data order and the synthetic tasks' generated data",
     "optimizer": "optimiser",
     "weight_decay": "weight decay (L2 for adam, decoupled for adamw)",
     "schedule": "learning-rate schedule",
@@ -43,7 +43,8 @@ _HELP = {
     "train_size": "training examples (mnist: subset of the 50k; addition: strings); 0 = default",
     "val_size": "validation examples (mnist and pixel mnist: the first part of the 10k); 0 = all",
     "train_lengths": "addition: train only on these lengths, e.g. 3 (default: all of 1..max-train-length)",
-    "max_train_length": "addition: train on lengths 1..N",
+    "max_train_length": "addition, parity, modular_counting: train on lengths 1..N; adding_problem, selective_copy, "
+                        "mqar: the sequence length T (docs/tasks.md)",
     "eval_lengths": "addition: generalisation lengths tested beyond max-train-length",
     "input_scale": "mnist pixels: standard (mean/std) or unit ([0, 1], the notebook's ToTensor)",
     "device": "where to train",

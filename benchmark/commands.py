@@ -129,7 +129,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        scores = "  ".join(f"{Metric.of('test', name)} {100 * value:.2f}%" for name, value in tested.items())
+        record = task_record(config.task)
+        scores = "  ".join(f"{Metric.of('test', name)} {record.shown(name, value, unit=True)}"
+                           for name, value in tested.items())
         print(f"run {tracker.run_id}: {config.arch} on {config.task}  {scores}  (best epoch {result.best_epoch})")
     return 0
 

@@ -74,8 +74,24 @@ def _source(target: type | str) -> Source:
     return Source(module, str(path), file_sha256(path))
 
 
+class Registered:
+    """What a registered cell and a task record share: the class, imported on first use, and the display name."""
+
+    name: str
+    target: type | str
+    label: str
+
+    @property
+    def cls(self) -> type:
+        return _load(self.target)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
 @dataclass(frozen=True)
-class CellSpec:
+class CellSpec(Registered):
     """A registered cell: its name, whether it runs both directions, and the class (imported on first use).
 
     ``impls`` lists the kernels a cell can run (``--impl``); a cell that names none runs its own forward.
@@ -88,14 +104,6 @@ class CellSpec:
     label: str = ""
     impls: tuple[str, ...] = ()
     colour: str = ""  # in every figure; a cell without one takes the next free colour
-
-    @property
-    def cls(self) -> type:
-        return _load(self.target)
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -118,13 +126,14 @@ class Goal:
 
 
 @dataclass(frozen=True)
-class TaskRecord:
+class TaskRecord(Registered):
     """Everything the suite knows about a task without building it (no torch).
 
     ``metrics`` are what ``evaluate`` returns besides ``loss``; the tracker logs each as ``val_<m>`` and
     ``test_<m>``. ``objective`` is the one the search ranks on (higher is better). ``per_length`` names metrics
     that ``evaluate`` also returns per sequence length as ``<m>_by_len`` (``{length: value}``); they are logged
     as ``test_<m>_by_len`` with the length as the step and drawn by the report's lengths section.
+    Metrics are fractions shown in percent, except ``raw_metrics`` (an MSE), shown as plain numbers.
     """
 
     name: str
@@ -139,17 +148,28 @@ class TaskRecord:
     objective: str = "acc"
     metric_labels: Mapping[str, str] = field(default_factory=dict)  # metric -> words; "acc" -> "test accuracy"
     per_length: tuple[str, ...] = ()
+    raw_metrics: tuple[str, ...] = ()  # metrics that are not fractions: shown as numbers (4 significant digits)
     goals: tuple[Goal, ...] = ()
-    sections: tuple[str, ...] = ()  # report sections only this task has (e.g. "digits")
     pixel_rows: bool = False  # a served model takes raw 0..255 image rows [B, T, F]
+    # The lengths the test metrics cover, where they are not the training lengths 1..max_train_length (the default):
+    # parity scores only the unseen ones, "{after}..500" ({after}: max_train_length + 1).
+    test_span: str = ""
 
-    @property
-    def cls(self) -> type:
-        return _load(self.target)
+    def scored_span(self, max_train_length) -> str:
+        """The lengths a test metric of this task covers, in words: "1..20" for addition, "41..500" for parity."""
+        if not self.test_span:
+            return f"1..{max_train_length}"
+        after = int(max_train_length) + 1 if str(max_train_length).isdigit() else "L+1"
+        return self.test_span.format(after=after)
 
-    @property
-    def display(self) -> str:
-        return self.label or self.name
+    def shown(self, metric: str, value: float | None, unit: bool = False) -> str:
+        """A metric's value as tables and summary lines show it: "97.31" (with ``unit``, "97.31%") for a
+        fraction, "0.003412" for a raw metric, "—" for none."""
+        if value is None:
+            return "—"
+        if metric in self.raw_metrics:
+            return f"{value:.4g}"
+        return f"{100 * value:.2f}{'%' if unit else ''}"
 
     def metric_label(self, metric: str) -> str:
         """A metric in words, for prose and figure axes: "test accuracy", "mean bit accuracy"."""
@@ -230,7 +250,7 @@ def register_task(name: str, target: type | str | None = None, **record: Any):
     def register(cls: type | str) -> type | str:
         _check_name("task", name, catalog.TASKS)
         values = dict(record)
-        for key in ("metrics", "per_length", "goals", "sections"):
+        for key in ("metrics", "per_length", "raw_metrics", "goals"):
             if key in values:
                 values[key] = tuple(values[key])
         for key in ("defaults", "metric_labels"):
@@ -241,6 +261,9 @@ def register_task(name: str, target: type | str | None = None, **record: Any):
         if task.objective not in task.metrics:
             raise RegistryError(f"task {name!r}: objective {task.objective!r} is not among its metrics "
                                 f"({', '.join(task.metrics)})")
+        if task.objective in task.raw_metrics or not set(task.raw_metrics) <= set(task.metrics):
+            raise RegistryError(f"task {name!r}: raw_metrics must be among its metrics and exclude the objective "
+                                f"{task.objective!r}")
         bad = [goal.kind for goal in task.goals if goal.kind not in Goal.KINDS]
         if bad:
             raise RegistryError(f"task {name!r}: unknown goal kind(s) {', '.join(bad)}; valid: {', '.join(Goal.KINDS)}")

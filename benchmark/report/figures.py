@@ -29,14 +29,17 @@ def _values(series: Series, scale: float = 100) -> list[float]:
 
 
 def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, title: str,
-                       styles: dict[str, dict] | None = None):
-    """Bit and whole-string accuracy against string length, one line per label, log-scaled lengths.
+                       styles: dict[str, dict] | None = None,
+                       names: tuple[str, ...] = ("bit accuracy", "whole-string accuracy")):
+    """Bit and whole-string accuracy (a task's first two per-length metrics, named by ``names``; one panel where
+    it has one) against string length, one line per label, log-scaled lengths.
 
     ``styles`` maps a label to matplotlib line keywords (one colour per architecture, one dash pattern per
     training regime)."""
-    fig, axes = figure(1, 2, figsize=(13, 4.8), sharex=True)
+    fig, axes = figure(1, len(names[:2]), figsize=(6.5 * len(names[:2]), 4.8), sharex=True, squeeze=False)
+    axes = axes[0]
     lengths = [x for series in (bit, seq) for points in series.values() for x, _ in points]
-    for ax, series, name in ((axes[0], bit, "bit accuracy"), (axes[1], seq, "whole-string accuracy")):
+    for ax, series, name in zip(axes, (bit, seq), names, strict=False):
         for label, points in series.items():
             if points:
                 style = {"marker": "o", "ms": 3, "lw": 1.2, **(styles or {}).get(label, {})}
@@ -50,7 +53,7 @@ def accuracy_by_length(bit: Series, seq: Series, max_train_length: int | None, t
     if max_train_length:
         axes[0].annotate("longest training length", (max_train_length, 0.03), xycoords=("data", "axes fraction"),
                          rotation=90, fontsize=8, color="gray", ha="right", va="bottom")
-    legend_outside(axes[1])
+    legend_outside(axes[-1])
     suptitle(fig, title)
     return fig
 

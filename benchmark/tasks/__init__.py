@@ -26,7 +26,7 @@ register_task(
     label="MNIST",
     # The course notebook's settings, so that `rnnbench train --task mnist --arch lstm` reproduces it.
     defaults={"hidden_size": 128, "lr": 1e-3, "batch_size": 500, "epochs": 10},
-    data_dir=True, normalisation=(PIXEL_MEAN, PIXEL_STD), pixel_rows=True, sections=("digits",),
+    data_dir=True, normalisation=(PIXEL_MEAN, PIXEL_STD), pixel_rows=True,
     goals=(*(Goal("seed_mean", goal, (arch,)) for arch, goal in MNIST_GOALS.items()), Goal("best_single", 99.2)),
 )
 register_task(
@@ -49,6 +49,61 @@ register_task(
     "permuted_pixel_mnist", f"{__name__}.pixel_mnist:PermutedPixelMnistTask",
     description="permuted pixel MNIST: the 784 pixels in one fixed random order (Le et al. 2015)",
     label="permuted pixel MNIST", data_dir=True, normalisation=(PIXEL_MEAN, PIXEL_STD),
+)
+
+# The research tasks: synthetic tasks that each isolate one ability (docs/tasks.md defines each exactly). The
+# sequence length T of the fixed-length ones is `max_train_length`.
+register_task(
+    "adding_problem", f"{__name__}.adding_problem:AddingProblemTask",
+    description="the adding problem (Hochreiter & Schmidhuber 1997): the sum of the two marked values of T steps, "
+                "regressed from the final state; acc is the explained variance 1 - MSE / (1/6)",
+    label="adding problem",
+    # Batches of 50: 2,000 steps in 10 epochs, what a GRU needed to leave the plateau at MSE 1/6 on T = 100.
+    defaults={"hidden_size": 64, "lr": 3e-3, "batch_size": 50, "epochs": 10, "train_size": 10_000,
+              "max_train_length": 100, "loss": "mse", "clip_grad": 1.0},
+    metrics=("acc", "mse"), raw_metrics=("mse",),
+    metric_labels={"acc": "explained variance", "mse": "test MSE"},
+    goals=(Goal("seed_mean", 94.0),),  # explained variance 94 % = MSE 0.01, the usual pass mark
+)
+register_task(
+    "selective_copy", f"{__name__}.selective_copy:SelectiveCopyTask",
+    description="selective copying (Gu & Dao 2023): 16 tokens scattered among T noise steps, emitted in order "
+                "after 16 markers",
+    label="selective copying",
+    defaults={"hidden_size": 128, "lr": 3e-3, "batch_size": 64, "epochs": 10, "train_size": 10_000,
+              "max_train_length": 256, "clip_grad": 1.0},
+    metric_labels={"acc": "token accuracy"},
+    goals=(Goal("seed_mean", 99.0),),
+)
+register_task(
+    "mqar", f"{__name__}.mqar:MqarTask",
+    description="multi-query associative recall (Arora et al. 2023): T // 16 key-value pairs over 256 tokens, "
+                "then each key asked once",
+    label="MQAR",
+    defaults={"hidden_size": 128, "lr": 3e-3, "batch_size": 64, "epochs": 10, "train_size": 20_000,
+              "max_train_length": 64, "clip_grad": 1.0},
+    metric_labels={"acc": "recall accuracy"},
+    goals=(Goal("seed_mean", 99.0),),
+)
+register_task(
+    "parity", f"{__name__}.parity:ParityTask",
+    description="running parity of a bit string (after Deletang et al. 2023): trained on lengths 1..40, "
+                "tested on 41..500",
+    label="parity",
+    defaults={"hidden_size": 32, "lr": 1e-2, "batch_size": 100, "epochs": 10, "train_size": 10_000,
+              "max_train_length": 40},
+    per_length=("acc",), metric_labels={"acc": "per-step accuracy"}, test_span="{after}..500",
+    goals=(Goal("seed_mean", 90.0),),
+)
+register_task(
+    "modular_counting", f"{__name__}.modular_counting:ModularCountingTask",
+    description="running sum mod 5 of digits 0..4 (after Deletang et al. 2023): trained on lengths 1..40, "
+                "tested on 41..500",
+    label="modular counting",
+    defaults={"hidden_size": 32, "lr": 1e-2, "batch_size": 100, "epochs": 10, "train_size": 10_000,
+              "max_train_length": 40},
+    per_length=("acc",), metric_labels={"acc": "per-step accuracy"}, test_span="{after}..500",
+    goals=(Goal("seed_mean", 90.0),),
 )
 
 

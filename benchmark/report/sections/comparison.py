@@ -20,9 +20,9 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
     out = ["## Comparison", "",
            "Best trial per architecture, chosen by validation accuracy (completed trials only; an architecture "
            "without trials shows its best `rnnbench train` run, 'run' under trials); test numbers for that run. "
-           "Accuracies in %, Δ in points against the notebook (from the seed mean where every architecture has "
-           "seeds, else from the best run). The second table gives each run's configuration and cost; trials: "
-           "completed / pruned / failed.", ""]
+           "Accuracies in % (a task's raw metrics, such as an MSE, as plain numbers), Δ in points against the "
+           "notebook (from the seed mean where every architecture has seeds, else from the best run). The second "
+           "table gives each run's configuration and cost; trials: completed / pruned / failed.", ""]
     if not reported_tasks(snap):
         return "\n".join([*out[:2], "No finished trial or `rnnbench train` run in these experiments.", ""])
     for task in reported_tasks(snap):
@@ -42,7 +42,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             ref = NOTEBOOK_REFERENCE.get(task, {}).get(arch)
             acc = run.metric(Metric.TEST_ACC)
             row = [arch, pct(acc)] + ([mean_pm(seeded[arch])] if with_seeds else [])
-            row += [pct(run.metric(Metric.of("test", name))) for name in record.metrics[1:]]
+            row += [record.shown(name, run.metric(Metric.of("test", name))) for name in record.metrics[1:]]
             if record.per_length:
                 at = longest_length(snap, run)
                 longest.add(at[0] if at else None)
@@ -56,7 +56,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
                            number(run.seconds_per_epoch), trials])
         if record.per_length:
             at = f"L={longest.pop()}" if len(longest) == 1 and None not in longest else "longest L"
-            span = f"1..{trained.pop()}" if len(trained) == 1 else "train lengths"
+            span = record.scored_span(trained.pop()) if len(trained) == 1 else "lengths scored"
             headers = ["arch", *(f"{record.short_label(name)} {span}" for name in record.metrics),
                        *(f"{record.short_label(name)} {at}" for name in record.per_length)]
         else:

@@ -77,7 +77,8 @@ def _task_lengths(snap: Snapshot, figures: Figures, task: str) -> str:
 
     longest = int(train_max.pop()) if len(train_max) == 1 and next(iter(train_max)).isdigit() else None
     reach = max((points[-1][0] for points in bits.values() if points), default=0)
-    drawn = " and ".join(record.metric_label(name) for name in record.per_length[:2])
+    drawn_names = tuple(record.metric_label(name) for name in record.per_length[:2])
+    drawn = " and ".join(drawn_names)
     out = [f"## Length generalisation ({task})", "",
            f"Trained on lengths up to {longest or 'the dashed line'}, tested up to length {reach}: "
            f"{drawn} of each architecture's best configuration (the mean over its seed "
@@ -89,7 +90,7 @@ def _task_lengths(snap: Snapshot, figures: Figures, task: str) -> str:
     fig = accuracy_by_length(bits, seqs, longest,
                              f"{', '.join(archs)} trained on {record.display}, {trained}: test accuracy against "
                              f"string length (tested up to {reach})",
-                             styles={label: {"color": palette[regime[label][0]]} for label in bits})
+                             styles={label: {"color": palette[regime[label][0]]} for label in bits}, names=drawn_names)
     out += [figures.image(fig, f"{task}_accuracy_by_length", "accuracy against length"), ""]
     if fixed_bits:
         fixed_archs = sorted({regime[label][0] for label in fixed_bits}, key=arch_order_key)
@@ -104,10 +105,11 @@ def _task_lengths(snap: Snapshot, figures: Figures, task: str) -> str:
                                  f"{', '.join(fixed_archs)} trained on {record.display} of one length only "
                                  f"(broken lines; the notebook's experiments) or of lengths 1..{longest or 'max'} "
                                  "(solid): test accuracy against string length",
-                                 styles=styles)
+                                 styles=styles, names=drawn_names)
         out += ["The notebook's fixed-length experiments: the same configurations trained on strings of one "
                 "length only, tested on every length.", "",
                 figures.image(fig, f"{task}_fixed_length_by_length", "fixed-length training against length"), ""]
-    out += [table(["arch", "trained on", "series", f"{record.short_label('acc')} 1..{longest or 'max'}: mean ± std (n)",
+    out += [table(["arch", "trained on", "series",
+                   f"{record.short_label('acc')} {record.scored_span(longest or 'max')}: mean ± std (n)",
                    "longest L", f"{names[0]} at L", f"{names[1]} at L"], rows, [3, 4, 5, 6]), ""]
     return "\n".join(out)
