@@ -65,7 +65,7 @@ def test_a_crashing_seed_ends_failed_with_its_reason_and_the_next_seed_runs(tune
         return real_fit(config, **kwargs)
 
     monkeypatch.setattr(train, "fit", flaky)
-    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri, quiet=True)
+    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri, quiet=True, together=False)
     assert [r.status for r in results] == ["FAILED", "FINISHED"]
     failed = client_for(tracking_uri).get_run(results[0].run_id)
     assert failed.info.status == "FAILED" and "nan" in failed.data.tags["error"]
