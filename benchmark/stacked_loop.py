@@ -7,7 +7,9 @@ Example: rnnbench confirm --task addition --arch lstm --seeds 3   # the 3 seeds 
 [S, ...]; its forward takes x [S, B, T, F] (each seed its own batch) and right-padding ``lengths`` [S, B] and returns
 logits [S, B, C] or [S, B, T, C], the same numbers each model would compute on its own batch. The recurrence is the
 cell loop of benchmark/loop.py with a seed dimension added: one input projection for all steps (``bmm``), then per
-step one ``baddbmm`` (S recurrent products at once) and the gate nonlinearities, autograd doing the backward.
+step one ``baddbmm`` (S recurrent products at once) and the gate nonlinearities; LSTM and GRU run loop.py's
+hand-written backward (per step one ``bmm``, W_hh's gradient as one batched product over all steps), the plain RNN
+autograd's.
 Padding follows packing's semantics as loop.py's does: a row's state stops changing after its last real step, the
 backward direction runs over each row's real steps reversed, outputs at padded steps are zero.
 
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .cells.native import NativeCell
+from .loop import _hold_finished, _sigmoid_backward, _tanh_backward
 
 MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 
@@ -129,34 +132,154 @@ class StackedModel(nn.Module):
         flat = inputs.reshape(seeds, steps * batch, -1)
         projected = (torch.baddbmm(bias.unsqueeze(1), flat, w_ih.transpose(1, 2)) if bias is not None
                      else torch.bmm(flat, w_ih.transpose(1, 2))).reshape(seeds, steps, batch, -1)
-        w_t = w_hh.transpose(1, 2)  # [S, H, G*H]
+        if gru or self.mode == "LSTM":
+            b_hn = (b_hh[:, 2 * hidden:] if b_hh is not None else inputs.new_zeros(seeds, hidden)).unsqueeze(1)
+            if gru:
+                hs = _StackedGRU.apply(projected, w_hh, b_hn, mask, first_partial)
+            else:
+                hs = _StackedLSTM.apply(projected, w_hh, mask, first_partial)
+            return hs, hs[:, -1]
+        # The plain RNN: one op per step, autograd is as fast as a hand-written backward would be.
+        w_t = w_hh.transpose(1, 2)
         h = inputs.new_zeros(seeds, batch, hidden)
-        c = h
-        if gru:
-            w_rz_t, w_n_t = w_t[..., : 2 * hidden], w_t[..., 2 * hidden:]
-            b_hn = (b_hh[:, 2 * hidden:] if b_hh is not None else h.new_zeros(seeds, hidden)).unsqueeze(1)
         states = []
         # unbind, not projected[:, t]: each step's backward would otherwise add into a zero tensor of all steps.
         for t, gates_x in enumerate(projected.unbind(1)):
-            if self.mode == "LSTM":
-                gates = torch.baddbmm(gates_x, h, w_t)
-                i, f, g, o = gates.chunk(4, -1)
-                new_c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                new_h = torch.sigmoid(o) * torch.tanh(new_c)
-            elif gru:
-                rz = torch.sigmoid(torch.baddbmm(gates_x[..., : 2 * hidden], h, w_rz_t))
-                r, z = rz.chunk(2, -1)
-                n = torch.tanh(gates_x[..., 2 * hidden:] + r * torch.baddbmm(b_hn, h, w_n_t))
-                new_h = n + z * (h - n)
-            else:
-                pre = torch.baddbmm(gates_x, h, w_t)
-                new_h = pre.tanh() if self.mode == "RNN_TANH" else pre.relu()
+            pre = torch.baddbmm(gates_x, h, w_t)
+            new_h = pre.tanh() if self.mode == "RNN_TANH" else pre.relu()
             if mask is not None and t >= first_partial:  # finished rows keep their state
                 new_h = torch.where(mask[:, t], new_h, h)
-                if self.mode == "LSTM":
-                    new_c = torch.where(mask[:, t], new_c, c)
             h = new_h
-            if self.mode == "LSTM":
-                c = new_c
             states.append(h)
         return torch.stack(states, dim=1), h
+
+
+class _StackedLSTM(torch.autograd.Function):
+    """loop.py's LSTM direction with a seed dimension: gates_x [S, T, B, 4H], w_hh [S, 4H, H] -> hs [S, T, B, H].
+    Per step one baddbmm forward and one bmm backward, no autograd graph per step, and W_hh's gradient as one
+    batched product over all steps."""
+
+    @staticmethod
+    def forward(ctx, gates_x: Tensor, w_hh: Tensor, mask: Tensor | None, first_partial: int) -> Tensor:
+        seeds, steps, batch, width = gates_x.shape
+        hidden = width // 4
+        acts = torch.empty_like(gates_x)  # i, f, g, o after their nonlinearities
+        hs, cs, tanh_cs = (gates_x.new_empty(seeds, steps, batch, hidden) for _ in range(3))
+        h = c = gates_x.new_zeros(seeds, batch, hidden)
+        w_t = w_hh.transpose(1, 2)
+        for t in range(steps):
+            a = torch.baddbmm(gates_x[:, t], h, w_t, out=acts[:, t])
+            a[..., : 2 * hidden].sigmoid_()
+            a[..., 2 * hidden: 3 * hidden].tanh_()
+            a[..., 3 * hidden:].sigmoid_()
+            i, f, g, o = a.chunk(4, -1)
+            masked = mask is not None and t >= first_partial  # finished rows keep their state
+            if masked:
+                torch.where(mask[:, t], torch.addcmul(f * c, i, g), c, out=cs[:, t])
+            else:
+                torch.addcmul(f * c, i, g, out=cs[:, t])
+            torch.tanh(cs[:, t], out=tanh_cs[:, t])
+            if masked:
+                torch.where(mask[:, t], o * tanh_cs[:, t], h, out=hs[:, t])
+            else:
+                torch.mul(o, tanh_cs[:, t], out=hs[:, t])
+            h, c = hs[:, t], cs[:, t]
+        ctx.save_for_backward(acts, hs, cs, tanh_cs, w_hh, mask)
+        ctx.first_partial = first_partial
+        return hs
+
+    @staticmethod
+    def backward(ctx, d_hs: Tensor):
+        acts, hs, cs, tanh_cs, w_hh, mask = ctx.saved_tensors
+        seeds, steps, batch, hidden = hs.shape
+        d_gates = torch.empty_like(acts)
+        dh = hs.new_zeros(seeds, batch, hidden)
+        dc = hs.new_zeros(seeds, batch, hidden)
+        for t in reversed(range(steps)):
+            dh += d_hs[:, t]
+            masked = mask is not None and t >= ctx.first_partial
+            if masked:
+                (dh, dc), (dh_pass, dc_pass) = _hold_finished(mask[:, t], dh, dc)
+            i, f, g, o = acts[:, t].chunk(4, -1)
+            di, df, dg, do = d_gates[:, t].chunk(4, -1)
+            dc = dc + torch.ops.aten.tanh_backward(dh * o, tanh_cs[:, t])
+            _sigmoid_backward(dh * tanh_cs[:, t], o, grad_input=do)
+            _sigmoid_backward(dc * g, i, grad_input=di)
+            if t > 0:
+                _sigmoid_backward(dc * cs[:, t - 1], f, grad_input=df)
+            else:
+                df.zero_()
+            _tanh_backward(dc * i, g, grad_input=dg)
+            dc = dc * f
+            dh = torch.bmm(d_gates[:, t], w_hh)
+            if masked:
+                dh += dh_pass
+                dc += dc_pass
+        d_w = torch.bmm(_seed_major(d_gates[:, 1:]).transpose(1, 2), _seed_major(hs[:, :-1]))
+        return d_gates, d_w, None, None
+
+
+class _StackedGRU(torch.autograd.Function):
+    """loop.py's GRU direction with a seed dimension: gates_x [S, T, B, 3H] (b_hh's r and z parts folded in),
+    w_hh [S, 3H, H], b_hn [S, 1, H] -> hs [S, T, B, H]."""
+
+    @staticmethod
+    def forward(ctx, gates_x: Tensor, w_hh: Tensor, b_hn: Tensor, mask: Tensor | None, first_partial: int) -> Tensor:
+        seeds, steps, batch, width = gates_x.shape
+        hidden = width // 3
+        acts = torch.empty_like(gates_x)  # r, z, n after their nonlinearities
+        hidden_n = gates_x.new_empty(seeds, steps, batch, hidden)  # h W_hn^T + b_hn, which r multiplies
+        hs = gates_x.new_empty(seeds, steps, batch, hidden)
+        h = gates_x.new_zeros(seeds, batch, hidden)
+        w_rz_t, w_n_t = w_hh[:, : 2 * hidden].transpose(1, 2), w_hh[:, 2 * hidden:].transpose(1, 2)
+        for t in range(steps):
+            rz = torch.baddbmm(gates_x[:, t, :, : 2 * hidden], h, w_rz_t, out=acts[:, t, :, : 2 * hidden])
+            rz.sigmoid_()
+            torch.baddbmm(b_hn, h, w_n_t, out=hidden_n[:, t])
+            n = torch.addcmul(gates_x[:, t, :, 2 * hidden:], rz[..., :hidden], hidden_n[:, t],
+                              out=acts[:, t, :, 2 * hidden:])
+            n.tanh_()
+            if mask is not None and t >= first_partial:  # finished rows keep their state
+                torch.where(mask[:, t], torch.addcmul(n, rz[..., hidden:], h - n), h, out=hs[:, t])
+            else:
+                torch.addcmul(n, rz[..., hidden:], h - n, out=hs[:, t])
+            h = hs[:, t]
+        ctx.save_for_backward(acts, hidden_n, hs, w_hh, mask)
+        ctx.first_partial = first_partial
+        return hs
+
+    @staticmethod
+    def backward(ctx, d_hs: Tensor):
+        acts, hidden_n, hs, w_hh, mask = ctx.saved_tensors
+        seeds, steps, batch, hidden = hs.shape
+        d_gates = torch.empty_like(acts)  # at the pre-activations of r, z, n: the gradient of gates_x
+        d_hidden_n = torch.empty_like(hs)  # at h W_hn^T + b_hn: r ⊙ dn
+        w_rz, w_n = w_hh[:, : 2 * hidden], w_hh[:, 2 * hidden:]
+        zeros = hs.new_zeros(seeds, batch, hidden)
+        dh = hs.new_zeros(seeds, batch, hidden)
+        for t in reversed(range(steps)):
+            dh += d_hs[:, t]
+            masked = mask is not None and t >= ctx.first_partial
+            if masked:
+                (dh,), (dh_pass,) = _hold_finished(mask[:, t], dh)
+            r, z, n = acts[:, t].chunk(3, -1)
+            h_prev = hs[:, t - 1] if t > 0 else zeros
+            dh_z = dh * z
+            dn = _tanh_backward(dh - dh_z, n, grad_input=d_gates[:, t, :, 2 * hidden:])
+            _sigmoid_backward(dh * (h_prev - n), z, grad_input=d_gates[:, t, :, hidden: 2 * hidden])
+            torch.mul(dn, r, out=d_hidden_n[:, t])
+            _sigmoid_backward(dn * hidden_n[:, t], r, grad_input=d_gates[:, t, :, :hidden])
+            dh = torch.baddbmm(dh_z, d_gates[:, t, :, : 2 * hidden], w_rz).baddbmm_(d_hidden_n[:, t], w_n)
+            if masked:
+                dh += dh_pass
+        previous = _seed_major(hs[:, :-1])  # h_0 = 0 adds nothing to W_hh's gradient: step 0 is left out
+        d_w = torch.cat([torch.bmm(_seed_major(d_gates[:, 1:, :, : 2 * hidden]).transpose(1, 2), previous),
+                         torch.bmm(_seed_major(d_hidden_n[:, 1:]).transpose(1, 2), previous)], dim=1)
+        return d_gates, d_w, d_hidden_n.sum((1, 2)).unsqueeze(1), None, None
+
+
+def _seed_major(tensor: Tensor) -> Tensor:
+    """[S, T, B, X] -> [S, T*B, X]: every step of one seed as rows of one matrix (a copy only where the slice is
+    not contiguous)."""
+    return tensor.reshape(tensor.size(0), -1, tensor.size(-1))
+
