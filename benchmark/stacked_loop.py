@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fused
 from .cells.native import NativeCell
 from .loop import _hold_finished, _sigmoid_backward, _tanh_backward
 
@@ -53,12 +54,19 @@ class StackedModel(nn.Module):
         self.num_layers, self.hidden, self.directions = rnn.num_layers, rnn.hidden_size, first.directions
         self.rnn_dropout, self.head_dropout = rnn.dropout, first.dropout.p
         self.names = [name for name, _ in first.named_parameters()]
+        self.prefer_fused = True
         self.stacked = nn.ParameterList(
             nn.Parameter(torch.stack([m.get_parameter(name).detach() for m in models]).clone())
             for name in self.names)
 
     def param(self, name: str) -> Tensor | None:
         return self.stacked[self.names.index(name)] if name in self.names else None
+
+    def kernel(self, x: Tensor, w_hh: Tensor) -> str:
+        """``fused`` (benchmark/fused.py's C++ cells, seed by seed) where they run and ``prefer_fused`` is set, else
+        ``bmm`` (one batched product per step)."""
+        usable = self.mode in ("LSTM", "GRU") and fused.supports(x, w_hh) and fused.available()
+        return "fused" if self.prefer_fused and usable else "bmm"
 
     @torch.no_grad()
     def copy_into(self, model, seed_index: int) -> None:
@@ -134,7 +142,9 @@ class StackedModel(nn.Module):
                      else torch.bmm(flat, w_ih.transpose(1, 2))).reshape(seeds, steps, batch, -1)
         if gru or self.mode == "LSTM":
             b_hn = (b_hh[:, 2 * hidden:] if b_hh is not None else inputs.new_zeros(seeds, hidden)).unsqueeze(1)
-            if gru:
+            if self.kernel(projected, w_hh) == "fused":
+                hs = _per_seed_fused(projected, w_hh, b_hn if gru else None, mask, first_partial)
+            elif gru:
                 hs = _StackedGRU.apply(projected, w_hh, b_hn, mask, first_partial)
             else:
                 hs = _StackedLSTM.apply(projected, w_hh, mask, first_partial)
@@ -283,3 +293,20 @@ def _seed_major(tensor: Tensor) -> Tensor:
     not contiguous)."""
     return tensor.reshape(tensor.size(0), -1, tensor.size(-1))
 
+
+
+def _per_seed_fused(projected: Tensor, w_hh: Tensor, b_hn: Tensor | None, mask: Tensor | None,
+                    first_partial: int) -> Tensor:
+    """Each seed's LSTM or GRU direction in benchmark/fused.py's C++ cells, one call per seed on its slice of the
+    stacked tensors (so the gradients land in the stack): projected [S, T, B, G*H] -> hs [S, T, B, H]."""
+    # unbind, not [seed]: each select's backward would write into a zero tensor the size of the whole stack.
+    rows = mask.unbind(0) if mask is not None else [None] * projected.size(0)
+    b_hns = b_hn.unbind(0) if b_hn is not None else [None] * projected.size(0)
+    hs = []
+    for gates_x, w, b, running in zip(projected.unbind(0), w_hh.unbind(0), b_hns, rows, strict=True):
+        # each seed's slice is time-major [T, B, G*H] already, as the cells take it
+        if b is not None:
+            hs.append(fused.FusedGRULayer.apply(gates_x, w.unsqueeze(0), b, running, first_partial))
+        else:
+            hs.append(fused.FusedLSTMLayer.apply(gates_x, w.unsqueeze(0), running, first_partial))
+    return torch.stack(hs)

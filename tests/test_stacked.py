@@ -17,13 +17,17 @@ def first_batches(seeds):
                  for s in seeds)
 
 
+@pytest.mark.parametrize("kernel", ["fused", "bmm"])
 @pytest.mark.parametrize(("arch", "layers"), [("lstm", 1), ("bigru", 2), ("rnn", 1)])
-def test_one_step_gives_each_seed_the_loss_and_clipped_gradients_it_gets_alone(arch, layers):
+def test_one_step_gives_each_seed_the_loss_and_clipped_gradients_it_gets_alone(arch, layers, kernel):
     configs = [tiny_config("addition", arch, num_layers=layers, seed=seed, clip_grad=0.05, impl="loop",
                            batch_size=3)
                for seed in SEEDS]
     seeds = build_seeds(configs, [None] * len(configs))
     stack = StackedModel([s.model for s in seeds])
+    stack.prefer_fused = kernel == "fused"
+    if kernel == "fused" and arch != "rnn":
+        assert stack.kernel(seeds[0].task.splits["train"][0], stack.stacked[0]) == "fused"
     batches = first_batches(seeds)
     assert len({b.x.size(1) for b in batches}) > 1  # the seeds' batches are padded to different lengths
     losses = seed_losses(stack, seeds, batches)
