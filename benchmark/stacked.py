@@ -11,7 +11,7 @@ optimizers' steps since Adam is per element. Schedule, best-epoch selection, ear
 non-finite checks are fit's own pieces, per seed: a seed that stops early or diverges is left out of the loss
 and its parameters are put back after every later step, so they never change, while the others keep training.
 Each seed is evaluated, checkpointed and logged through its own ``RunTracker``, as a plain single-seed model.
-``stacked`` is the run's kernel tag and every seed's epoch time is the stack's.
+A seed's kernel tag is ``stacked-fused`` or ``stacked-bmm`` (``StackedModel.kernel``), its epoch time the stack's.
 
 Only the cells ``stacked_loop.stackable`` accepts train this way; the caller trains any other seeds one after
 the other with ``fit`` (``why_not_together`` says why).
@@ -46,7 +46,7 @@ from .train import (
     record_epoch,
 )
 
-KERNEL = "stacked"  # the kernel tag of a seed trained in a stack
+KERNEL = "stacked-{}"  # the kernel tag of a seed trained in a stack: stacked-fused or stacked-bmm
 
 
 @dataclass
@@ -94,8 +94,9 @@ def fit_together(seeds: list[Seed]) -> list[Seed]:
     steps_per_epoch = math.ceil(seeds[0].task.train_size / config.batch_size)
     schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
     shuffles = [torch.Generator().manual_seed(seed.config.seed) for seed in seeds]
+    weight = stack.param("cell.rnn.weight_hh_l0")
     for seed in seeds:
-        n_params = log_setup(seed.tracker, seed.task, seed.model, device, KERNEL)
+        n_params = log_setup(seed.tracker, seed.task, seed.model, device, KERNEL.format(stack.kernel(weight, weight)))
         seed.result = FitResult(seed.model, 0, {}, {}, 0, n_params)
     iteration = 0
     try:
