@@ -89,3 +89,16 @@ def test_cells_without_a_stacked_kernel_say_so():
     assert why_not_together(tiny_config("addition", "bigru")) == ""
     for arch in ("mingru", "indrnn", "biminlstm"):
         assert "no stacked kernel" in why_not_together(tiny_config("addition", arch))
+
+
+def test_a_diverging_seed_fails_alone_and_the_others_finish_as_they_would_alone():
+    from benchmark.train import NonFiniteLossError
+
+    configs = [tiny_config("addition", "gru", seed=seed, impl="loop") for seed in SEEDS[:2]]
+    seeds = build_seeds(configs, [None, None])
+    real_loss = seeds[0].task.loss
+    seeds[0].task.loss = lambda name, logits, batch: (real_loss(name, logits, batch)[0] * float("nan"), 1)
+    fit_together(seeds)
+    assert isinstance(seeds[0].error, NonFiniteLossError) and "non-finite" in str(seeds[0].error)
+    assert seeds[1].error is None
+    assert final(seeds[1].result) == pytest.approx(final(fit(configs[1], quiet=True)), abs=2e-3)
