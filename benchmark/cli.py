@@ -302,6 +302,8 @@ def add_tuning_commands(commands) -> None:
     confirm.add_argument("--train-size", type=int, help="training examples of the seeds, 0 = all (default: as the "
                          "trial)")
     confirm.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, all cores)")
+    confirm.add_argument("--one-at-a-time", action="store_true", help="train the seeds one after the other, not as "
+                         "one stacked model (rnn, lstm, gru and their bidirectional forms stack; others never do)")
     _add_session_flags(confirm, workers=False)
     confirm.set_defaults(handler=handlers.cmd_confirm)
 

@@ -217,7 +217,8 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     _warn_password_on_argv(args)
     confirm(args.task, args.arch, seeds=args.seeds, preset=args.preset, study_name=args.study_name,
             storage=args.storage, tracking_uri=args.tracking_uri, train_length=args.train_length,
-            epochs=args.epochs, train_size=args.train_size, threads=args.threads, quiet=args.quiet)
+            epochs=args.epochs, train_size=args.train_size, threads=args.threads, quiet=args.quiet,
+            together=not args.one_at_a_time)
     return 0
 
 

@@ -11,6 +11,12 @@ Example: rnnbench confirm --task mnist --arch lstm --seeds 3
   with it). ``--train-size 0`` is the whole training set.
 - The best trial is ``tuning.best_trial``'s (``schema.rank_key``): highest validation accuracy, ties to
   the lower validation loss, then the earlier trial; the report picks the same one.
+- The seeds train together in this one process as one stacked model (``benchmark.stacked``: parameters stacked
+  along a seed dimension, one batched product per step), each with its own data, split, batches, optimizer
+  state, best epoch and early stop, and its own run and checkpoint as if trained alone. Only rnn, lstm, gru and
+  their bidirectional forms have a stacked kernel; every other cell (indrnn, mingru, minlstm, their
+  bidirectional forms and plugin cells) trains its seeds one after the other through ``fit``, and so does
+  ``--one-at-a-time``. The first output line says which.
 - ``--train-length L`` (addition) retrains the same configuration on strings of length L only and
   still tests on 1..20 plus the generalisation lengths: the notebook's fixed-length experiments.
 - Runs: in the study's experiment, nested under its parent run, tagged ``suite=confirm``,
@@ -79,11 +85,12 @@ def find_study(storage, task: str, arch: str, preset: str | None = None, study_n
 def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, study_name: str | None = None,
             storage: str | None = None, tracking_uri: str | None = None, train_length: int | None = None,
             epochs: int | None = None, train_size: int | None = None, threads: int = 0, quiet: bool = False,
-            task_data: dict | None = None) -> list[ConfirmRun]:
-    """Retrain the study's best trial with ``seeds`` fresh seeds (optionally on one length); one run each."""
+            task_data: dict | None = None, together: bool = True) -> list[ConfirmRun]:
+    """Retrain the study's best trial with ``seeds`` fresh seeds (optionally on one length); one run each.
+    ``together``: the seeds train as one stacked model where the architecture has a stacked kernel."""
     import optuna
 
-    from .train import fit  # torch
+    from .stacked import why_not_together  # torch
 
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
@@ -112,7 +119,7 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
         base = base.replace(epochs=epochs)
     if train_size is not None:
         base = base.replace(train_size=train_size)
-    # Not the trial's threads: a worker of N had cores // N; the seeds run one at a time.
+    # Not the trial's threads: a worker of N had cores // N; the seeds run in this one process.
     # The whole validation split: a search may validate on part of it to keep its trials cheap; a seed is no search.
     base = base.replace(threads=threads, val_size=0)
     parent = study.user_attrs.get(StudyAttr.PARENT_RUN)
@@ -126,40 +133,88 @@ def confirm(task: str, arch: str, *, seeds: int = 3, preset: str | None = None, 
               f"{', '.join(map(str, confirm_seeds(seeds)))}; storage {mask_url(storage_url)}", flush=True)
     if task_data is None:
         task_data = preload(task)  # once for every seed
+    tags = {Tag.SUITE: Suite.CONFIRM, Tag.ROLE: Role.CONFIRM, Tag.STUDY: name,
+            Tag.CONFIRM_OF: trial_run.info.run_id, Tag.CONFIRM_OF_TRIAL: str(best.number)}
+    if train_length is not None:
+        tags[Tag.CONFIRM_LENGTH] = str(train_length)
+    suffix = f"-len{train_length}" if train_length else ""
+
+    def start(seed: int) -> RunTracker:
+        return RunTracker.start(base.replace(seed=seed), experiment=experiment, tags=tags, parent_run_id=parent,
+                                run_name=f"{name}/confirm{suffix}-seed{seed}", client=client)
+
+    pending = [seed for seed in confirm_seeds(seeds) if seed not in done]
+    apart = ("one seed" if len(pending) < 2 else "" if together else "--one-at-a-time") or why_not_together(base)
+    if not quiet and pending:
+        print(f"  {len(pending)} seed(s) " + (f"one after the other ({apart})" if apart else
+                                              "trained together as one stacked model"), flush=True)
+    trained = {} if apart else _train_together(base, pending, start, task_data, quiet)
+    for seed in pending:
+        if seed not in trained:  # no stack, or one that could not be built: fit, seed after seed
+            trained[seed] = _train_alone(base.replace(seed=seed), start(seed), task_data, quiet)
     results = []
     for seed in confirm_seeds(seeds):
         if seed in done:
             run = done[seed]
             results.append(ConfirmRun(seed, run.info.run_id, SKIPPED, run.data.metrics.get(Metric.TEST_ACC),
                                       run.data.metrics.get(Metric.BEST_VAL_ACC)))
-            continue
-        config = base.replace(seed=seed)
-        tags = {Tag.SUITE: Suite.CONFIRM, Tag.ROLE: Role.CONFIRM, Tag.STUDY: name,
-                Tag.CONFIRM_OF: trial_run.info.run_id, Tag.CONFIRM_OF_TRIAL: str(best.number)}
-        if train_length is not None:
-            tags[Tag.CONFIRM_LENGTH] = str(train_length)
-        suffix = f"-len{train_length}" if train_length else ""
-        tracker = RunTracker.start(config, experiment=experiment, tags=tags,
-                                   parent_run_id=parent, run_name=f"{name}/confirm{suffix}-seed{seed}", client=client)
-        try:
-            result = fit(config, tracker=tracker, quiet=True, task_data=task_data)
-        except BaseException as error:
-            message = tracker.end_with(error, resume="re-run to resume")
-            if not isinstance(error, Exception):
-                raise
-            # one bad seed (a diverged loss) is a result too; the others still run
-            results.append(ConfirmRun(seed, tracker.run_id, RunStatus.FAILED, None, None, message))
-            if not quiet:
-                print(f"  seed {seed}: FAILED {message}", file=sys.stderr, flush=True)
-            continue
-        tracker.finish(RunStatus.FINISHED)
-        results.append(ConfirmRun(seed, tracker.run_id, RunStatus.FINISHED, result.test["acc"], result.val["acc"]))
-        if not quiet:
-            print(f"  seed {seed}: test {100 * result.test['acc']:.2f}%  val {100 * result.val['acc']:.2f}%  "
-                  f"run {tracker.run_id}", flush=True)
+        else:
+            results.append(trained[seed])
     if not quiet:
         print(f"confirm {name}{where}: {summary_line(results)}", flush=True)
     return results
+
+
+def _train_alone(config: TrainConfig, tracker: RunTracker, task_data, quiet: bool) -> ConfirmRun:
+    """One seed through ``fit``: its run ends FINISHED, or FAILED with the reason (an interruption propagates)."""
+    from .train import fit  # torch
+
+    try:
+        result = fit(config, tracker=tracker, quiet=True, task_data=task_data)
+    except BaseException as error:
+        if not isinstance(error, Exception):
+            tracker.end_with(error, resume="re-run to resume")
+            raise
+        # one bad seed (a diverged loss) is a result too; the others still run
+        return _ended(config.seed, tracker, None, error, quiet)
+    return _ended(config.seed, tracker, result, None, quiet)
+
+
+def _train_together(base: TrainConfig, pending: list[int], start, task_data, quiet: bool) -> dict[int, ConfirmRun]:
+    """Every pending seed in one stacked model (``benchmark.stacked``); {} when the models turn out not to stack."""
+    from .stacked import build_seeds, fit_together  # torch
+
+    trackers = [start(seed) for seed in pending]
+    try:
+        stack = fit_together(build_seeds([base.replace(seed=seed) for seed in pending], trackers, task_data))
+    except ValueError as error:  # nothing was logged yet: the same runs train one after the other
+        if not quiet:
+            print(f"  not stacked ({error}): one after the other", flush=True)
+        return {seed: _train_alone(base.replace(seed=seed), tracker, task_data, quiet)
+                for seed, tracker in zip(pending, trackers, strict=True)}
+    except Exception as error:  # building a seed's task or model failed: every seed of the stack with it
+        return {seed: _ended(seed, tracker, None, error, quiet)
+                for seed, tracker in zip(pending, trackers, strict=True)}
+    except BaseException as error:
+        for tracker in trackers:
+            tracker.end_with(error, resume="re-run to resume")
+        raise
+    return {seed.config.seed: _ended(seed.config.seed, seed.tracker, None if seed.error else seed.result, seed.error,
+                                     quiet) for seed in stack}
+
+
+def _ended(seed: int, tracker: RunTracker, result, error: Exception | None, quiet: bool) -> ConfirmRun:
+    """End the seed's run as its training ended and say so."""
+    if error is not None:
+        message = tracker.end_with(error, resume="re-run to resume")
+        if not quiet:
+            print(f"  seed {seed}: FAILED {message}", file=sys.stderr, flush=True)
+        return ConfirmRun(seed, tracker.run_id, RunStatus.FAILED, None, None, message)
+    tracker.finish(RunStatus.FINISHED)
+    if not quiet:
+        print(f"  seed {seed}: test {100 * result.test['acc']:.2f}%  val {100 * result.val['acc']:.2f}%  "
+              f"run {tracker.run_id}", flush=True)
+    return ConfirmRun(seed, tracker.run_id, RunStatus.FINISHED, result.test["acc"], result.val["acc"])
 
 
 def finished_confirmations(client, experiment_id: str, trial_run_id: str, train_length: int | None,

@@ -50,7 +50,7 @@ class Tag:
     ROLE = "role"
     PRESET = "preset"
     DEVICE = "device"
-    KERNEL = "kernel"  # the recurrent kernel training ran: native, aten, loop or fused (what --impl auto picked)
+    KERNEL = "kernel"  # the recurrent kernel training ran: native, aten, loop, fused (--impl auto's pick), stacked
     ERROR = "error"
     PARENT_RUN = "mlflow.parentRunId"
     # The environment a run ran in, on every run (with DEVICE): what the report's provenance counts.

@@ -80,9 +80,7 @@ def make_schedule(config: TrainConfig, optimizer, total_steps: int):
 def train_step(model: torch.nn.Module, task, config: TrainConfig, optimizer: torch.optim.Optimizer,
                batch) -> torch.Tensor:
     """One optimisation step of fit (also timed alone by ``rnnbench perf``); returns the detached mean loss."""
-    logits = model(batch.x, batch.lengths)
-    loss_sum, count = task.loss(config.loss, logits, batch)
-    loss = loss_sum / count
+    loss = batch_loss(task, config, model(batch.x, batch.lengths), batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip_grad:
@@ -91,25 +89,58 @@ def train_step(model: torch.nn.Module, task, config: TrainConfig, optimizer: tor
     return loss.detach()
 
 
-def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callable | None = None,
-        quiet: bool = False, task_data: dict | None = None, search: bool = False) -> FitResult:
-    """Train ``config`` on ``task`` (built from the config when not given); returns the best epoch's model.
+def batch_loss(task, config: TrainConfig, logits: torch.Tensor, batch) -> torch.Tensor:
+    """The mean training loss of one batch: the task's (sum, count) of ``config.loss``."""
+    loss_sum, count = task.loss(config.loss, logits, batch)
+    return loss_sum / count
 
-    ``search``: a search trial, scored on validation only (no test split; the tracker draws no figure)."""
+
+def overflow_error(error: RuntimeError, config: TrainConfig, iteration: int, epoch: int) -> NonFiniteLossError:
+    """An optimizer step's overflow as the fault it is, a diverged run; any other error is re-raised."""
+    if "overflow" not in str(error):
+        raise error
+    # Adam's step size lr / (1 - beta1) no longer fits a float: the same fault as a NaN loss.
+    return NonFiniteLossError(f"the optimizer step overflowed at iteration {iteration} (epoch {epoch}, "
+                              f"lr {config.lr:g}); lower --lr")
+
+
+class BestEpoch:
+    """Best-epoch selection and early stopping: the highest (val acc, -val loss) so far, its weights and metrics."""
+
+    def __init__(self):
+        self.score, self.state, self.epoch, self.val, self.stale = None, None, 0, {}, 0
+
+    def update(self, epoch: int, val: dict, model: torch.nn.Module) -> bool:
+        """Record epoch ``epoch``'s validation; True when it is the best so far (its weights are then kept)."""
+        if not math.isfinite(val["loss"]):
+            raise NonFiniteLossError(f"validation loss is {val['loss']} after epoch {epoch}; "
+                                     "lower --lr or set --clip-grad 1.0")
+        score = (val["acc"], -val["loss"])
+        if self.score is not None and score <= self.score:
+            self.stale += 1
+            return False
+        self.score, self.epoch, self.val, self.stale = score, epoch, val, 0
+        self.state = copy.deepcopy(model.state_dict())
+        return True
+
+    def stop(self, config: TrainConfig) -> bool:
+        return bool(config.early_stop) and self.stale >= config.early_stop
+
+
+def prepare(config: TrainConfig, task=None, task_data: dict | None = None):
+    """What fit does before training: threads, seeds, the task and the model, in that order -> (device, task,
+    model)."""
     config.validate()
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     task = task or build_task(config, device, **(task_data or {}))
-    model = build_model(config, task).to(device)
-    # Measuring auto's kernel (and a first build of the fused cells, a minute) happens here, not inside epoch 1.
-    kernel = prepare_kernels(model, device, lambda: next(iter(
-        task.train_batches(config.batch_size, torch.Generator().manual_seed(config.seed)))))
-    optimizer = make_optimizer(config, model)
-    steps_per_epoch = math.ceil(task.train_size / config.batch_size)
-    schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    return device, task, build_model(config, task).to(device)
+
+
+def log_setup(tracker, task, model: torch.nn.Module, device: torch.device, kernel: str | None) -> int:
+    """The run's parameter count, device, kernel and the task's data; returns the parameter count."""
     n_params = count_parameters(model)
     if tracker:
         tracker.log_model_info(n_params=n_params, device=str(device), kernel=kernel)
@@ -117,11 +148,46 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
             tracker.log_params(task.run_params())
         if hasattr(task, "dataset"):
             tracker.log_dataset(task.dataset())
+    return n_params
 
-    best = None  # (val_acc, -val_loss), compared as a tuple
-    best_state, best_epoch, best_val = None, 0, {}
+
+def record_epoch(result: FitResult, tracker, config: TrainConfig, epoch: int, iteration: int,
+                 train_losses: list[float], val: dict, seconds: float) -> None:
+    result.train_losses.extend(train_losses)
+    result.epoch_seconds.append(seconds)
+    result.val_history.append(_scalars(val))
+    result.epochs_run = epoch
+    if tracker:
+        tracker.log_epoch(epoch, iteration, train_losses, val, seconds, config.task)
+
+
+def finish(result: FitResult, task, config: TrainConfig, best: BestEpoch, tracker, search: bool = False) -> FitResult:
+    """The best epoch's weights restored, the test split scored once (not for a search trial), and the run's result
+    logged."""
+    result.model.load_state_dict(best.state)
+    result.best_epoch, result.val = best.epoch, best.val
+    result.test = {} if search else task.evaluate(result.model, "test", config.loss)
+    if tracker:
+        tracker.log_result(result, config, figure=not search)
+    return result
+
+
+def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callable | None = None,
+        quiet: bool = False, task_data: dict | None = None, search: bool = False) -> FitResult:
+    """Train ``config`` on ``task`` (built from the config when not given); returns the best epoch's model.
+
+    ``search``: a search trial, scored on validation only (no test split; the tracker draws no figure)."""
+    device, task, model = prepare(config, task, task_data)
+    # Measuring auto's kernel (and a first build of the fused cells, a minute) happens here, not inside epoch 1.
+    kernel = prepare_kernels(model, device, lambda: next(iter(
+        task.train_batches(config.batch_size, torch.Generator().manual_seed(config.seed)))))
+    optimizer = make_optimizer(config, model)
+    steps_per_epoch = math.ceil(task.train_size / config.batch_size)
+    schedule = make_schedule(config, optimizer, config.epochs * steps_per_epoch)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    n_params = log_setup(tracker, task, model, device, kernel)
+    best = BestEpoch()
     result = FitResult(model, 0, {}, {}, 0, n_params)
-    stale_epochs = 0
     bar = _progress(config, steps_per_epoch, quiet)
     iteration = 0
     try:
@@ -135,41 +201,23 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
                 try:
                     losses[step] = train_step(model, task, config, optimizer, batch)
                 except RuntimeError as error:
-                    if "overflow" not in str(error):
-                        raise
-                    # Adam's step size lr / (1 - beta1) no longer fits a float: the same fault as a NaN loss.
-                    raise NonFiniteLossError(f"the optimizer step overflowed at iteration {iteration + step + 1} "
-                                             f"(epoch {epoch}, lr {config.lr:g}); lower --lr") from None
+                    raise overflow_error(error, config, iteration + step + 1, epoch) from None
                 if schedule:
                     schedule.step()
                 if (step + 1) % FINITE_CHECK_EVERY == 0:
                     window = step + 1 - FINITE_CHECK_EVERY
-                    _check_finite(losses[window: step + 1], epoch, iteration + window)
+                    check_finite(losses[window: step + 1], epoch, iteration + window)
                 if not quiet and (step + 1) % PROGRESS_EVERY == 0:
                     bar.set_postfix_str(f"loss {losses[step].item():.4f}", refresh=False)
                 bar.update(1)
             epoch_losses = losses[: step + 1]
-            _check_finite(epoch_losses, epoch, iteration)
+            check_finite(epoch_losses, epoch, iteration)
             epoch_seconds = time.perf_counter() - started
             val = task.evaluate(model, "val", config.loss)
-            if not math.isfinite(val["loss"]):
-                raise NonFiniteLossError(f"validation loss is {val['loss']} after epoch {epoch}; "
-                                         "lower --lr or set --clip-grad 1.0")
+            improved = best.update(epoch, val, model)
             train_losses = epoch_losses.cpu().tolist()
-            result.train_losses.extend(train_losses)
-            result.epoch_seconds.append(epoch_seconds)
-            result.val_history.append(_scalars(val))
-            result.epochs_run = epoch
-            if tracker:
-                tracker.log_epoch(epoch, iteration, train_losses, val, epoch_seconds, config.task)
+            record_epoch(result, tracker, config, epoch, iteration, train_losses, val, epoch_seconds)
             iteration += len(train_losses)
-            score = (val["acc"], -val["loss"])
-            improved = best is None or score > best
-            if improved:
-                best, best_epoch, best_val, stale_epochs = score, epoch, val, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale_epochs += 1
             if not quiet:
                 mark = " *" if improved else ""
                 bar.write(f"{config.arch} {config.task} epoch {epoch:>3}/{config.epochs}  "
@@ -177,20 +225,15 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
                           f"val_acc {100 * val['acc']:.2f}%  {epoch_seconds:.1f}s{mark}")
             if epoch_callback:
                 epoch_callback(epoch, val)
-            if config.early_stop and stale_epochs >= config.early_stop:
+            if best.stop(config):
                 break
     finally:
         bar.close()
 
-    model.load_state_dict(best_state)
-    test = {} if search else task.evaluate(model, "test", config.loss)
-    result.best_epoch, result.val, result.test = best_epoch, best_val, test
-    if tracker:
-        tracker.log_result(result, config, figure=not search)
-    return result
+    return finish(result, task, config, best, tracker, search)
 
 
-def _check_finite(losses: torch.Tensor, epoch: int, first_iteration: int) -> None:
+def check_finite(losses: torch.Tensor, epoch: int, first_iteration: int) -> None:
     finite = torch.isfinite(losses)
     if not bool(finite.all()):
         where = first_iteration + int((~finite).nonzero()[0, 0]) + 1

@@ -65,7 +65,7 @@ def test_a_crashing_seed_ends_failed_with_its_reason_and_the_next_seed_runs(tune
         return real_fit(config, **kwargs)
 
     monkeypatch.setattr(train, "fit", flaky)
-    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri, quiet=True)
+    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri, quiet=True, together=False)
     assert [r.status for r in results] == ["FAILED", "FINISHED"]
     failed = client_for(tracking_uri).get_run(results[0].run_id)
     assert failed.info.status == "FAILED" and "nan" in failed.data.tags["error"]
@@ -146,3 +146,38 @@ def test_best_trial_order_is_the_reports(tmp_path):
                          {"best_val_acc": v, "best_val_loss": loss}) for n, v, loss in values]
     assert best_trial(study).number == 1
     assert best_of(records).trial_number == 1  # not run-6 (trial 3), whose run id sorts first
+
+
+def test_stacked_seeds_are_plain_runs_whose_checkpoints_score_their_logged_test_accuracy(tuned, tracking_uri, capsys):
+    import mlflow
+
+    from benchmark import fused
+    from benchmark.checkpoint import load_checkpoint
+    from benchmark.schema import Artifact
+    from benchmark.tasks import build_task
+
+    results = confirm.confirm("addition", "gru", seeds=2, tracking_uri=tracking_uri)
+    assert "2 seed(s) trained together as one stacked model" in capsys.readouterr().out
+    client = client_for(tracking_uri)
+    for result in results:
+        run = client.get_run(result.run_id)
+        assert run.data.tags["kernel"] == ("stacked-fused" if fused.available() else "stacked-bmm")
+        assert run.data.metrics["epochs_run"] == int(run.data.params["epochs"])
+        mlflow.set_tracking_uri(tracking_uri)
+        path = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path=Artifact.CHECKPOINT)
+        model, config = load_checkpoint(path)
+        assert config.seed == result.seed
+        score = build_task(config, "cpu").evaluate(model, "test", config.loss)["acc"]
+        assert score == pytest.approx(run.data.metrics["test_acc"], abs=1e-9)
+
+
+def test_a_cell_without_a_stacked_kernel_trains_its_seeds_one_after_the_other(tmp_path, tracking_uri, capsys):
+    assert cli.main(["tune", study_file(tmp_path, epochs=1, train_size=100), "--arch", "mingru", "--trials", "1",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    assert cli.main(["confirm", "--task", "addition", "--arch", "mingru", "--seeds", "2",
+                     "--tracking-uri", tracking_uri]) == 0
+    out = capsys.readouterr().out
+    assert "2 seed(s) one after the other (mingru has no stacked kernel" in out and "over 2 seed(s)" in out
+    made = runs(tracking_uri, "confirm")
+    assert sorted(int(r.data.tags["seed"]) for r in made) == confirm.confirm_seeds(2)
+    assert all(r.info.status == "FINISHED" and "stacked" not in r.data.tags.get("kernel", "") for r in made)

@@ -14,8 +14,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "benchmark"
 LAYERS = [
     ("names", ["schema", "catalog", "files", "stats", "errors", "registry"]),
     ("settings and the store", ["config", "store", "notebook"]),
-    ("models and tasks", ["data", "losses", "loop", "fused", "kernel_choice", "plugins", "cells", "models", "tasks"]),
-    ("training and runs", ["train", "checkpoint", "plots", "tracking"]),
+    ("models and tasks", ["data", "losses", "loop", "fused", "kernel_choice", "plugins", "cells", "models", "tasks",
+                          "stacked_loop"]),
+    ("training and runs", ["train", "stacked", "checkpoint", "plots", "tracking"]),
     ("tuning and the commands' work", ["tuning", "champion", "served_model", "confirm", "reproduce", "predict",
                                        "server", "dashboard", "perf"]),
     ("the report", ["report"]),

@@ -19,6 +19,7 @@ uses a fixed seed so that every run is scored on the same strings.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -51,6 +52,15 @@ def generate(lengths: Tensor, generator: torch.Generator) -> tuple[Tensor, Tenso
         total[:, t] = column & 1
         carry = column >> 1
     return torch.stack([a, b], dim=-1).float(), total.float()
+
+
+@functools.lru_cache(maxsize=1)
+def test_split(lengths: tuple[int, ...], device: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The test strings, TEST_PER_LENGTH of each length, the same for every run (seeded by TEST_SEED): made once per
+    process and shared, read-only, by the tasks that score them (the seeds of one confirmation, say)."""
+    counts = torch.tensor(lengths).repeat_interleave(TEST_PER_LENGTH)
+    x, y = generate(counts, torch.Generator().manual_seed(TEST_SEED))
+    return x.to(device), y.to(device), counts
 
 
 def spans(lengths) -> str:
@@ -108,8 +118,7 @@ class AdditionTask:
     def split(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
         """(inputs, targets, lengths) of ``name``; the test split is made on first use, always the same strings."""
         if name == "test" and "test" not in self.splits:
-            lengths = torch.tensor(self.test_lengths).repeat_interleave(TEST_PER_LENGTH)
-            self.splits["test"] = self._make(lengths, torch.Generator().manual_seed(TEST_SEED))
+            self.splits["test"] = test_split(tuple(self.test_lengths), str(self.device))
         return self.splits[name]
 
     @property
