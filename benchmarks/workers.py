@@ -40,7 +40,7 @@ max_train_length = 20
 eval_lengths = [30]
 
 [space]
-hidden_size = {{ type = "int", low = 8, high = 32, log = true }}
+hidden_size = {{ type = "int", low = {hidden_low}, high = {hidden_high}, log = true }}
 num_layers = {{ type = "int", low = 1, high = 2 }}
 lr = {{ type = "float", low = 1e-3, high = 3e-2, log = true }}
 batch_size = {{ type = "categorical", choices = [128, 256] }}
@@ -131,6 +131,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=8000)
+    parser.add_argument("--hidden", type=int, nargs=2, default=(8, 32), metavar=("LOW", "HIGH"),
+                        help="the hidden sizes the trials draw from (default: 8 32, addition's small models)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds; ratios use the fastest")
     parser.add_argument("--storage", help="Optuna storage for all three (default: a fresh journal file each)")
@@ -144,7 +146,8 @@ def main() -> None:
     results: dict[str, list[float]] = {label: [] for label in CONFIGS}
     with tempfile.TemporaryDirectory() as tmp:
         study_path = Path(tmp) / "workers.toml"
-        study_path.write_text(STUDY.format(trials=args.trials, epochs=args.epochs, train_size=args.train_size))
+        study_path.write_text(STUDY.format(trials=args.trials, epochs=args.epochs, train_size=args.train_size,
+                                           hidden_low=args.hidden[0], hidden_high=args.hidden[1]))
         params = draw(load_study(study_path, "lstm", "quick").space, args.trials, args.seed)
         print(f"addition lstm: {args.trials} fixed trials x {args.epochs} epochs x {args.train_size} strings, "
               f"no pruning; {len(os.sched_getaffinity(0))} cores; load before: {load()}", flush=True)
