@@ -66,3 +66,22 @@ def test_round_trip_rebuilds_the_same_function(tmp_path, mnist_data):
     x = torch.randn(3, 28, 28)
     assert loaded == config
     torch.testing.assert_close(model(x), result.model.eval()(x))
+
+
+@pytest.mark.parametrize("arch", ["lstm", "bigru"])
+def test_a_checkpoint_from_before_the_cells_loads_into_the_one_model(tmp_path, arch):
+    """Built-in architectures were once their own model class, whose weights were named ``rnn.*``; the same tensors
+    now sit under ``cell.rnn.*`` and load with the same outputs."""
+    from benchmark.models import Model
+
+    torch.manual_seed(0)
+    config = tiny_config("addition", arch)
+    model = Model(arch, 2, 4, 1, readout="per_step").eval()
+    save_checkpoint(tmp_path / "new.pt", model, config)
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    payload["state_dict"] = {key.removeprefix("cell."): value for key, value in payload["state_dict"].items()}
+    assert any(key.startswith("rnn.") for key in payload["state_dict"])
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, _ = load_checkpoint(tmp_path / "old.pt")
+    x = torch.randn(3, 5, 2)
+    assert torch.equal(loaded(x), model(x))
