@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..losses import BIT_LOSSES, length_mask
-from .base import Batch
+from .base import Batch, PaddedStrings
 
 TEST_SEED = 20_241_129
 VAL_PER_LENGTH = 50
@@ -79,7 +79,7 @@ def bits_to_int(bits) -> int:
     return sum(int(bit) << i for i, bit in enumerate(bits))
 
 
-class AdditionTask:
+class AdditionTask(PaddedStrings):
     name = "addition"
     input_size = 2
     output_size = 1
@@ -120,20 +120,6 @@ class AdditionTask:
         if name == "test" and "test" not in self.splits:
             self.splits["test"] = test_split(tuple(self.test_lengths), str(self.device))
         return self.splits[name]
-
-    @property
-    def train_size(self) -> int:
-        return len(self.splits["train"][2])
-
-    def train_batches(self, batch_size: int, generator: torch.Generator):
-        x, y, lengths = self.splits["train"]
-        order = torch.randperm(len(lengths), generator=generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch_lengths = lengths[index]
-            steps = int(batch_lengths.max())  # CPU tensor: no device sync
-            index = index.to(self.device)
-            yield Batch(x[index, :steps], y[index, :steps], batch_lengths)
 
     def loss(self, name: str, logits: Tensor, batch: Batch):
         logits = logits.squeeze(-1)

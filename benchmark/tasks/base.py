@@ -52,3 +52,23 @@ class Task(Protocol):
 
     # Optional: ``dataset() -> dict`` with "name", "digest", "source" and "profile" (a flat dict): what the run
     # logs as its MLflow dataset input (metadata only, never the data). Tasks without it log none.
+
+
+class PaddedStrings:
+    """Training batches of strings of mixed lengths, for a task whose ``splits["train"]`` holds (inputs [N, T, F],
+    targets [N, T], lengths [N]) right-padded to the longest: each batch is cut to its own longest string, and its
+    lengths stay on the CPU for the loss mask and the model's packing."""
+
+    @property
+    def train_size(self) -> int:
+        return len(self.splits["train"][2])
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        x, y, lengths = self.splits["train"]
+        order = torch.randperm(len(lengths), generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            batch_lengths = lengths[index]
+            steps = int(batch_lengths.max())  # CPU tensor: no device sync
+            index = index.to(self.device)
+            yield Batch(x[index, :steps], y[index, :steps], batch_lengths)

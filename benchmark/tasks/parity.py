@@ -27,7 +27,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..losses import CLASS_LOSSES, length_mask
 from .addition import spans
-from .base import Batch
+from .base import Batch, PaddedStrings
 
 TEST_SEED = 20_230_501
 TEST_MAX_LENGTH = 500
@@ -51,7 +51,7 @@ def generate(lengths: Tensor, generator: torch.Generator, modulus: int = 2) -> t
     return x, running_sum(digits, modulus) * inside
 
 
-class ParityTask:
+class ParityTask(PaddedStrings):
     name = "parity"
     modulus = 2
     input_size = output_size = modulus
@@ -86,20 +86,6 @@ class ParityTask:
         digest = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:12]
         return {"name": f"{self.name}-L1-{self.max_train_length}-to{TEST_MAX_LENGTH}", "digest": digest,
                 "source": f"{__name__}.generate", "profile": profile}
-
-    @property
-    def train_size(self) -> int:
-        return len(self.splits["train"][2])
-
-    def train_batches(self, batch_size: int, generator: torch.Generator):
-        x, y, lengths = self.splits["train"]
-        order = torch.randperm(len(lengths), generator=generator)
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            batch_lengths = lengths[index]
-            steps = int(batch_lengths.max())
-            index = index.to(self.device)
-            yield Batch(x[index, :steps], y[index, :steps], batch_lengths)
 
     def loss(self, name: str, logits: Tensor, batch: Batch):
         mask = length_mask(batch.lengths, logits.size(1), logits.device)
