@@ -9,7 +9,6 @@ model, where a step is too short to keep two threads busy, else one worker with 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .catalog import ARCHITECTURES, BUILTIN_TASKS, TASKS
@@ -17,6 +16,7 @@ from .config import ConfigError
 from .confirm import confirm
 from .report import write_report
 from .tuning import StudyResult, check_device, format_value, load_study, run_study, studies_dir
+from .tuning.session import available_cores
 
 # Two one-thread workers train two trials at once where each model is at most this wide: there a step is a few
 # small products, which one thread keeps busy and a second speeds up little (docs/performance.md, "Workers").
@@ -33,7 +33,7 @@ def largest_hidden(spec) -> int:
 
 def auto_workers(spec, cores: int | None = None) -> tuple[int, str]:
     """How many worker processes to run ``spec`` with on this machine, and why, in words."""
-    cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    cores = cores or available_cores()
     hidden = largest_hidden(spec)
     if cores >= 2 and hidden <= SMALL_HIDDEN:
         return 2, f"2 workers x {cores // 2} thread(s): hidden <= {hidden}, too small a step for {cores} threads"

@@ -200,10 +200,6 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def source_of(cls: type) -> Source:
-    return _source(cls)
-
-
 def _holder(kind: str, name: str) -> str:
     spec = CELLS.get(name) if kind == "cell" else TASKS.get(name)
     if spec is None or spec.source.builtin:

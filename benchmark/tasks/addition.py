@@ -140,16 +140,9 @@ class AdditionTask(PaddedStrings):
         right_strings = torch.zeros(longest + 1, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
         loss_count = torch.zeros((), device=self.device)
-        # Sorted by length so each chunk pads little; the split is stored sorted already for val/test.
-        order = torch.argsort(lengths, stable=True)
-        for start in range(0, len(order), EVAL_BATCH):
-            index = order[start:start + EVAL_BATCH]
-            chunk_lengths = lengths[index]
-            steps = int(chunk_lengths.max())
-            device_index = index.to(self.device)
-            batch = Batch(x[device_index, :steps], y[device_index, :steps], chunk_lengths)
+        for batch, mask in self.scoring_chunks((x, y, lengths), EVAL_BATCH):
+            chunk_lengths = batch.lengths
             logits = model(batch.x, batch.lengths).squeeze(-1)
-            mask = length_mask(chunk_lengths, steps, self.device)
             in_range = (chunk_lengths <= self.max_train_length).to(self.device)
             train_mask = (mask & in_range[:, None]).to(logits.dtype)
             chunk_loss, chunk_count = BIT_LOSSES[loss_name](logits, batch.y, train_mask)

@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from ..losses import length_mask
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -72,3 +74,16 @@ class PaddedStrings:
             steps = int(batch_lengths.max())  # CPU tensor: no device sync
             index = index.to(self.device)
             yield Batch(x[index, :steps], y[index, :steps], batch_lengths)
+
+    def scoring_chunks(self, split: tuple[Tensor, Tensor, Tensor], size: int) -> Iterator[tuple[Batch, Tensor]]:
+        """A split's strings in chunks of ``size``, sorted by length so that each chunk pads little: (batch, the
+        [B, T] mask of its real steps, on the device)."""
+        x, y, lengths = split
+        order = torch.argsort(lengths, stable=True)
+        for start in range(0, len(order), size):
+            index = order[start:start + size]
+            chunk_lengths = lengths[index]
+            steps = int(chunk_lengths.max())
+            device_index = index.to(self.device)
+            yield (Batch(x[device_index, :steps], y[device_index, :steps], chunk_lengths),
+                   length_mask(chunk_lengths, steps, self.device))

@@ -99,18 +99,11 @@ class ParityTask(PaddedStrings):
         longest = int(lengths.max())
         right = torch.zeros(longest + 1, device=self.device)
         loss_sum = torch.zeros((), device=self.device)
-        order = torch.argsort(lengths, stable=True)  # chunks of similar lengths pad little
-        for start in range(0, len(order), EVAL_BATCH):
-            index = order[start:start + EVAL_BATCH]
-            chunk_lengths = lengths[index]
-            steps = int(chunk_lengths.max())
-            device_index = index.to(self.device)
-            batch = Batch(x[device_index, :steps], y[device_index, :steps], chunk_lengths)
+        for batch, mask in self.scoring_chunks((x, y, lengths), EVAL_BATCH):
             logits = model(batch.x, batch.lengths)
             loss_sum += self.loss(loss_name, logits, batch)[0]
-            mask = length_mask(chunk_lengths, steps, self.device)
             hits = ((logits.argmax(-1) == batch.y) & mask).sum(dim=1).float()
-            right.index_add_(0, chunk_lengths.to(self.device), hits)
+            right.index_add_(0, batch.lengths.to(self.device), hits)
         counts = torch.bincount(lengths, minlength=longest + 1).double()
         present = counts.nonzero().flatten().tolist()
         per_step = (right.double().cpu() / (counts * torch.arange(longest + 1)).clamp(min=1)).tolist()

@@ -219,10 +219,15 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
                        best_run, time.perf_counter() - started, status)
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, which a container or taskset narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _run_workers(spec: StudySpec, name: str, storage_url: str, tracking_uri: str, workers: int, quiet: bool,
                  system_metrics: bool = False):
     """Worker processes sharing the study's budget, torch threads divided; returns the failures."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     threads = spec.fixed_dict.get("threads") or max(1, cores // workers)
     # URLs reach the workers through the environment, never argv: they may hold passwords.
     env = {**os.environ, STORAGE_ENV: storage_url, "MLFLOW_TRACKING_URI": tracking_uri}
