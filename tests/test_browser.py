@@ -86,6 +86,7 @@ def test_the_mlflow_ui_shows_studies_trials_curves_artifacts_and_the_champion(st
     (study,) = [r for r in runs if r.data.tags.get(Tag.ROLE) == Role.STUDY]
     trials = sorted((r for r in runs if r.data.tags.get(Tag.ROLE) == Role.TRIAL), key=lambda r: r.info.start_time)
     assert len(trials) == 2
+    (plain,) = [r for r in runs if r.data.tags.get(Tag.ROLE) == Role.RUN]
     (champion,) = client.search_registered_models()
     shots = Path(os.environ.get("RNNBENCH_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
@@ -143,12 +144,16 @@ def test_the_mlflow_ui_shows_studies_trials_curves_artifacts_and_the_champion(st
             assert ticks and min(ticks) >= 1 and longest / 2 < max(ticks) <= longest  # lengths, not epochs
             page.screenshot(path=shots / "3-accuracy-by-length.png")
 
-            # The checkpoint and the learning curves, as artifacts.
+            # A search trial keeps its checkpoint (register and confirm read it) but draws no curves; the plain
+            # train run has both, and its learning curve opens as a picture.
             page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{best.info.run_id}/artifacts")
+            expect(page.get_by_text("checkpoint", exact=True).first).to_be_visible()
+            assert not client.list_artifacts(best.info.run_id, "curves")
+            page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{plain.info.run_id}/artifacts")
             for folder in ("checkpoint", "curves"):
                 expect(page.get_by_text(folder, exact=True).first).to_be_visible()
             page.get_by_text("curves", exact=True).first.click()
-            (curve_file,) = [a.path for a in client.list_artifacts(best.info.run_id, "curves")]
+            (curve_file,) = [a.path for a in client.list_artifacts(plain.info.run_id, "curves")]
             curve = page.get_by_text(Path(curve_file).name, exact=True).first
             expect(curve).to_be_visible()
             curve.click()
