@@ -186,7 +186,8 @@ def _train_together(base: TrainConfig, pending: list[int], start, task_data, qui
 
     trackers = [start(seed) for seed in pending]
     try:
-        stack = fit_together(build_seeds([base.replace(seed=seed) for seed in pending], trackers, task_data))
+        stack = fit_together(build_seeds([base.replace(seed=seed) for seed in pending], trackers, task_data),
+                             quiet=quiet)
     except ValueError as error:  # nothing was logged yet: the same runs train one after the other
         if not quiet:
             print(f"  not stacked ({error}): one after the other", flush=True)

@@ -80,9 +80,10 @@ def build_seeds(configs: list[TrainConfig], trackers: list, task_data: dict | No
     return seeds
 
 
-def fit_together(seeds: list[Seed]) -> list[Seed]:
+def fit_together(seeds: list[Seed], quiet: bool = False) -> list[Seed]:
     """Train every seed's model in one stack; each seed ends with ``result`` or its ``error``. Raises only what
-    ``fit`` would raise past a seed (an interruption), or ValueError when the models cannot be stacked."""
+    ``fit`` would raise past a seed (an interruption), or ValueError when the models cannot be stacked. Unless
+    ``quiet``, one line per epoch gives every seed's validation accuracy."""
     models = [seed.model for seed in seeds]
     reason = stackable(models) or ("" if len({seed.task.train_size for seed in seeds}) == 1
                                    else "the seeds' training sets differ in size")
@@ -104,6 +105,7 @@ def fit_together(seeds: list[Seed]) -> list[Seed]:
             if not any(seed.running for seed in seeds):
                 break
             stack.train()
+            active = [index for index, seed in enumerate(seeds) if seed.running]
             started = time.perf_counter()
             losses = torch.zeros(len(seeds), steps_per_epoch, device=device)
             batches = zip(*(seed.task.train_batches(config.batch_size, shuffle)
@@ -121,9 +123,12 @@ def fit_together(seeds: list[Seed]) -> list[Seed]:
                     _check_each(seeds, losses[:, window: step + 1], epoch, iteration + window)
             _check_each(seeds, losses[:, : step + 1], epoch, iteration)
             seconds = time.perf_counter() - started
-            for index, seed in enumerate(seeds):
-                if seed.running:
-                    _end_epoch(stack, index, seed, epoch, iteration, losses[index, : step + 1], seconds)
+            ended = [_end_epoch(stack, index, seed, epoch, iteration, losses[index, : step + 1], seconds)
+                     if seed.running else f"seed {seed.config.seed} FAILED"
+                     for index, seed in enumerate(seeds) if index in active]
+            if not quiet:
+                print(f"{config.arch} {config.task} epoch {epoch:>3}/{config.epochs}  {'  '.join(ended)}  "
+                      f"{seconds:.1f}s", flush=True)
             iteration += step + 1
         for seed in seeds:
             if seed.error is None:
@@ -190,15 +195,18 @@ def _fail_running(seeds: list[Seed], error: Exception) -> None:
 
 
 def _end_epoch(stack: StackedModel, index: int, seed: Seed, epoch: int, iteration: int, losses: torch.Tensor,
-               seconds: float) -> None:
-    """Seed ``index``'s epoch as fit ends one: its weights into its own model, validation, best epoch, the log."""
+               seconds: float) -> str:
+    """Seed ``index``'s epoch as fit ends one: its weights into its own model, validation, best epoch, the log.
+    Returns the seed's part of the epoch line: its validation accuracy, starred when it improved."""
     stack.copy_into(seed.model, index)
     val = seed.task.evaluate(seed.model, "val", seed.config.loss)
+    name = f"seed {seed.config.seed}"
     try:
-        seed.best.update(epoch, val, seed.model)
+        improved = seed.best.update(epoch, val, seed.model)
     except NonFiniteLossError as error:
         seed.error, seed.running = error, False
-        return
+        return f"{name} FAILED"
     record_epoch(seed.result, seed.tracker, seed.config, epoch, iteration, losses.cpu().tolist(), val, seconds)
     if seed.best.stop(seed.config):
         seed.running = False
+    return f"{name} val_acc {100 * val['acc']:.2f}%{' *' if improved else '  '}"

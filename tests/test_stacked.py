@@ -91,7 +91,7 @@ def test_cells_without_a_stacked_kernel_say_so():
         assert "no stacked kernel" in why_not_together(tiny_config("addition", arch))
 
 
-def test_a_diverging_seed_fails_alone_and_the_others_finish_as_they_would_alone():
+def test_a_diverging_seed_fails_alone_and_the_others_finish_as_they_would_alone(capsys):
     from benchmark.train import NonFiniteLossError
 
     configs = [tiny_config("addition", "gru", seed=seed, impl="loop") for seed in SEEDS[:2]]
@@ -100,5 +100,19 @@ def test_a_diverging_seed_fails_alone_and_the_others_finish_as_they_would_alone(
     seeds[0].task.loss = lambda name, logits, batch: (real_loss(name, logits, batch)[0] * float("nan"), 1)
     fit_together(seeds)
     assert isinstance(seeds[0].error, NonFiniteLossError) and "non-finite" in str(seeds[0].error)
+    assert f"seed {SEEDS[0]} FAILED" in capsys.readouterr().out
     assert seeds[1].error is None
     assert final(seeds[1].result) == pytest.approx(final(fit(configs[1], quiet=True)), abs=2e-3)
+
+
+def test_each_epoch_prints_one_line_with_every_seeds_validation_accuracy(capsys):
+    configs = [tiny_config("addition", "gru", seed=seed, impl="loop", epochs=3) for seed in SEEDS[:2]]
+    seeds = fit_together(build_seeds(configs, [None, None]))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for epoch, line in enumerate(lines, start=1):
+        assert line.startswith(f"gru addition epoch {epoch:>3}/3")
+        for seed in seeds:
+            assert f"seed {seed.config.seed} val_acc {100 * seed.result.val_history[epoch - 1]['acc']:.2f}%" in line
+    fit_together(build_seeds(configs, [None, None]), quiet=True)
+    assert capsys.readouterr().out == ""
