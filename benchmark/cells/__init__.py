@@ -7,7 +7,7 @@ its direction; the order here is the order of every table and legend. ``rnn``, `
 bidirectional forms run ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with a choice of kernel (``native.py``);
 ``indrnn`` is IndRNN (Li et al. 2018), ``mingru`` and ``minlstm`` are minGRU and minLSTM (Feng et al. 2024),
 ``lru`` the Linear Recurrent Unit (Orvieto et al. 2023), ``s6`` Mamba's selective state-space layer (Gu and Dao
-2023).
+2023), ``slstm`` xLSTM's scalar-memory LSTM (Beck et al. 2024).
 A new cell goes in a module of its own here, and one line below. Every cell takes ``(input_size, hidden_size,
 *, num_layers, dropout, bidirectional)`` and maps ``(x [B, T, F], lengths)`` to ``(outputs [B, T, D*H],
 last [B, D*H])``, honouring right padding.
@@ -36,6 +36,8 @@ BUILTIN_CELLS = (
     ("bilru", "lru:LRU", True, "BiLRU", ""),
     ("s6", "s6:S6", False, "S6", ""),
     ("bis6", "s6:S6", True, "BiS6", ""),
+    ("slstm", "slstm:SLSTM", False, "sLSTM", ""),
+    ("bislstm", "slstm:SLSTM", True, "BisLSTM", ""),
 )
 
 for _name, _target, _bidirectional, _label, _colour in BUILTIN_CELLS:
