@@ -181,3 +181,29 @@ def test_a_cell_without_a_stacked_kernel_trains_its_seeds_one_after_the_other(tm
     made = runs(tracking_uri, "confirm")
     assert sorted(int(r.data.tags["seed"]) for r in made) == confirm.confirm_seeds(2)
     assert all(r.info.status == "FINISHED" and "stacked" not in r.data.tags.get("kernel", "") for r in made)
+
+
+def test_bench_cost_reads_each_studys_search_confirmation_and_seeds_from_the_store(tuned, tracking_uri, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_cost.py"
+    spec = importlib.util.spec_from_file_location("bench_cost", path)
+    bench_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_cost)
+    assert cli.main(["confirm", "--task", "addition", "--arch", "gru", "--seeds", "2",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    assert cli.main(["confirm", "--task", "addition", "--arch", "gru", "--seeds", "1", "--train-length", "3",
+                     "--tracking-uri", tracking_uri, "--quiet"]) == 0
+    (row,) = bench_cost.study_costs(tracking_uri)
+    made = runs(tracking_uri, "confirm")
+    whole = [r for r in made if "confirm_train_length" not in r.data.tags]
+    assert len(made) == 3 and len(whole) == 2
+    assert (row["study"], row["trials"]) == ("addition-gru-quick", len(tuned.trials))
+    assert sorted(row["seeds"]) == sorted(r.data.metrics["test_acc"] for r in whole)  # the retrain left out
+    (parent,) = runs(tracking_uri, "study")
+    assert row["search"] == (parent.info.end_time - parent.info.start_time) / 1000
+    starts, ends = [r.info.start_time for r in made], [r.info.end_time for r in made]
+    assert row["confirm"] == (max(ends) - min(starts)) / 1000
+    assert bench_cost.main(["--tracking-uri", tracking_uri]) == 0
+    assert "addition-gru-quick" in capsys.readouterr().out
