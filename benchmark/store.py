@@ -16,6 +16,8 @@ import fcntl
 import logging
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -195,18 +197,45 @@ def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] |
 END_RUN_ATTEMPTS = 3
 
 
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C and SIGTERM wait for the block to end, then act as they would have. A second one within the block
+    interrupts at once, so that a store that hangs can still be left. Main thread only (elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum, frame):
+        if pending:
+            raise KeyboardInterrupt
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        signal.raise_signal(pending[0])
+
+
 def end_run(client, run_id: str, status: str = RunStatus.FINISHED, reason: str | None = None) -> None:
     """End a run as FINISHED, FAILED or KILLED; ``reason`` is kept as its ``error`` tag.
 
-    Retried: a Ctrl-C that lands inside an SQLite write can leave that write's session half-flushed, and the
-    run's last two writes, made right after, must still land or the run would stay RUNNING."""
-    for attempt in range(1, END_RUN_ATTEMPTS + 1):
-        try:
-            if reason:
-                client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
-            client.set_terminated(run_id, status=status)
-            return
-        except Exception:
-            if attempt == END_RUN_ATTEMPTS:
-                raise
-            time.sleep(0.2 * attempt)
+    A run ends while it is being stopped, so a second Ctrl-C or SIGTERM arriving here waits until the end has
+    landed (``interrupts_held``). Retried: a Ctrl-C that lands inside an SQLite write can leave that write's
+    session half-flushed, and the run's last two writes, made right after, must still land or the run would stay
+    RUNNING."""
+    with interrupts_held():
+        for attempt in range(1, END_RUN_ATTEMPTS + 1):
+            try:
+                if reason:
+                    client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
+                client.set_terminated(run_id, status=status)
+                return
+            except Exception:
+                if attempt == END_RUN_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)

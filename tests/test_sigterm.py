@@ -130,3 +130,49 @@ def test_an_interrupt_python_drops_inside_a_callback_is_delivered_again():
         while time.monotonic() < deadline:
             pass
     assert ref() is None
+
+
+class SignalledStore:
+    """A tracking client whose run-ending write is hit by ``signals`` SIGTERMs while it writes."""
+
+    def __init__(self, signals: int):
+        self.signals, self.ended = signals, []
+
+    def set_tag(self, run_id, key, value):
+        pass
+
+    def set_terminated(self, run_id, status):
+        for _ in range(self.signals):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, mid-write
+        self.ended.append(status)
+
+
+@pytest.fixture
+def sigterm_raises():
+    """SIGTERM handled as rnnbench's main handles it: a KeyboardInterrupt."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_sigterm_while_a_run_ends_waits_for_the_end_to_land_then_interrupts(sigterm_raises):
+    from benchmark.store import end_run
+
+    store = SignalledStore(signals=1)
+    with pytest.raises(KeyboardInterrupt):
+        end_run(store, "run", "KILLED", "interrupted")
+    assert store.ended == ["KILLED"]
+    assert signal.getsignal(signal.SIGTERM).__name__ == "interrupt"  # the command's own handler is back
+
+
+def test_a_second_sigterm_while_a_run_ends_interrupts_at_once(sigterm_raises):
+    from benchmark.store import end_run
+
+    store = SignalledStore(signals=2)
+    with pytest.raises(KeyboardInterrupt):
+        end_run(store, "run", "KILLED", "interrupted")
+    assert store.ended == []  # a store that hangs can still be left
