@@ -17,9 +17,7 @@ Registries need a database-backed store (the default SQLite store is one).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 
 from .config import ConfigError
@@ -36,7 +34,7 @@ from .schema import (
     rank_key,
     registered_model_name,
 )
-from .store import client_for
+from .store import client_for, download_artifact
 
 VERSION_METRICS = (Metric.TEST_ACC, Metric.BEST_VAL_ACC, Metric.N_PARAMS)  # copied onto the version as tags
 ALIAS_RETRIES = 3
@@ -100,14 +98,11 @@ def _create_version(client, name: str, run):
     import tempfile
     from pathlib import Path
 
-    import mlflow.artifacts
-
     from .served_model import log_pyfunc, using_tracking_uri
 
     run_id = run.info.run_id
-    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=Artifact.CHECKPOINT, dst_path=tmp,
-                                                    tracking_uri=client.tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_artifact(run_id, Artifact.CHECKPOINT, tmp, client.tracking_uri)
         info = log_pyfunc(run_id, Path(local), client.tracking_uri)
     metrics = run.data.metrics
     tags = {k: f"{metrics[k]:.6g}" for k in VERSION_METRICS if k in metrics}
@@ -116,22 +111,6 @@ def _create_version(client, name: str, run):
         return client.create_model_version(name, source=info.model_uri, run_id=run_id, tags=tags,
                                            model_id=info.model_id,
                                            run_link=f"#/experiments/{run.info.experiment_id}/runs/{run_id}")
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    """MLflow draws a download bar per artifact; registering is one line of output."""
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as PROGRESS
-
-    before = os.environ.get(PROGRESS.name)
-    os.environ[PROGRESS.name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(PROGRESS.name, None)
-        else:
-            os.environ[PROGRESS.name] = before
 
 
 def _alias_run(client, name: str, alias: str):

@@ -24,7 +24,7 @@ from .config import ConfigError, TrainConfig
 from .models import Model
 from .registry import CELLS, TASKS, cell_spec, task_record
 from .schema import CHECKPOINT_FORMAT, CHECKPOINT_FORMATS_READ, Artifact
-from .store import resolve_tracking_uri
+from .store import download_artifact
 
 
 def input_normalisation(config: TrainConfig) -> dict:
@@ -132,9 +132,5 @@ def _current_keys(state_dict: dict, arch: str) -> dict:
 
 def load_run_checkpoint(run_id: str, tracking_uri: str | None = None, device: str = "cpu"):
     """Model and config of a tracked run, from the store alone."""
-    import mlflow.artifacts
-
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=Artifact.CHECKPOINT, dst_path=tmp,
-                                                    tracking_uri=resolve_tracking_uri(tracking_uri))
-        return load_checkpoint(Path(local), device)
+        return load_checkpoint(Path(download_artifact(run_id, Artifact.CHECKPOINT, tmp, tracking_uri)), device)

@@ -36,7 +36,7 @@ _HELP = {
     "batch_size": "examples per optimisation step",
     "seed": "seed of the initial weights, the data order and the synthetic tasks' generated data",
     "optimizer": "optimiser",
-    "weight_decay": "weight decay (L2 for adam, decoupled for adamw)",
+    "weight_decay": "weight decay on every parameter, biases included (L2 for adam, decoupled for adamw)",
     "schedule": "learning-rate schedule",
     "clip_grad": "max gradient norm; 0 disables",
     "early_stop": "stop after N epochs without validation improvement; 0 disables",

@@ -34,7 +34,7 @@ from .config import ConfigError, TrainConfig
 from .registry import task_record
 from .schema import Metric, Role, RunStatus, StudyAttr, Suite, Tag
 from .stats import mean_std
-from .store import client_for, mask_url, resolve_tracking_uri, search_runs
+from .store import client_for, interrupts_held, mask_url, resolve_tracking_uri, search_runs
 from .tasks import preload
 from .tracking import RunTracker
 from .tuning import best_trial, is_coordination_study, open_storage, resolve_storage_url
@@ -197,8 +197,9 @@ def _train_together(base: TrainConfig, pending: list[int], start, task_data, qui
         return {seed: _ended(seed, tracker, None, error, quiet)
                 for seed, tracker in zip(pending, trackers, strict=True)}
     except BaseException as error:
-        for tracker in trackers:
-            tracker.end_with(error, resume="re-run to resume")
+        with interrupts_held():  # every seed's run ends, even when a second Ctrl-C lands in the loop
+            for tracker in trackers:
+                tracker.end_with(error, resume="re-run to resume")
         raise
     return {seed.config.seed: _ended(seed.config.seed, seed.tracker, None if seed.error else seed.result, seed.error,
                                      quiet) for seed in stack}

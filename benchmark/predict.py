@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ from .tasks.mnist import MnistTask
 
 BOX = 20  # MNIST's size-normalisation box
 FIELD = 28
-_PROGRESS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 INK_THRESHOLD = 0.2  # fraction of the ink's contrast above which a pixel counts for the bounding box
 
 
@@ -138,27 +136,12 @@ def label_from_name(path) -> int | None:
     return int(name[0]) if name[:1].isdigit() else None
 
 
-@contextlib.contextmanager
-def quiet_downloads():
-    """MLflow's artifact download bar would mix with our one-line-per-file output."""
-    before = os.environ.get(_PROGRESS)
-    os.environ[_PROGRESS] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(_PROGRESS, None)
-        else:
-            os.environ[_PROGRESS] = before
-
-
 def load_model(*, run_id: str | None = None, model: str | None = None, tracking_uri: str | None = None):
     """The MNIST model of a run, or of a registered model ``name[@alias|/version]``; returns (model, config)."""
     if model:
         run_id = resolve_model(model, tracking_uri)["run_id"]
     try:
-        with quiet_downloads():
-            network, config = load_run_checkpoint(run_id, tracking_uri)
+        network, config = load_run_checkpoint(run_id, tracking_uri)
     except ConfigError:
         raise
     except Exception as error:  # MLflow raises several types for a missing run or artifact

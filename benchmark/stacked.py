@@ -209,4 +209,4 @@ def _end_epoch(stack: StackedModel, index: int, seed: Seed, epoch: int, iteratio
     record_epoch(seed.result, seed.tracker, seed.config, epoch, iteration, losses.cpu().tolist(), val, seconds)
     if seed.best.stop(seed.config):
         seed.running = False
-    return f"{name} val_acc {100 * val['acc']:.2f}%{' *' if improved else '  '}"
+    return f"{name} val_acc {100 * val['acc']:.2f}%{' *' if improved else '  '}{'' if seed.running else ' stopped'}"

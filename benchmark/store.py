@@ -197,10 +197,29 @@ def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] |
 END_RUN_ATTEMPTS = 3
 
 
+def download_artifact(run_id: str, path: str, dst_path: str, tracking_uri: str | None = None) -> str:
+    """One artifact of a run into ``dst_path``; returns its local path. MLflow's download bar is off: it would mix
+    with the one-line-per-epoch (or per-file) output of whatever asked."""
+    import mlflow.artifacts
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as PROGRESS
+
+    before = os.environ.get(PROGRESS.name)
+    os.environ[PROGRESS.name] = "false"
+    try:
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst_path,
+                                                   tracking_uri=resolve_tracking_uri(tracking_uri))
+    finally:
+        if before is None:
+            os.environ.pop(PROGRESS.name, None)
+        else:
+            os.environ[PROGRESS.name] = before
+
+
 @contextlib.contextmanager
 def interrupts_held():
-    """Ctrl-C and SIGTERM wait for the block to end, then act as they would have. A second one within the block
-    interrupts at once, so that a store that hangs can still be left. Main thread only (elsewhere a no-op)."""
+    """Ctrl-C and SIGTERM wait for the block to end, then act as they would have, also when the block raised. A
+    second one within the block interrupts at once, so that a store that hangs can still be left. A signal the
+    process ignores stays ignored. Blocks nest. Main thread only (elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -211,14 +230,21 @@ def interrupts_held():
             raise KeyboardInterrupt
         pending.append(signum)
 
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIG_IGN stays as it is; None (a handler not set from Python) cannot be put back, so it is left alone too.
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)
+                if callable(signal.getsignal(sig)) or signal.getsignal(sig) == signal.SIG_DFL}
+    stopping = False
     try:
         yield
+    except KeyboardInterrupt:
+        stopping = True
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if pending:
-        signal.raise_signal(pending[0])
+        # Delivered after the block, even one that raised; a KeyboardInterrupt on its way out already stops us.
+        if pending and not stopping:
+            signal.raise_signal(pending[0])
 
 
 def end_run(client, run_id: str, status: str = RunStatus.FINISHED, reason: str | None = None) -> None:

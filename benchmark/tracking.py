@@ -25,7 +25,7 @@ from .config import ConfigError, TrainConfig
 from .plugins import LOADED
 from .registry import task_record
 from .schema import Artifact, DatasetTag, Metric, Role, RunStatus, Suite, Tag
-from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment
+from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment, interrupts_held
 
 
 @functools.cache  # constant for the process; every run and trial asks for it
@@ -243,10 +243,11 @@ class RunTracker:
     def finish(self, status: str = RunStatus.FINISHED, error: str | None = None) -> None:
         if self.finished:
             return
-        if self.monitor is not None:
-            self.monitor.finish()  # its last samples are flushed while the run is still open
-            self.monitor = None
-        end_run(self.client, self.run_id, status, error)
+        with interrupts_held():
+            if self.monitor is not None:
+                self.monitor.finish()  # its last samples are flushed while the run is still open
+                self.monitor = None
+            end_run(self.client, self.run_id, status, error)
         self.finished = True
 
     def end_with(self, error: BaseException, resume: str = "") -> str:

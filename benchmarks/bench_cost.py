@@ -2,12 +2,13 @@
 
 Example: python benchmarks/bench_cost.py --tracking-uri sqlite:///$PWD/mlruns/mlflow.db
 
-Read from a tracking store alone. A study's search is its study run's span (first trial to the session's end,
-the chosen trial's test scoring included); its confirmation is the span of the confirmation runs of that
-study's trials, from the first start to the last end. A confirmation still running counts to now. The seeds'
-test accuracy is the mean and sample standard deviation of the finished confirmation runs of the whole-range
-configuration (not the single-length retrains). The last line sums every study: the bench's wall time less its
-start-up, the report and the gaps between studies.
+Read from a tracking store alone. A study's search is its study run's span, from its start to the end the
+session writes after the last trial. The chosen trial's test scoring comes after that end, so it is counted in
+neither column, nor are start-up, the report and the gaps between studies: the bench's wall time is the sum plus
+those. A confirmation is the span of the confirmation runs of that study's trials, from the first start to the
+last end; one still running counts to now. A study or confirmation resumed in a later session spans the idle
+time between the sessions too. The seeds' test accuracy is the mean and sample standard deviation of the
+finished confirmation runs of the whole-range configuration (not the single-length retrains).
 """
 
 from __future__ import annotations

@@ -85,3 +85,24 @@ def test_a_checkpoint_from_before_the_cells_loads_into_the_one_model(tmp_path, a
     loaded, _ = load_checkpoint(tmp_path / "old.pt")
     x = torch.randn(3, 5, 2)
     assert torch.equal(loaded(x), model(x))
+
+
+def test_a_run_checkpoint_loads_without_mlflow_download_bars(tracking_uri, capfd, monkeypatch):
+    """The chosen trial is scored between a study's last trial line and confirm's first: a download bar there
+    broke the one-line-per-trial output."""
+    from benchmark.checkpoint import load_run_checkpoint
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    config = tiny_config("addition", epochs=1)
+    with tracked_run(config, tracking_uri=tracking_uri) as tracker:
+        result = fit(config, tracker=tracker, quiet=True)
+    capfd.readouterr()
+    model, loaded = load_run_checkpoint(tracker.run_id, tracking_uri)
+    assert loaded == config
+    x = torch.randint(0, 2, (3, 5, 2)).float()
+    torch.testing.assert_close(model(x), result.model.eval()(x))
+    out, err = capfd.readouterr()
+    assert "Downloading artifacts" not in out + err
+    import os
+
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # put back as it was

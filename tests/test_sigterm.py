@@ -133,18 +133,23 @@ def test_an_interrupt_python_drops_inside_a_callback_is_delivered_again():
 
 
 class SignalledStore:
-    """A tracking client whose run-ending write is hit by ``signals`` SIGTERMs while it writes."""
+    """A tracking client whose run-ending write is hit by ``signals`` SIGTERMs while it writes (``sent`` counts
+    those the write outlived); with ``fail`` every write raises after them, as a store that is down."""
 
-    def __init__(self, signals: int):
-        self.signals, self.ended = signals, []
+    def __init__(self, signals: int, fail: bool = False):
+        self.signals, self.fail, self.ended, self.sent, self.attempts = signals, fail, [], 0, 0
 
     def set_tag(self, run_id, key, value):
         pass
 
     def set_terminated(self, run_id, status):
-        for _ in range(self.signals):
+        self.attempts += 1
+        for _ in range(self.signals if self.attempts == 1 else 0):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)  # the handler runs here, mid-write
+            self.sent += 1
+        if self.fail:
+            raise RuntimeError("store down")
         self.ended.append(status)
 
 
@@ -155,7 +160,7 @@ def sigterm_raises():
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
-    yield
+    yield interrupt
     signal.signal(signal.SIGTERM, previous)
 
 
@@ -165,8 +170,8 @@ def test_a_sigterm_while_a_run_ends_waits_for_the_end_to_land_then_interrupts(si
     store = SignalledStore(signals=1)
     with pytest.raises(KeyboardInterrupt):
         end_run(store, "run", "KILLED", "interrupted")
-    assert store.ended == ["KILLED"]
-    assert signal.getsignal(signal.SIGTERM).__name__ == "interrupt"  # the command's own handler is back
+    assert store.ended == ["KILLED"] and store.sent == 1
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises  # the command's own handler is back
 
 
 def test_a_second_sigterm_while_a_run_ends_interrupts_at_once(sigterm_raises):
@@ -175,4 +180,44 @@ def test_a_second_sigterm_while_a_run_ends_interrupts_at_once(sigterm_raises):
     store = SignalledStore(signals=2)
     with pytest.raises(KeyboardInterrupt):
         end_run(store, "run", "KILLED", "interrupted")
-    assert store.ended == []  # a store that hangs can still be left
+    assert store.sent == 1  # the first was held, the second interrupted: a store that hangs can still be left
+    assert store.ended == []
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+
+
+def test_a_sigterm_held_while_a_failing_store_ends_a_run_is_not_lost(sigterm_raises):
+    from benchmark.store import END_RUN_ATTEMPTS, end_run
+
+    store = SignalledStore(signals=1, fail=True)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        end_run(store, "run", "KILLED", "interrupted")
+    assert store.attempts == END_RUN_ATTEMPTS and store.sent == 1
+    assert isinstance(stopped.value.__context__, RuntimeError)  # the store's error is kept beside it
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises
+
+
+def test_an_ignored_sigterm_stays_ignored_while_a_run_ends():
+    from benchmark.store import end_run
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        store = SignalledStore(signals=2)
+        end_run(store, "run", "KILLED", "interrupted")
+        assert store.ended == ["KILLED"] and store.sent == 2
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_held_interrupts_nest_and_reach_the_outer_handler_once(sigterm_raises):
+    from benchmark.store import interrupts_held
+
+    seen = []
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("inner done")
+        seen.append("outer done")
+    assert seen == ["inner done", "outer done"]
+    assert signal.getsignal(signal.SIGTERM) is sigterm_raises

@@ -116,3 +116,14 @@ def test_each_epoch_prints_one_line_with_every_seeds_validation_accuracy(capsys)
             assert f"seed {seed.config.seed} val_acc {100 * seed.result.val_history[epoch - 1]['acc']:.2f}%" in line
     fit_together(build_seeds(configs, [None, None]), quiet=True)
     assert capsys.readouterr().out == ""
+
+
+def test_a_seed_that_stops_early_says_so_on_its_last_line(capsys):
+    # lr ~0: validation never improves after epoch 1, so early_stop 1 ends both seeds after epoch 2
+    configs = [tiny_config("addition", "gru", seed=seed, impl="loop", epochs=5, early_stop=1, lr=1e-12)
+               for seed in SEEDS[:2]]
+    seeds = fit_together(build_seeds(configs, [None, None]))
+    lines = capsys.readouterr().out.splitlines()
+    assert [seed.result.epochs_run for seed in seeds] == [2, 2]
+    assert len(lines) == 2 and "stopped" not in lines[0]
+    assert all(f"seed {seed.config.seed} val_acc" in lines[1] and lines[1].count(" stopped") == 2 for seed in seeds)

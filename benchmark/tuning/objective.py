@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 
 from ..schema import PRUNED_RUN_SUFFIX, EndedBy, Metric, Role, RunStatus, StudyAttr, Suite, Tag, TrialState
+from ..store import interrupts_held
 from ..tracking import RunTracker, trial_run_name
 from .coordination import holds_slot
 from .recovery import process_space
@@ -95,16 +96,18 @@ class Objective:
             result = train.fit(config, tracker=tracker, epoch_callback=report, quiet=self.fit_quiet,
                                task_data=self.task_data, search=True)
         except optuna.TrialPruned:
-            tracker.set_tags({Tag.TRIAL_STATE: TrialState.PRUNED, Tag.PRUNED_AT: stopped_at[0]})
-            # KILLED is MLflow's nearest status; the name says it was the pruner, not a crash or Ctrl-C.
-            tracker.rename(f"{trial_run_name(config, trial.number)}{PRUNED_RUN_SUFFIX}")
-            tracker.finish(RunStatus.KILLED)
+            with interrupts_held():  # the trial's state and its run's end land together
+                tracker.set_tags({Tag.TRIAL_STATE: TrialState.PRUNED, Tag.PRUNED_AT: stopped_at[0]})
+                # KILLED is MLflow's nearest status; the name says it was the pruner, not a crash or Ctrl-C.
+                tracker.rename(f"{trial_run_name(config, trial.number)}{PRUNED_RUN_SUFFIX}")
+                tracker.finish(RunStatus.KILLED)
             self._line(trial, values, TrialState.PRUNED, None, started, f"at epoch {stopped_at[0]}")
             raise
         except BaseException as error:
             interrupted = isinstance(error, KeyboardInterrupt)
-            tracker.set_tags({Tag.TRIAL_STATE: TrialState.FAIL})
-            message = tracker.end_with(error)
+            with interrupts_held():
+                tracker.set_tags({Tag.TRIAL_STATE: TrialState.FAIL})
+                message = tracker.end_with(error)
             if interrupted:
                 trial.set_user_attr(StudyAttr.ENDED_BY, EndedBy.INTERRUPT)
             elif isinstance(error, Exception):
@@ -116,8 +119,9 @@ class Objective:
         value = float(result.val["acc"])
         trial.set_user_attr(StudyAttr.VAL_LOSS, float(result.val.get("loss", math.inf)))  # ties of value
         trial.set_user_attr(StudyAttr.BEST_EPOCH, result.best_epoch)
-        tracker.set_tags({Tag.TRIAL_STATE: TrialState.COMPLETE})
-        tracker.finish(RunStatus.FINISHED)
+        with interrupts_held():
+            tracker.set_tags({Tag.TRIAL_STATE: TrialState.COMPLETE})
+            tracker.finish(RunStatus.FINISHED)
         self._line(trial, values, TrialState.COMPLETE, value, started)
         return value
 

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from ..schema import Role, RunStatus, StudyAttr, Tag, TrialState
-from ..store import client_for, end_run, search_runs
+from ..store import client_for, end_run, interrupts_held, search_runs
 
 MAX_RETRY = 2  # a lost trial's parameters are re-run at most this often
 LOST_REASON = "worker lost (killed or crashed)"
@@ -121,8 +121,9 @@ def close_trial_runs(client, study_name: str, states: dict[int, str], reason: st
             why = f"{reason} after its run ended, before Optuna recorded the result"
         else:
             continue
-        client.set_tag(run.info.run_id, Tag.TRIAL_STATE, state)
-        end_run(client, run.info.run_id, RunStatus.FAILED, why)
+        with interrupts_held():
+            client.set_tag(run.info.run_id, Tag.TRIAL_STATE, state)
+            end_run(client, run.info.run_id, RunStatus.FAILED, why)
         changed += 1
     return changed
 

@@ -29,7 +29,7 @@ from ..champion import register_champion
 from ..config import ConfigError
 from ..plugins import PLUGINS_ENV, environment_value
 from ..schema import EndedBy, Metric, RunStatus, StudyAttr, Tag, TrialState, rank_key
-from ..store import ERROR_TAG_LIMIT, client_for, end_run, mask_url, resolve_tracking_uri
+from ..store import ERROR_TAG_LIMIT, client_for, end_run, interrupts_held, mask_url, resolve_tracking_uri
 from ..tasks import preload
 from ..tracking import RunTracker, ending
 from .coordination import (
@@ -185,15 +185,16 @@ def run_study(spec: StudySpec, *, study_name: str | None = None, storage: str | 
             error += "; re-run the command to resume"
         raise
     finally:
-        recover_lost_trials(study, storage_obj, tracking_uri)
-        reconcile_runs(study, client)
-        summary = update_parent(client, parent, study)
-        # Other sessions (other machines) still running trials: the last one to end closes the parent run.
-        if study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
-            if error:
-                client.set_tag(parent, Tag.ERROR, error[:ERROR_TAG_LIMIT])
-        else:
-            end_run(client, parent, status, error)
+        with interrupts_held():  # a second Ctrl-C waits until the study's runs are squared with its trials
+            recover_lost_trials(study, storage_obj, tracking_uri)
+            reconcile_runs(study, client)
+            summary = update_parent(client, parent, study)
+            # Other sessions (other machines) still running trials: the last one to end closes the parent run.
+            if study.get_trials(deepcopy=False, states=(OptunaState.RUNNING,)):
+                if error:
+                    client.set_tag(parent, Tag.ERROR, error[:ERROR_TAG_LIMIT])
+            else:
+                end_run(client, parent, status, error)
     best = summary["best"]
     best_run = best.user_attrs.get(StudyAttr.RUN_ID) if best is not None else None
     test_acc = None

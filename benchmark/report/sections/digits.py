@@ -48,13 +48,12 @@ def digits_markdown(snap: Snapshot, figures: Figures, *, run: RunRecord | None =
 
     # torch and matplotlib: only a report with an MNIST checkpoint and the test images on disk draws digits.
     from ...checkpoint import load_run_checkpoint
-    from ...predict import Prediction, contact_sheet_figure, quiet_downloads
+    from ...predict import Prediction, contact_sheet_figure
     from ...tasks.mnist import MnistTask
     from ..figures import confusion_matrix
 
     run_id = run.run_id
-    with quiet_downloads():
-        network, config = load_run_checkpoint(run_id, snap.tracking_uri)
+    network, config = load_run_checkpoint(run_id, snap.tracking_uri)
     task = MnistTask(config, "cpu", **(task_data or {}))
     probs, labels = task.predict(network, "test")
     predicted = probs.argmax(-1)
