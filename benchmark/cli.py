@@ -274,7 +274,8 @@ def add_tuning_commands(commands) -> None:
     tune.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     tune.set_defaults(handler=handlers.cmd_tune)
 
-    bench = add_command(commands, "bench", "tune every architecture on both tasks at a preset budget")
+    bench = add_command(commands, "bench",
+                        "tune and seed-confirm every architecture on each task at a preset budget, then report")
     bench.add_argument("--preset", required=True, choices=PRESETS, help="budget preset of every study")
     names_flag(bench, "--archs", ARCHITECTURES, f"architectures, {arch_help()} (default: every cell rnnbench "
                "ships)", nargs="+")

@@ -130,7 +130,9 @@ class TaskRecord(Registered):
     """Everything the suite knows about a task without building it (no torch).
 
     ``metrics`` are what ``evaluate`` returns besides ``loss``; the tracker logs each as ``val_<m>`` and
-    ``test_<m>``. ``objective`` is the one the search ranks on (higher is better). ``per_length`` names metrics
+    ``test_<m>``. ``objective`` is the one the search ranks on (higher is better); it must be ``acc`` for now,
+    because early stopping, confirmation and the report's comparison rank on ``acc`` too, and a search that ranked
+    on another metric would choose a trial the report does not compare on. ``per_length`` names metrics
     that ``evaluate`` also returns per sequence length as ``<m>_by_len`` (``{length: value}``); they are logged
     as ``test_<m>_by_len`` with the length as the step and drawn by the report's lengths section.
     Metrics are fractions shown in percent, except ``raw_metrics`` (an MSE), shown as plain numbers.
@@ -257,6 +259,10 @@ def register_task(name: str, target: type | str | None = None, **record: Any):
         if task.objective not in task.metrics:
             raise RegistryError(f"task {name!r}: objective {task.objective!r} is not among its metrics "
                                 f"({', '.join(task.metrics)})")
+        if task.objective != "acc":
+            raise RegistryError(f"task {name!r}: objective {task.objective!r} is not supported: searches, early "
+                                f"stopping and reports rank on 'acc'; return 'acc' from evaluate and list "
+                                f"{task.objective!r} in metrics beside it")
         if task.objective in task.raw_metrics or not set(task.raw_metrics) <= set(task.metrics):
             raise RegistryError(f"task {name!r}: raw_metrics must be among its metrics and exclude the objective "
                                 f"{task.objective!r}")

@@ -1,5 +1,6 @@
-"""S models of one architecture as one: their parameters stacked along a leading seed dimension, one batched product
-per step.
+"""S models of one architecture as one: their parameters stacked along a leading seed dimension; one batched input
+projection, then per step one batched recurrent product (or, for LSTM and GRU on the CPU, the fused C++ cells seed
+by seed on the stack's slices, which measured faster there).
 
 Example: rnnbench confirm --task addition --arch lstm --seeds 3   # the 3 seeds train as one StackedModel
 
@@ -14,7 +15,8 @@ Padding follows packing's semantics as loop.py's does: a row's state stops chang
 backward direction runs over each row's real steps reversed, outputs at padded steps are zero.
 
 Stacked here: the ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` cells (rnn, lstm, gru and their bidirectional forms), any
-layers and directions. Every other cell (indrnn, mingru, minlstm, plugins) has no stacked path: ``stackable`` says
+layers and directions. Every other cell (indrnn, mingru, minlstm, lru, s6, slstm, their bidirectional forms,
+plugins) has no stacked path: ``stackable`` says
 why, and its seeds train one after the other. Dropout masks are drawn for the stack at once, so with dropout a seed
 trained here sees other masks than the same seed trained alone (equal within noise, not within float tolerance).
 """

@@ -220,6 +220,14 @@ def test_a_raw_metric_must_be_a_metric_and_never_the_objective(raw):
         register_task("never_registered", "x:Y", metrics=("acc", "err"), raw_metrics=raw)
 
 
+def test_an_objective_other_than_acc_is_refused_until_everything_ranks_on_it():
+    from benchmark.registry import TASKS, RegistryError, register_task
+
+    with pytest.raises(RegistryError, match="objective 'exact' is not supported"):
+        register_task("never_registered", "x:Y", metrics=("acc", "exact"), objective="exact")
+    assert "never_registered" not in TASKS
+
+
 def test_a_task_with_one_per_length_metric_gets_one_panel_named_after_it():
     from benchmark.report import figures
 
