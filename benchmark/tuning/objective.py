@@ -105,13 +105,13 @@ class Objective:
             raise
         except BaseException as error:
             interrupted = isinstance(error, KeyboardInterrupt)
-            with interrupts_held():
+            with interrupts_held():  # the run's end and the trial's record of why land together
                 tracker.set_tags({Tag.TRIAL_STATE: TrialState.FAIL})
                 message = tracker.end_with(error)
-            if interrupted:
-                trial.set_user_attr(StudyAttr.ENDED_BY, EndedBy.INTERRUPT)
-            elif isinstance(error, Exception):
-                trial.set_user_attr(StudyAttr.ERROR, message[:1000])
+                if interrupted:
+                    trial.set_user_attr(StudyAttr.ENDED_BY, EndedBy.INTERRUPT)
+                elif isinstance(error, Exception):
+                    trial.set_user_attr(StudyAttr.ERROR, message[:1000])
             self._line(trial, values, TrialState.FAIL, None, started, "interrupted" if interrupted else message)
             if isinstance(error, Exception):
                 raise TrialFailed(message) from error
