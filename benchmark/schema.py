@@ -140,7 +140,8 @@ class Metric:
     VAL_LOSS = "val_loss"  # step = epoch, as the next three
     VAL_ACC = "val_acc"
     VAL_SEQ_ACC = "val_seq_acc"
-    EPOCH_TIME = "epoch_time_s"
+    EPOCH_TIME = "epoch_time_s"  # the epoch's training steps alone
+    VAL_TIME = "val_time_s"  # the validation after it, apart, as AlgoPerf keeps evaluation time apart
     TEST_LOSS = "test_loss"
     TEST_ACC = "test_acc"
     TEST_SEQ_ACC = "test_seq_acc"

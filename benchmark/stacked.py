@@ -199,14 +199,17 @@ def _end_epoch(stack: StackedModel, index: int, seed: Seed, epoch: int, iteratio
     """Seed ``index``'s epoch as fit ends one: its weights into its own model, validation, best epoch, the log.
     Returns the seed's part of the epoch line: its validation accuracy, starred when it improved."""
     stack.copy_into(seed.model, index)
+    started = time.perf_counter()
     val = seed.task.evaluate(seed.model, "val", seed.config.loss)
+    val_seconds = time.perf_counter() - started
     name = f"seed {seed.config.seed}"
     try:
         improved = seed.best.update(epoch, val, seed.model)
     except NonFiniteLossError as error:
         seed.error, seed.running = error, False
         return f"{name} FAILED"
-    record_epoch(seed.result, seed.tracker, seed.config, epoch, iteration, losses.cpu().tolist(), val, seconds)
+    record_epoch(seed.result, seed.tracker, seed.config, epoch, iteration, losses.cpu().tolist(), val, seconds,
+                 val_seconds)
     if seed.best.stop(seed.config):
         seed.running = False
     return f"{name} val_acc {100 * val['acc']:.2f}%{' *' if improved else '  '}{'' if seed.running else ' stopped'}"

@@ -188,9 +188,10 @@ class RunTracker:
         self.set_tags({Tag.DEVICE: device, **({Tag.KERNEL: kernel} if kernel else {})})
 
     def log_epoch(self, epoch: int, first_iteration: int, train_losses: list[float], val: dict,
-                  seconds: float, task: str) -> None:
+                  seconds: float, val_seconds: float, task: str) -> None:
         entries = [(Metric.TRAIN_LOSS, loss, first_iteration + i + 1) for i, loss in enumerate(train_losses)]
-        entries += [(Metric.VAL_LOSS, val["loss"], epoch), (Metric.EPOCH_TIME, seconds, epoch)]
+        entries += [(Metric.VAL_LOSS, val["loss"], epoch), (Metric.EPOCH_TIME, seconds, epoch),
+                    (Metric.VAL_TIME, val_seconds, epoch)]
         entries += [(Metric.of("val", name), value, epoch) for name, value in task_metrics(task, val).items()]
         self._log(entries)
 

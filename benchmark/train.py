@@ -152,13 +152,13 @@ def log_setup(tracker, task, model: torch.nn.Module, device: torch.device, kerne
 
 
 def record_epoch(result: FitResult, tracker, config: TrainConfig, epoch: int, iteration: int,
-                 train_losses: list[float], val: dict, seconds: float) -> None:
+                 train_losses: list[float], val: dict, seconds: float, val_seconds: float) -> None:
     result.train_losses.extend(train_losses)
     result.epoch_seconds.append(seconds)
     result.val_history.append(_scalars(val))
     result.epochs_run = epoch
     if tracker:
-        tracker.log_epoch(epoch, iteration, train_losses, val, seconds, config.task)
+        tracker.log_epoch(epoch, iteration, train_losses, val, seconds, val_seconds, config.task)
 
 
 def finish(result: FitResult, task, config: TrainConfig, best: BestEpoch, tracker, search: bool = False) -> FitResult:
@@ -214,9 +214,11 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
             check_finite(epoch_losses, epoch, iteration)
             epoch_seconds = time.perf_counter() - started
             val = task.evaluate(model, "val", config.loss)
+            val_seconds = time.perf_counter() - started - epoch_seconds
             improved = best.update(epoch, val, model)
             train_losses = epoch_losses.cpu().tolist()
-            record_epoch(result, tracker, config, epoch, iteration, train_losses, val, epoch_seconds)
+            record_epoch(result, tracker, config, epoch, iteration, train_losses, val, epoch_seconds,
+                         val_seconds)
             iteration += len(train_losses)
             if not quiet:
                 mark = " *" if improved else ""

@@ -1,10 +1,11 @@
 """A tracked run in a temporary store has the params, metrics, steps, tags and artifacts promised."""
 
 import json
+import time
 
 import pytest
 import torch
-from conftest import synthetic_mnist
+from conftest import synthetic_mnist, tiny_config
 
 from benchmark import cli, data
 from benchmark.checkpoint import load_run_checkpoint
@@ -65,7 +66,8 @@ def test_mnist_run_through_cli(capsys, tracking_uri, monkeypatch):
     run = client_for(tracking_uri).get_run(summary["run_id"])
     # One GRU layer each way, 28 inputs, hidden 8: 3 gates x (8 x (28 + 8) weights + 2 x 8 biases) = 912 per
     # direction; the head reads both directions: 16 x 10 + 10. 2 x 912 + 170 = 1994.
-    assert run.data.metrics["n_params"] == 1994 and "epoch_time_s" in run.data.metrics
+    assert run.data.metrics["n_params"] == 1994
+    assert {"epoch_time_s", "val_time_s"} <= set(run.data.metrics)
     model, config = load_run_checkpoint(summary["run_id"], tracking_uri)
     assert model(torch.rand(3, 28, 28)).shape == (3, 10)
     task = build_task(config, "cpu", **synthetic_mnist(300, 60))  # the run alone scores what was logged
@@ -86,3 +88,52 @@ def test_failed_run_is_marked_failed_with_reason(tracking_uri, monkeypatch, caps
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED"
     assert "non-finite" in run.data.tags["error"]
+
+
+class EpochRecorder:
+    """A tracker that keeps each epoch's training and validation seconds and ignores everything else."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def log_epoch(self, epoch, first_iteration, train_losses, val, seconds, val_seconds, task):
+        self.epochs.append((seconds, val_seconds))
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+SLOW_VALIDATION_S = 0.5  # far above a tiny addition epoch's training, so the two cannot be confused
+
+
+def slow_validation(task):
+    evaluate = task.evaluate
+
+    def slow(model, split, loss_name):
+        if split == "val":
+            time.sleep(SLOW_VALIDATION_S)
+        return evaluate(model, split, loss_name)
+
+    task.evaluate = slow
+    return task
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["fit", "stacked seeds"])
+def test_validation_time_is_logged_apart_from_the_epochs_training(together):
+    from benchmark.stacked import build_seeds, fit_together
+    from benchmark.train import fit
+
+    configs = [tiny_config("addition", "gru", seed=seed, impl="loop") for seed in (1, 2)]
+    recorders = [EpochRecorder(), EpochRecorder()]
+    if together:
+        seeds = build_seeds(configs, recorders)
+        for seed in seeds:
+            slow_validation(seed.task)
+        fit_together(seeds, quiet=True)
+    else:
+        recorders = recorders[:1]
+        fit(configs[0], slow_validation(build_task(configs[0], "cpu")), recorders[0], quiet=True)
+    for recorder in recorders:
+        assert len(recorder.epochs) == 2
+        for seconds, val_seconds in recorder.epochs:
+            assert val_seconds >= SLOW_VALIDATION_S and seconds < SLOW_VALIDATION_S
