@@ -44,6 +44,7 @@ from .train import (
     overflow_error,
     prepare,
     record_epoch,
+    validate,
 )
 
 KERNEL = "stacked-{}"  # the kernel tag of a seed trained in a stack: stacked-fused or stacked-bmm
@@ -199,9 +200,7 @@ def _end_epoch(stack: StackedModel, index: int, seed: Seed, epoch: int, iteratio
     """Seed ``index``'s epoch as fit ends one: its weights into its own model, validation, best epoch, the log.
     Returns the seed's part of the epoch line: its validation accuracy, starred when it improved."""
     stack.copy_into(seed.model, index)
-    started = time.perf_counter()
-    val = seed.task.evaluate(seed.model, "val", seed.config.loss)
-    val_seconds = time.perf_counter() - started
+    val, val_seconds = validate(seed.task, seed.model, seed.config.loss)
     name = f"seed {seed.config.seed}"
     try:
         improved = seed.best.update(epoch, val, seed.model)

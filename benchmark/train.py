@@ -151,6 +151,13 @@ def log_setup(tracker, task, model: torch.nn.Module, device: torch.device, kerne
     return n_params
 
 
+def validate(task, model: torch.nn.Module, loss: str) -> tuple[dict, float]:
+    """The validation split scored after an epoch, and its seconds (logged apart from the epoch's training)."""
+    started = time.perf_counter()
+    val = task.evaluate(model, "val", loss)
+    return val, time.perf_counter() - started
+
+
 def record_epoch(result: FitResult, tracker, config: TrainConfig, epoch: int, iteration: int,
                  train_losses: list[float], val: dict, seconds: float, val_seconds: float) -> None:
     result.train_losses.extend(train_losses)
@@ -213,8 +220,7 @@ def fit(config: TrainConfig, task=None, tracker=None, *, epoch_callback: Callabl
             epoch_losses = losses[: step + 1]
             check_finite(epoch_losses, epoch, iteration)
             epoch_seconds = time.perf_counter() - started
-            val = task.evaluate(model, "val", config.loss)
-            val_seconds = time.perf_counter() - started - epoch_seconds
+            val, val_seconds = validate(task, model, config.loss)
             improved = best.update(epoch, val, model)
             train_losses = epoch_losses.cpu().tolist()
             record_epoch(result, tracker, config, epoch, iteration, train_losses, val, epoch_seconds,
