@@ -293,7 +293,9 @@ def test_three_workers_on_postgres_and_a_server_survive_a_sigkill(tmp_path, data
         numbers = [t.number for t in trials]
         assert len(numbers) == len(set(numbers))
         complete = [t for t in trials if t.state.name == "COMPLETE"]
-        assert len(complete) == 12 and tuning.counted_trials(study) == 12
+        states = [(t.number, t.state.name, t.system_attrs.get("failed_trial"), t.user_attrs.get(StudyAttr.ERROR))
+                  for t in trials]  # shown when the count is off: which trial went where
+        assert len(complete) == 12 and tuning.counted_trials(study) == 12, states
         lost = study.trials[victim.number]
         assert lost.state.name == "FAIL" and lost.user_attrs["mlflow_run_id"] == victim.user_attrs["mlflow_run_id"]
         (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]

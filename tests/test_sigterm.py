@@ -196,6 +196,35 @@ def test_a_sigterm_held_while_a_failing_store_ends_a_run_is_not_lost(sigterm_rai
     assert signal.getsignal(signal.SIGTERM) is sigterm_raises
 
 
+def test_an_interrupt_among_tracking_writes_never_leaves_the_sqlite_store_locked(tmp_path, sigterm_raises):
+    """SIGTERM at random moments of a stream of ``log_batch`` calls on a real SQLite store: each run still ends
+    KILLED at once, and the store takes the next run. Unheld, an interrupt inside SQLAlchemy's commit left the
+    write lock taken, and the run's end waited out MLflow's 20 s busy timeout."""
+    import _thread
+    import itertools
+    import random
+    import threading
+
+    from mlflow.entities import Metric
+
+    from benchmark.store import end_run
+
+    client = client_for(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("interrupted")
+    rng = random.Random(0)
+    for _ in range(60):
+        run = client.create_run(experiment).info.run_id
+        timer = threading.Timer(rng.random() * 0.05, _thread.interrupt_main, args=(signal.SIGTERM,))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            for step in itertools.count():
+                client.log_batch(run, metrics=[Metric("loss", 0.5, 0, step * 50 + i) for i in range(50)])
+        timer.join()
+        started = time.monotonic()
+        end_run(client, run, "KILLED", "interrupted")
+        assert time.monotonic() - started < 5 and client.get_run(run).info.status == "KILLED"
+
+
 def test_an_ignored_sigterm_stays_ignored_while_a_run_ends():
     from benchmark.store import end_run
 
