@@ -100,6 +100,7 @@ def start_system_metrics(run_id: str, tracking_uri: str):
 
 
 INTERRUPTED = "interrupted (KeyboardInterrupt)"  # Ctrl-C, and SIGTERM, which rnnbench's main turns into it
+DATASET_ATTEMPTS = 3  # log_inputs tries: another worker may be inserting the same dataset row
 
 
 def ending(error: BaseException) -> tuple[str, str]:
@@ -165,12 +166,22 @@ class RunTracker:
         import json
 
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         dataset = Dataset(name=info["name"], digest=info["digest"], source_type="code",
                           source=json.dumps({"tags": {"mlflow.source.name": info["source"]}}),
                           profile=json.dumps(info.get("profile", {})))
         tags = [InputTag(DatasetTag.CONTEXT, DatasetTag.ALL_SPLITS)]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+        # MLflow looks the dataset up, then inserts it: workers starting together can race to insert the same
+        # one (PostgreSQL: UniqueViolation, seen with three workers on one server). Again, it is found.
+        for attempt in range(1, DATASET_ATTEMPTS + 1):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
+                return
+            except MlflowException:
+                if attempt == DATASET_ATTEMPTS:
+                    raise
+                time.sleep(0.1 * attempt)
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         self._log([(key, value, step) for key, value in values.items()])
