@@ -156,9 +156,8 @@ def client_for(tracking_uri: str | None = None):
 def _held_client_class():
     """MlflowClient whose public calls hold interrupts. An interrupt that lands inside SQLAlchemy's commit or
     cleanup can leave an SQLite connection holding the database's write lock; every later write, the run's own
-    end included, then waits out MLflow's 20 s busy timeout and fails (measured: within 50 interrupted
-    ``log_batch`` loops, never in 300 held ones). Held, the interrupt lands between calls; a second one still
-    interrupts at once."""
+    end included, then waits out MLflow's 20 s busy timeout and fails (docs/tuning.md, "Faults"). Held, the
+    interrupt lands between calls; a second one still interrupts at once."""
     from mlflow import MlflowClient
 
     class HeldClient(MlflowClient):
