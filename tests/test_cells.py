@@ -100,10 +100,9 @@ def test_parallel_scan_and_sequential_form_agree(cls, bidirectional):
         sequential, sequential_last = cell.forward_sequential(x, given)
         torch.testing.assert_close(parallel, sequential, rtol=0, atol=1e-5)
         torch.testing.assert_close(parallel_last, sequential_last, rtol=0, atol=1e-5)
+    # On a CPU every mode runs the step loop, which trains faster there than the scan.
     cell.train()
-    assert torch.equal(cell(x, lengths)[1], cell.forward_parallel(x, lengths)[1])
-    with torch.no_grad():  # evaluation runs the sequential form
-        assert torch.equal(cell(x, lengths)[1], cell.forward_sequential(x, lengths)[1])
+    assert torch.equal(cell(x, lengths)[1], cell.forward_sequential(x, lengths)[1])
     cell.eval()
     assert torch.equal(cell(x, lengths)[1], cell.forward_sequential(x, lengths)[1])
 

@@ -110,10 +110,3 @@ class LRU(ScanCell):
     """Stacked LRU layers, dropout between layers."""
 
     layer_class = LRULayer
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        # On a CPU the step loop trains faster than the scan (benchmarks/scan_vs_sequential.py); elsewhere the
-        # scan while training, as minGRU's.
-        if x.device.type == "cpu":
-            return self.forward_sequential(x, lengths)
-        return super().forward(x, lengths)

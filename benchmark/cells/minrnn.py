@@ -12,10 +12,11 @@ where g(v) = v + 0.5 for v >= 0 and sigmoid(v) below keeps the candidate state p
 log-space scan applies: log h_t = a*_t + logcumsumexp_k(log b_k - a*_k) with a*_t = sum_{j<=t} log a_j, every
 step at once (``parallel_scan_log``, the paper's appendix code with log_g and softplus-form gate logs). The
 sequential form is the same recurrence one step at a time (``sequential_scan``), which is what the paper runs
-for inference. ``forward`` follows that split: the parallel scan while training with autograd on, the
-sequential form otherwise (evaluation: no [B, T, H] log-space intermediates, and no precision lost to a*_t,
-whose magnitude grows with the length: in float32 the two forms agree to about 1e-6 relative on tens of
-steps, 1e-4 on 784). Both forms are public (``forward_parallel``, ``forward_sequential``).
+for inference. ``forward`` follows that split on an accelerator: the parallel scan while training with autograd
+on, the sequential form otherwise (evaluation: no [B, T, H] log-space intermediates, and no precision lost to
+a*_t, whose magnitude grows with the length: in float32 the two forms agree to about 1e-6 relative on tens of
+steps, 1e-4 on 784). On a CPU it always takes the sequential form, which trains several times faster there.
+Both forms are public (``forward_parallel``, ``forward_sequential``).
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ class ScanCell(nn.Module):
                                       num_layers=num_layers, dropout=dropout, bidirectional=bidirectional)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        if self.training and torch.is_grad_enabled():
+        # On a CPU the step loop trains faster than every scan (benchmarks/scan_vs_sequential.py and
+        # benchmarks/mingru_scan.py; figures in docs/performance.md); elsewhere the scan while training.
+        if x.device.type != "cpu" and self.training and torch.is_grad_enabled():
             return self.forward_parallel(x, lengths)
         return self.forward_sequential(x, lengths)
 

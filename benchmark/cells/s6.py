@@ -133,10 +133,3 @@ class S6(ScanCell):
     """Stacked S6 layers (each in the Mamba block's convolution and gate), dropout between layers."""
 
     layer_class = S6Layer
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        # On a CPU the step loop trains faster than the scan (benchmarks/scan_vs_sequential.py); elsewhere the
-        # scan while training, as minGRU's.
-        if x.device.type == "cpu":
-            return self.forward_sequential(x, lengths)
-        return super().forward(x, lengths)
