@@ -38,10 +38,13 @@ class IndRNNLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         drive = self.input(x)  # W x_t + b for every step in one matrix product
         u = self.recurrent_weight()
-        h = torch.relu(drive[:, 0])
+        # unbind, not drive[:, t]: each indexing's backward would write a zero tensor of drive's whole size, T^2
+        # work in all (3.7x LSTM's epoch time on pixel MNIST)
+        steps = drive.unbind(1)
+        h = torch.relu(steps[0])
         outputs = [h]
-        for t in range(1, x.size(1)):
-            h = torch.relu(torch.addcmul(drive[:, t], u, h))
+        for drive_t in steps[1:]:
+            h = torch.relu(torch.addcmul(drive_t, u, h))
             outputs.append(h)
         return torch.stack(outputs, dim=1)
 
