@@ -407,3 +407,14 @@ def test_plugin_architectures_follow_the_builtins_in_the_order_the_store_first_s
 
     snap = SimpleNamespace(runs=[run("zcell", 1), run("lstm", 9), run("acell", 5), run("rnn", 7), run("zcell", 8)])
     assert reported_archs(snap, "addition") == ["rnn", "lstm", "zcell", "acell"]
+
+
+def test_each_task_section_opens_with_its_description_once(confirmed):
+    from benchmark.registry import TASKS
+
+    _, markdown, _ = confirmed
+    for task in ("mnist", "addition"):
+        description = TASKS[task].description
+        section = markdown.split(f"### {task}\n", 1)[1].split("\n### ", 1)[0]
+        assert section.split("\n\n")[0].strip() == f"{description[0].upper()}{description[1:]}."
+        assert section.count(description[1:]) == 1

@@ -65,7 +65,8 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             headers.insert(2, "seeds: mean ± std (n)")
         headers += ["notebook", "Δ"]
         # Two tables of at most 8 columns each: one wide table overflows a GitHub page.
-        about = f"{record.display}: {record.description}." if record.description else ""
+        # The description names the task itself ("pixel MNIST: 784 steps ..."), so it stands without the label.
+        about = f"{record.description[:1].upper()}{record.description[1:]}." if record.description else ""
         out += [f"### {task}", "", *([about, ""] if about else []), table(headers, rows, range(1, len(headers))), "",
                 table(["arch", "hidden", "layers", "lr", "loss", "params", "s / epoch", "trials"], setups,
                       [1, 2, 3, 5, 6]), ""]
