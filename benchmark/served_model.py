@@ -86,6 +86,7 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
     from mlflow.models import Model
 
     from .config import TrainConfig
+    from .store import artifact_bars_off
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     spec, config = payload["model"], TrainConfig.from_dict(payload["config"])
@@ -93,7 +94,8 @@ def log_pyfunc(run_id: str, checkpoint: Path, tracking_uri: str):
     # Pinned by hand: MLflow's inference of requirements imports the model in a subprocess, seconds per call.
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy",
                     rnnbench_requirement()]
-    with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), _quiet("mlflow.pyfunc"):
+    with (tempfile.TemporaryDirectory() as tmp, using_tracking_uri(tracking_uri), _quiet("mlflow.pyfunc"),
+          artifact_bars_off()):
         code = Path(tmp) / "rnnbench_model.py"
         code.write_text(MODEL_CODE)
         return Model.log(None, name="model", flavor=mlflow.pyfunc, run_id=run_id, python_model=str(code),

@@ -221,22 +221,30 @@ def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] |
 END_RUN_ATTEMPTS = 3
 
 
-def download_artifact(run_id: str, path: str, dst_path: str, tracking_uri: str | None = None) -> str:
-    """One artifact of a run into ``dst_path``; returns its local path. MLflow's download bar is off: it would mix
-    with the one-line-per-epoch (or per-file) output of whatever asked."""
-    import mlflow.artifacts
+@contextlib.contextmanager
+def artifact_bars_off():
+    """MLflow's artifact download bars off within the block: they would mix with the one-line-per-epoch (or
+    per-file) output of whatever asked. Logging a pyfunc model downloads what it uploaded, so it draws one too."""
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as PROGRESS
 
     before = os.environ.get(PROGRESS.name)
     os.environ[PROGRESS.name] = "false"
     try:
-        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst_path,
-                                                   tracking_uri=resolve_tracking_uri(tracking_uri))
+        yield
     finally:
         if before is None:
             os.environ.pop(PROGRESS.name, None)
         else:
             os.environ[PROGRESS.name] = before
+
+
+def download_artifact(run_id: str, path: str, dst_path: str, tracking_uri: str | None = None) -> str:
+    """One artifact of a run into ``dst_path``; returns its local path, without MLflow's download bar."""
+    import mlflow.artifacts
+
+    with artifact_bars_off():
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=dst_path,
+                                                   tracking_uri=resolve_tracking_uri(tracking_uri))
 
 
 @contextlib.contextmanager

@@ -110,3 +110,18 @@ def test_alias_race_on_postgres_is_retried_not_fatal(monkeypatch):
 
     with pytest.raises(MlflowException, match="no model"):  # other errors are not swallowed
         champion._set_alias(Broken(), "addition-gru", "champion", "3")
+
+
+def test_registering_draws_no_mlflow_download_bar(tmp_path, capfd, monkeypatch):
+    """A study registers its best model between its last trial line and confirm's first; logging the pyfunc
+    model downloads what it uploaded, and MLflow's bar for that broke the one-line-per-trial output."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = tracked_train(tiny_config("addition", "gru", epochs=1, train_size=60), uri)
+    capfd.readouterr()
+    assert register_champion(run, uri)["created"]
+    out, err = capfd.readouterr()
+    assert "Downloading artifacts" not in out + err
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # put back as it was
