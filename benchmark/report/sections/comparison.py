@@ -15,6 +15,17 @@ from ..select import best_run, headline, longest_length, reported_archs, reporte
 from ..snapshot import Snapshot
 
 
+def describe(record) -> str:
+    """The sentence that opens a task's section: its description, after its label unless it names the task
+    already ("pixel MNIST: 784 steps ..." would read "pixel MNIST: pixel MNIST: ...")."""
+    text = record.description
+    if not text:
+        return ""
+    if record.display.lower() in text.lower():
+        return f"{text[0].upper()}{text[1:]}."
+    return f"{record.display}: {text}."
+
+
 def comparison(snap: Snapshot, figures: Figures) -> str:
     """One table per task, one row per architecture, best trial by validation."""
     out = ["## Comparison", "",
@@ -65,8 +76,7 @@ def comparison(snap: Snapshot, figures: Figures) -> str:
             headers.insert(2, "seeds: mean ± std (n)")
         headers += ["notebook", "Δ"]
         # Two tables of at most 8 columns each: one wide table overflows a GitHub page.
-        # The description names the task itself ("pixel MNIST: 784 steps ..."), so it stands without the label.
-        about = f"{record.description[:1].upper()}{record.description[1:]}." if record.description else ""
+        about = describe(record)
         out += [f"### {task}", "", *([about, ""] if about else []), table(headers, rows, range(1, len(headers))), "",
                 table(["arch", "hidden", "layers", "lr", "loss", "params", "s / epoch", "trials"], setups,
                       [1, 2, 3, 5, 6]), ""]
