@@ -18,7 +18,6 @@ Registries need a database-backed store (the default SQLite store is one).
 from __future__ import annotations
 
 import math
-import time
 
 from .config import ConfigError
 from .schema import (
@@ -34,7 +33,7 @@ from .schema import (
     rank_key,
     registered_model_name,
 )
-from .store import client_for, download_artifact
+from .store import client_for, download_artifact, retried
 
 VERSION_METRICS = (Metric.TEST_ACC, Metric.BEST_VAL_ACC, Metric.N_PARAMS)  # copied onto the version as tags
 ALIAS_RETRIES = 3
@@ -137,15 +136,9 @@ def _set_alias(client, name: str, alias: str, version) -> None:
     unique-key violation, and the retry then finds the alias and moves it."""
     from mlflow.exceptions import MlflowException
 
-    for attempt in range(ALIAS_RETRIES):
-        try:
-            client.set_registered_model_alias(name, alias, version)
-            return
-        except MlflowException as error:
-            raced = any(s in str(error) for s in ("UniqueViolation", "already exists", "UNIQUE"))
-            if attempt == ALIAS_RETRIES - 1 or not raced:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+    retried(lambda: client.set_registered_model_alias(name, alias, version), attempts=ALIAS_RETRIES,
+            errors=MlflowException,
+            when=lambda error: any(s in str(error) for s in ("UniqueViolation", "already exists", "UNIQUE")))
 
 
 def parse_reference(reference: str) -> tuple[str, str | None, str | None]:

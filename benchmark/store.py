@@ -218,6 +218,24 @@ def search_runs(client, filter_string: str = "", experiment_ids: Iterable[str] |
             return
 
 
+def retried(call, *, attempts: int, errors: type[BaseException] | tuple = Exception, when=None, pause: float = 0.2,
+            jitter: float = 0.0):
+    """``call()``, tried up to ``attempts`` times while it raises one of ``errors`` for which ``when(error)`` holds
+    (every such error if ``when`` is None); the n-th retry waits ``pause * n`` seconds plus up to ``jitter``. The
+    last error, or one not retried, propagates. The stores' known races (a row two workers insert at once, a
+    write cut by an interrupt) all clear on a later try."""
+    import random
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except errors as error:
+            if attempt == attempts or (when is not None and not when(error)):
+                raise
+            time.sleep(pause * attempt + random.random() * jitter)
+    raise AssertionError("attempts must be >= 1")
+
+
 END_RUN_ATTEMPTS = 3
 
 
@@ -286,14 +304,10 @@ def end_run(client, run_id: str, status: str = RunStatus.FINISHED, reason: str |
     landed (``interrupts_held``). Retried: a Ctrl-C that lands inside an SQLite write can leave that write's
     session half-flushed, and the run's last two writes, made right after, must still land or the run would stay
     RUNNING."""
+    def end() -> None:
+        if reason:
+            client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
+        client.set_terminated(run_id, status=status)
+
     with interrupts_held():
-        for attempt in range(1, END_RUN_ATTEMPTS + 1):
-            try:
-                if reason:
-                    client.set_tag(run_id, Tag.ERROR, reason[:ERROR_TAG_LIMIT])
-                client.set_terminated(run_id, status=status)
-                return
-            except Exception:
-                if attempt == END_RUN_ATTEMPTS:
-                    raise
-                time.sleep(0.2 * attempt)
+        retried(end, attempts=END_RUN_ATTEMPTS)

@@ -25,7 +25,7 @@ from .config import ConfigError, TrainConfig
 from .plugins import LOADED
 from .registry import task_record
 from .schema import Artifact, DatasetTag, Metric, Role, RunStatus, Suite, Tag
-from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment, interrupts_held
+from .store import MAX_METRICS_PER_CALL, client_for, end_run, get_or_create_experiment, interrupts_held, retried
 
 
 @functools.cache  # constant for the process; every run and trial asks for it
@@ -174,14 +174,8 @@ class RunTracker:
         tags = [InputTag(DatasetTag.CONTEXT, DatasetTag.ALL_SPLITS)]
         # MLflow looks the dataset up, then inserts it: workers starting together can race to insert the same
         # one (PostgreSQL: UniqueViolation, seen with three workers on one server). Again, it is found.
-        for attempt in range(1, DATASET_ATTEMPTS + 1):
-            try:
-                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
-                return
-            except MlflowException:
-                if attempt == DATASET_ATTEMPTS:
-                    raise
-                time.sleep(0.1 * attempt)
+        retried(lambda: self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)]),
+                attempts=DATASET_ATTEMPTS, errors=MlflowException, pause=0.1)
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         self._log([(key, value, step) for key, value in values.items()])

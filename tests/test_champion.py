@@ -12,6 +12,7 @@ from benchmark.checkpoint import load_checkpoint
 from benchmark.config import ConfigError
 from benchmark.schema import PYFUNC_CHECKPOINT
 from benchmark.store import client_for
+from benchmark.store import time as store_time
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +101,7 @@ def test_alias_race_on_postgres_is_retried_not_fatal(monkeypatch):
                 raise MlflowException("(psycopg.errors.UniqueViolation) duplicate key value violates unique "
                                       "constraint \"registered_model_alias_pk\"")
 
-    monkeypatch.setattr(champion.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(store_time, "sleep", lambda seconds: None)
     champion._set_alias(Client(), "addition-gru", "champion", "3")
     assert calls == ["3", "3"]
 

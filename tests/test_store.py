@@ -117,3 +117,39 @@ def test_end_run_retries_a_write_that_fails_once(tmp_path, monkeypatch):
     store.end_run(client, run_id, RunStatus.KILLED, "interrupted (KeyboardInterrupt)")
     assert calls == [RunStatus.KILLED, RunStatus.KILLED]
     assert client.get_run(run_id).info.status == RunStatus.KILLED
+
+
+def test_retried_tries_again_only_what_it_is_told_and_gives_up_with_the_last_error(monkeypatch):
+    from benchmark import store
+
+    pauses = []
+    monkeypatch.setattr(store.time, "sleep", pauses.append)
+
+    def failing(errors):
+        calls = []
+
+        def call():
+            calls.append(len(calls))
+            if len(calls) <= len(errors):
+                raise errors[len(calls) - 1]
+            return "done"
+        return call, calls
+
+    call, calls = failing([KeyError("a"), KeyError("b")])
+    assert store.retried(call, attempts=3, pause=0.5) == "done" and len(calls) == 3
+    assert pauses == [0.5, 1.0]
+
+    call, calls = failing([KeyError("a"), KeyError("b"), KeyError("c")])
+    with pytest.raises(KeyError, match="c"):  # the last error, after the last attempt
+        store.retried(call, attempts=3)
+    assert len(calls) == 3
+
+    call, calls = failing([ValueError("not retried")])
+    with pytest.raises(ValueError):  # not one of ``errors``
+        store.retried(call, attempts=3, errors=KeyError)
+    assert len(calls) == 1
+
+    call, calls = failing([KeyError("other"), KeyError("race")])
+    with pytest.raises(KeyError, match="other"):  # ``when`` refuses it
+        store.retried(call, attempts=3, when=lambda error: "race" in str(error))
+    assert len(calls) == 1

@@ -103,7 +103,7 @@ class EpochRecorder:
         return lambda *args, **kwargs: None
 
 
-SLOW_VALIDATION_S = 0.5  # far above a tiny addition epoch's training, so the two cannot be confused
+SLOW_VALIDATION_S = 1.0  # well above a tiny epoch's training, even on a loaded machine (0.86 s seen at load 3)
 
 
 def slow_validation(task):

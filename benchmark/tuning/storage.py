@@ -16,13 +16,11 @@ Example: RNNBENCH_STORAGE=postgresql+psycopg://bench:PW@db/optuna rnnbench tune 
 from __future__ import annotations
 
 import os
-import random
-import time
 import warnings
 from pathlib import Path
 
 from ..config import ConfigError
-from ..store import default_journal, mask_url, sqlite_path
+from ..store import default_journal, mask_url, retried, sqlite_path
 from .recovery import LostTrialHandler
 
 STORAGE_ENV = "RNNBENCH_STORAGE"  # the Optuna storage URL, from the environment: not on argv, never printed
@@ -91,24 +89,24 @@ def open_storage(url: str, tracking_uri: str | None = None, *, create: bool = Tr
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else None
-    for attempt in range(CREATE_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create,
-                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=2 * HEARTBEAT_SECONDS,
-                                  heartbeat_stale_trial_callback=LostTrialHandler(tracking_uri))
-        except ImportError as error:
-            raise ConfigError(f"storage {mask_url(url)} needs a driver: {error}; "
-                              "for PostgreSQL: pip install 'psycopg[binary]'") from None
-        except Exception as error:  # connection refused, bad credentials, ...
-            # Workers starting together on a new database race to create Optuna's tables (no lock of Optuna's
-            # own): the losers see a duplicate type or table, and find the tables complete on the next try.
-            if create and attempt + 1 < CREATE_ATTEMPTS and any(s in str(error) for s in TABLE_RACE):
-                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
-                continue
-            raise ConfigError(f"cannot open storage {mask_url(url)}: {str(error).splitlines()[0]}") from None
-    raise AssertionError("unreachable")
+    def open_storage() -> RDBStorage:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create,
+                              heartbeat_interval=HEARTBEAT_SECONDS, grace_period=2 * HEARTBEAT_SECONDS,
+                              heartbeat_stale_trial_callback=LostTrialHandler(tracking_uri))
+
+    try:
+        # Workers starting together on a new database race to create Optuna's tables (no lock of Optuna's own):
+        # the losers see a duplicate type or table, and find the tables complete on the next try.
+        return retried(open_storage, attempts=CREATE_ATTEMPTS, jitter=0.3,
+                       when=lambda error: create and not isinstance(error, ImportError)
+                       and any(s in str(error) for s in TABLE_RACE))
+    except ImportError as error:
+        raise ConfigError(f"storage {mask_url(url)} needs a driver: {error}; "
+                          "for PostgreSQL: pip install 'psycopg[binary]'") from None
+    except Exception as error:  # connection refused, bad credentials, ...
+        raise ConfigError(f"cannot open storage {mask_url(url)}: {str(error).splitlines()[0]}") from None
 
 
 def has_heartbeat(storage) -> bool:
