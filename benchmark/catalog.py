@@ -55,8 +55,8 @@ def task_order_key(task: str) -> tuple[int, str]:
 
 # A cell's colour in every figure is the one it was registered with; cells without one take the next of these in
 # the order given (the report: the order the store first saw them), else one by name hash.
-PLUGIN_COLOURS: tuple[str, ...] = ("#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
-                                   "#7b4173")
+PLUGIN_COLOURS: tuple[str, ...] = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+                                   "#dbdb8d")  # tab20's light shades: none is a shipped cell's
 
 
 def arch_colour(arch: str, plugins: Sequence[str] = ()) -> str:

@@ -21,6 +21,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from benchmark import catalog, plots  # noqa: E402
+from benchmark.cells import BUILTIN_CELLS  # noqa: E402
 from benchmark.config import TrainConfig  # noqa: E402
 from benchmark.report import figures  # noqa: E402
 
@@ -211,6 +212,10 @@ def test_the_checker_catches_what_it_looks_for():
 def test_architecture_colours_are_fixed_for_builtins_and_stable_for_plugins():
     assert catalog.arch_colour("lstm") == catalog.arch_colour("lstm", ["zcell", "lstm"]) == "#ff7f0e"
     assert len({catalog.arch_colour(a) for a in catalog.BUILTIN_ARCHITECTURES}) == len(catalog.BUILTIN_ARCHITECTURES)
+    # every cell rnnbench ships has a colour of its own: a report over all of them draws no two alike
+    shipped = [name for name, *_ in BUILTIN_CELLS]
+    assert set(catalog.ARCH_COLOURS) >= set(shipped)
+    assert len({catalog.arch_colour(a) for a in shipped}) == len(shipped)
     first, second = catalog.arch_colour("zcell", ["lstm", "zcell", "acell"]), catalog.arch_colour("acell", ["zcell",
                                                                                                           "acell"])
     assert first == catalog.PLUGIN_COLOURS[0] and second == catalog.PLUGIN_COLOURS[1]

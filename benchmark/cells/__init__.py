@@ -18,7 +18,8 @@ from __future__ import annotations
 from ..catalog import IMPLS
 from ..registry import register_cell
 
-# name, class, bidirectional, label in tables and figures, colour in figures (matplotlib's tab10 for the six)
+# name, class, bidirectional, label in tables and figures, colour in figures: matplotlib's tab10, then darker
+# shades (tab20b) and teal, one each, so that a report over all 18 draws 18 lines (8 shared colours paired 4 of them)
 BUILTIN_CELLS = (
     ("rnn", "native:RNN", False, "RNN", "#1f77b4"),
     ("lstm", "native:LSTM", False, "LSTM", "#ff7f0e"),
@@ -26,18 +27,18 @@ BUILTIN_CELLS = (
     ("birnn", "native:RNN", True, "BiRNN", "#d62728"),
     ("bilstm", "native:LSTM", True, "BiLSTM", "#9467bd"),
     ("bigru", "native:GRU", True, "BiGRU", "#8c564b"),
-    ("indrnn", "indrnn:IndRNN", False, "IndRNN", ""),
-    ("biindrnn", "indrnn:IndRNN", True, "BiIndRNN", ""),
-    ("mingru", "minrnn:MinGRU", False, "minGRU", ""),
-    ("bimingru", "minrnn:MinGRU", True, "BiminGRU", ""),
-    ("minlstm", "minrnn:MinLSTM", False, "minLSTM", ""),
-    ("biminlstm", "minrnn:MinLSTM", True, "BiminLSTM", ""),
-    ("lru", "lru:LRU", False, "LRU", ""),
-    ("bilru", "lru:LRU", True, "BiLRU", ""),
-    ("s6", "s6:S6", False, "S6", ""),
-    ("bis6", "s6:S6", True, "BiS6", ""),
-    ("slstm", "slstm:SLSTM", False, "sLSTM", ""),
-    ("bislstm", "slstm:SLSTM", True, "BisLSTM", ""),
+    ("indrnn", "indrnn:IndRNN", False, "IndRNN", "#7f7f7f"),
+    ("biindrnn", "indrnn:IndRNN", True, "BiIndRNN", "#393b79"),
+    ("mingru", "minrnn:MinGRU", False, "minGRU", "#17becf"),
+    ("bimingru", "minrnn:MinGRU", True, "BiminGRU", "#637939"),
+    ("minlstm", "minrnn:MinLSTM", False, "minLSTM", "#bcbd22"),
+    ("biminlstm", "minrnn:MinLSTM", True, "BiminLSTM", "#8c6d31"),
+    ("lru", "lru:LRU", False, "LRU", "#e377c2"),
+    ("bilru", "lru:LRU", True, "BiLRU", "#008080"),
+    ("s6", "s6:S6", False, "S6", "#000000"),
+    ("bis6", "s6:S6", True, "BiS6", "#7b4173"),
+    ("slstm", "slstm:SLSTM", False, "sLSTM", "#e7ba52"),
+    ("bislstm", "slstm:SLSTM", True, "BisLSTM", "#6b6ecf"),
 )
 
 for _name, _target, _bidirectional, _label, _colour in BUILTIN_CELLS:
