@@ -80,6 +80,9 @@ CASES = {
     "loss_comparison": lambda: figures.loss_comparison(
         {"lstm": {"ce": 1.0, "mse": 0.9999}, "gru": {"ce": 1.0, "mse": None}, "bigru": {"ce": 0.98, "mse": 1.0}},
         ["ce", "mse"], "t", "mean bit accuracy", colours=dict(catalog.ARCH_COLOURS)),
+    "loss_comparison/every shipped cell": lambda: figures.loss_comparison(
+        {name: {"ce": 0.5, "mse": 0.25} for name, *_ in BUILTIN_CELLS}, ["ce", "mse"], "t", "recall accuracy",
+        colours=dict(catalog.ARCH_COLOURS)),
     "optimisation_histories": lambda: figures.optimisation_histories(
         {f"addition-{arch}": {"complete": [(0, 0.9), (3, 1.0), (4, 0.9995)], "pruned": [(1, 0.6), (2, 0.7)],
                               "colour": catalog.arch_colour(arch)} for arch in ("rnn", "lstm", "gru", "bigru")},

@@ -94,7 +94,8 @@ def loss_comparison(values: dict[str, dict[str, float | None]], losses: list[str
             if values[arch].get(loss) is not None:
                 ax.plot([j + shift], [100 * values[arch][loss]], LOSS_MARKERS[i % 4], ms=8, ls="none",
                         color=(colours or {}).get(arch, "black"), markeredgecolor="black", markeredgewidth=0.6)
-    ax.set_xticks(range(len(archs)), archs)
+    # upright where 18 cells' names side by side would run into each other at this width
+    ax.set_xticks(range(len(archs)), archs, rotation=90 if len(archs) > 8 else 0)
     ax.set_xlim(-0.5, len(archs) - 0.5)
     ax.set(ylabel=ylabel, xlabel="architecture")
     suptitle(fig, title)
