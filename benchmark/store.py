@@ -16,6 +16,7 @@ import fcntl
 import functools
 import logging
 import os
+import random
 import re
 import signal
 import threading
@@ -224,8 +225,6 @@ def retried(call, *, attempts: int, errors: type[BaseException] | tuple = Except
     (every such error if ``when`` is None); the n-th retry waits ``pause * n`` seconds plus up to ``jitter``. The
     last error, or one not retried, propagates. The stores' known races (a row two workers insert at once, a
     write cut by an interrupt) all clear on a later try."""
-    import random
-
     for attempt in range(1, attempts + 1):
         try:
             return call()

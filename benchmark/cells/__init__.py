@@ -18,8 +18,8 @@ from __future__ import annotations
 from ..catalog import IMPLS
 from ..registry import register_cell
 
-# name, class, bidirectional, label in tables and figures, colour in figures: matplotlib's tab10, then darker
-# shades (tab20b) and teal, one each, so that a report over all 18 draws 18 lines (8 shared colours paired 4 of them)
+# name, class, bidirectional, label in tables and figures, colour in figures: matplotlib's tab10, then tab20b's
+# darker shades and teal. Each cell has its own, so a report over all 18 draws no two alike.
 BUILTIN_CELLS = (
     ("rnn", "native:RNN", False, "RNN", "#1f77b4"),
     ("lstm", "native:LSTM", False, "LSTM", "#ff7f0e"),

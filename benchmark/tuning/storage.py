@@ -89,7 +89,7 @@ def open_storage(url: str, tracking_uri: str | None = None, *, create: bool = Tr
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_SECONDS}} if url.startswith("sqlite") else None
-    def open_storage() -> RDBStorage:
+    def connect() -> RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create,
@@ -99,9 +99,8 @@ def open_storage(url: str, tracking_uri: str | None = None, *, create: bool = Tr
     try:
         # Workers starting together on a new database race to create Optuna's tables (no lock of Optuna's own):
         # the losers see a duplicate type or table, and find the tables complete on the next try.
-        return retried(open_storage, attempts=CREATE_ATTEMPTS, jitter=0.3,
-                       when=lambda error: create and not isinstance(error, ImportError)
-                       and any(s in str(error) for s in TABLE_RACE))
+        return retried(connect, attempts=CREATE_ATTEMPTS, jitter=0.3,
+                       when=lambda error: create and any(s in str(error) for s in TABLE_RACE))
     except ImportError as error:
         raise ConfigError(f"storage {mask_url(url)} needs a driver: {error}; "
                           "for PostgreSQL: pip install 'psycopg[binary]'") from None
